@@ -1,0 +1,75 @@
+"""One leaderboard row: task -> data -> method.fit -> node effects -> separability."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import torch
+
+from abench.effects import MethodError, node_effects
+from abench.separability import separability
+from ablations.base import AblationMethod, TaskData, make_method
+from tasks.base import Task
+
+DEFAULT_N_FIT = 128
+DEFAULT_N_EVAL = 256
+DEFAULT_SEED = 0
+
+
+def task_data(task: Task, n_fit: int = DEFAULT_N_FIT, n_eval: int = DEFAULT_N_EVAL, seed: int = DEFAULT_SEED) -> tuple[TaskData, TaskData]:
+    """Fit and eval splits of a task (disjoint seeds), with clean and counterfactual activations."""
+    fit = TaskData.build(task.model, task.output, task.nodes, *task.sample_with_counterfactual(n_fit, seed * 2 + 1), seed=seed * 2 + 1)
+    ev = TaskData.build(task.model, task.output, task.nodes, *task.sample_with_counterfactual(n_eval, seed * 2), seed=seed * 2)
+    return fit, ev
+
+
+class Timer:
+    """Wall time, or CUDA-event time after synchronisation on a CUDA device."""
+
+    def __init__(self, device: str):
+        self.cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            self.end.record()
+            torch.cuda.synchronize()
+            self.seconds = self.start.elapsed_time(self.end) / 1000
+        else:
+            self.seconds = time.perf_counter() - self.t0
+
+
+def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskData) -> dict:
+    """Fit ``method`` on ``fit``, measure every node's effect on ``ev``. Never raises for a bad method:
+    its row gets ``status: failed`` and the reason."""
+    row = {"task": task.name, "family": task.family, "ground_truth": task.ground_truth}
+    device = str(task.model.cfg.device)
+    try:
+        m = make_method(method) if isinstance(method, str) else method
+        row["method"] = m.name
+        with Timer(device) as t_fit:
+            m.fit(fit)
+        with Timer(device) as t_eff:
+            effects = node_effects(m, ev)
+    except Exception as err:  # noqa: BLE001 - any failure of a method becomes its row's reason
+        row.setdefault("method", method if isinstance(method, str) else getattr(method, "name", repr(method)))
+        reason = str(err) if isinstance(err, MethodError) else f"{type(err).__name__}: {err}"
+        row.update(status="failed", error=reason)
+        return row
+    labels = [e.in_circuit for e in effects]
+    sep = separability(labels, [e.effect for e in effects])
+    sep_c = separability(labels, [e.continuous for e in effects])
+    row.update(status="ok", error=None, **sep)
+    row["auroc_continuous"] = sep_c["auroc"]
+    row.update(fit_seconds=t_fit.seconds, effect_seconds=t_eff.seconds, seconds=t_fit.seconds + t_eff.seconds)
+    row["nodes"] = [asdict(e) for e in effects]
+    return row

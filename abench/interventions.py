@@ -1,0 +1,101 @@
+"""Single-node interventions on TransformerLens hooks: the batched path and the reference loop.
+
+Both take, for every node, the replacement value of its activation (``[batch, pos, d]``) and
+return the model's outputs with that node replaced. The reference loop runs one full forward
+per node. The batched path runs, for each layer, one forward per chunk of that layer's nodes:
+the clean residual stream before the layer is repeated once per node along the batch axis and
+the model starts at that layer (``start_at_layer``), so nothing upstream is recomputed. Tests
+hold the two to 1e-5.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Mapping, Sequence
+
+import torch
+from transformer_lens import HookedTransformer
+
+from tasks.base import Node
+
+# Forwards of a few hundred rows are fastest on a 2-core CPU (shared/reference/ground-truth.md).
+DEFAULT_MAX_ROWS = 512
+
+
+def node_activation(hook_value: torch.Tensor, node: Node) -> torch.Tensor:
+    """The node's slice of its hook's value: ``[batch, pos, d_head]`` or ``[batch, pos, d_mlp]``."""
+    return hook_value[:, :, node.head, :] if node.kind == "attn" else hook_value
+
+
+def _replacing_hook(entries: list[tuple[Node, slice, torch.Tensor]]):
+    """A hook writing ``value`` into ``node``'s slice of the given batch rows, for each entry."""
+
+    def hook(act: torch.Tensor, hook) -> torch.Tensor:
+        out = act.clone()  # not in place: autograd (optimal ablation) may need the original
+        for node, rows, value in entries:
+            if node.kind == "attn":
+                out[rows, :, node.head, :] = value
+            else:
+                out[rows] = value
+        return out
+
+    return hook
+
+
+def clean_run(
+    model: HookedTransformer, tokens: torch.Tensor, nodes: Sequence[Node]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor]]:
+    """One clean forward: ``(outputs [b, pos, v], {node: activation [b, pos, d]}, {layer: resid_pre [b, pos, d_model]})``."""
+    hooks = {n.hook_name for n in nodes} | {f"blocks.{n.layer}.hook_resid_pre" for n in nodes}
+    with torch.no_grad():
+        out, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
+    acts = {n.name: node_activation(cache[n.hook_name], n).clone() for n in nodes}
+    resid = {n.layer: cache[f"blocks.{n.layer}.hook_resid_pre"] for n in nodes}
+    return out, acts, resid
+
+
+def ablated_outputs_loop(
+    model: HookedTransformer, tokens: torch.Tensor, nodes: Sequence[Node], replacements: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Reference: one full forward per node. Returns ``{node: outputs [b, pos, v]}``."""
+    outs = {}
+    for node in nodes:
+        hook = _replacing_hook([(node, slice(None), replacements[node.name])])
+        outs[node.name] = model.run_with_hooks(tokens, fwd_hooks=[(node.hook_name, hook)])
+    return outs
+
+
+def ablated_outputs_batched(
+    model: HookedTransformer,
+    resid_pre: Mapping[int, torch.Tensor],
+    nodes: Sequence[Node],
+    replacements: Mapping[str, torch.Tensor] | Callable[[Node], torch.Tensor],
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> dict[str, torch.Tensor]:
+    """All single-node ablations in stacked passes. Returns ``{node: outputs [b, pos, v]}``.
+
+    ``replacements`` maps a node name to its value ``[b, pos, d]`` (or is a function of the
+    node, so values can be built lazily, e.g. with gradients for optimal ablation).
+    ``resid_pre[layer]`` is the clean residual stream ``[b, pos, d_model]`` before each layer.
+    """
+    get = replacements if callable(replacements) else (lambda n: replacements[n.name])
+    by_layer: dict[int, list[Node]] = defaultdict(list)
+    for node in nodes:
+        by_layer[node.layer].append(node)
+    outs: dict[str, torch.Tensor] = {}
+    for layer, layer_nodes in sorted(by_layer.items()):
+        resid = resid_pre[layer]
+        b = resid.shape[0]
+        per_chunk = max(1, max_rows // b)
+        for start in range(0, len(layer_nodes), per_chunk):
+            chunk = layer_nodes[start : start + per_chunk]
+            plan: dict[str, list[tuple[Node, slice, torch.Tensor]]] = defaultdict(list)
+            for i, node in enumerate(chunk):
+                plan[node.hook_name].append((node, slice(i * b, (i + 1) * b), get(node)))
+            fwd_hooks = [(name, _replacing_hook(entries)) for name, entries in plan.items()]
+            stacked = resid.repeat(len(chunk), 1, 1)
+            with model.hooks(fwd_hooks=fwd_hooks):
+                out = model(stacked, start_at_layer=layer)
+            for i, node in enumerate(chunk):
+                outs[node.name] = out[i * b : (i + 1) * b]
+    return outs

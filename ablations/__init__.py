@@ -1,0 +1,33 @@
+"""Ablation methods, each registered by name. ``make_method("scaled_resample[s=0.5]")`` builds one.
+
+The default leaderboard set is ``DEFAULT_METHODS``; ``SCALE_SWEEP_METHODS`` is the scaled
+resample sweep of InterpBench's case-3 study.
+"""
+
+from ablations.base import REGISTRY, AblationMethod, NodeBatch, TaskData, make_method, register
+from ablations import basic, optimal, pca  # noqa: F401  (registers the built-ins)
+from ablations.basic import SCALE_SWEEP
+
+DEFAULT_METHODS = [
+    "zero",
+    "mean",
+    "position_mean",
+    "cf_mean",
+    "resample",
+    "cf_patch",
+    "scaled_resample[s=0.5]",
+    "pca_self[k=1,high]",
+    "pca_self[k=1,complement]",
+    "pca_resample[k=1,high]",
+    "pca_resample[k=1,complement]",
+    "noise",
+    "directional",
+    "optimal",
+    "optimal_position",
+]
+SCALE_SWEEP_METHODS = [f"scaled_resample[s={s:g}]" for s in SCALE_SWEEP]
+
+__all__ = [
+    "REGISTRY", "AblationMethod", "NodeBatch", "TaskData", "make_method", "register",
+    "DEFAULT_METHODS", "SCALE_SWEEP_METHODS",
+]

@@ -1,0 +1,236 @@
+"""The ablation-method interface, the data a method sees, and the registry of methods by name.
+
+A method follows scikit-learn's estimator shape: configured in ``__init__`` (no work), learns
+in ``fit(data)`` (state in attributes ending in ``_``), and acts in ``ablate(batch)``, which
+returns the value written in place of one node's activation. ``zero`` and ``resample`` learn
+nothing; ``mean``, ``pca_*``, ``noise`` and ``optimal`` learn from the task's fit data.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import torch
+from transformer_lens import HookedTransformer
+
+from abench.interventions import clean_run
+from tasks.base import Node
+
+
+@dataclass
+class NodeBatch:
+    """What a method sees when it ablates one node on one batch (one sequence length).
+
+    Attributes:
+        node: the node being ablated.
+        clean: its activation on the base inputs, ``[batch, pos, d]``.
+        source: its activation on the resample sources (a derangement of the batch, so no row
+            is its own source), ``[batch, pos, d]``.
+        counterfactual: its activation on a minimal edit of each base input, ``[batch, pos, d]``.
+        generator: a seeded generator for methods that draw random numbers.
+        group: index of the length group (same for all nodes of one batch).
+    """
+
+    node: Node
+    clean: torch.Tensor
+    source: torch.Tensor
+    counterfactual: torch.Tensor
+    generator: torch.Generator
+    group: int = 0
+
+
+def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A random permutation of ``range(n)`` without fixed points (``n >= 2``)."""
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 rows, got {n}: sample more inputs per length")
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        if not bool((perm == torch.arange(n)).any()):
+            return perm
+
+
+@dataclass
+class TaskData:
+    """Clean (and counterfactual) activations of every node on a data set of length groups.
+
+    Built once per (task, split) and shared by every method: methods fit on the ``fit`` split,
+    effects are measured on the ``eval`` split. Lists are indexed by length group.
+
+    Attributes:
+        model, output, nodes: the task's model, output kind and nodes.
+        tokens: ``[n_g, pos_g]`` token tensors; ``cf_tokens``: their minimal edits.
+        outputs: clean model outputs ``[n_g, pos_g, d_vocab_out]``.
+        acts / cf_acts: ``{node name: [tensor [n_g, pos_g, d]]}`` on ``tokens`` / ``cf_tokens``.
+        resid_pre: per group, ``{layer: clean residual stream [n_g, pos_g, d_model]}``.
+        perms: per group, the resample derangement ``[n_g]``.
+    """
+
+    model: HookedTransformer
+    output: Literal["categorical", "numerical"]
+    nodes: list[Node]
+    tokens: list[torch.Tensor]
+    cf_tokens: list[torch.Tensor]
+    outputs: list[torch.Tensor]
+    acts: dict[str, list[torch.Tensor]]
+    cf_acts: dict[str, list[torch.Tensor]]
+    resid_pre: list[dict[int, torch.Tensor]]
+    perms: list[torch.Tensor]
+    seed: int = 0
+    node_index: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.node_index = {n.name: i for i, n in enumerate(self.nodes)}
+
+    @classmethod
+    def build(
+        cls,
+        model: HookedTransformer,
+        output: Literal["categorical", "numerical"],
+        nodes: Sequence[Node],
+        tokens: Sequence[torch.Tensor],
+        cf_tokens: Sequence[torch.Tensor] | None = None,
+        seed: int = 0,
+    ) -> "TaskData":
+        """Run the clean model on every group (and on the counterfactuals) and keep what methods need."""
+        if output not in ("categorical", "numerical"):
+            raise ValueError(f"output must be 'categorical' or 'numerical', got {output!r}")
+        nodes = list(nodes)
+        cf_tokens = list(cf_tokens) if cf_tokens is not None else list(tokens)
+        gen = torch.Generator().manual_seed(seed)
+        outputs, resid_pre, perms = [], [], []
+        acts: dict[str, list[torch.Tensor]] = {n.name: [] for n in nodes}
+        cf_acts: dict[str, list[torch.Tensor]] = {n.name: [] for n in nodes}
+        for toks, cf in zip(tokens, cf_tokens, strict=True):
+            if toks.shape != cf.shape:
+                raise ValueError(f"counterfactual tokens {tuple(cf.shape)} must match base tokens {tuple(toks.shape)}")
+            out, a, resid = clean_run(model, toks, nodes)
+            _, cfa, _ = clean_run(model, cf, nodes)
+            outputs.append(out)
+            resid_pre.append(resid)
+            perms.append(derangement(toks.shape[0], gen).to(toks.device))
+            for n in nodes:
+                acts[n.name].append(a[n.name])
+                cf_acts[n.name].append(cfa[n.name])
+        return cls(model, output, nodes, list(tokens), cf_tokens, outputs, acts, cf_acts, resid_pre, perms, seed)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.tokens)
+
+    def node_batch(self, node: Node, group: int) -> NodeBatch:
+        clean = self.acts[node.name][group]
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.node_index[node.name] * 1009 + group)
+        return NodeBatch(node, clean, clean[self.perms[group]], self.cf_acts[node.name][group], gen, group)
+
+    def cells(self, name: str, counterfactual: bool = False) -> torch.Tensor:
+        """Every (example, position) activation of a node, ``[cells, d]`` (BOS included)."""
+        src = self.cf_acts if counterfactual else self.acts
+        return torch.cat([a.reshape(-1, a.shape[-1]) for a in src[name]])
+
+    def per_position(self, name: str, counterfactual: bool = False) -> list[torch.Tensor]:
+        """Activations at each position over every group long enough to have it: ``[pos] -> [n_p, d]``."""
+        src = (self.cf_acts if counterfactual else self.acts)[name]
+        n_pos = max(a.shape[1] for a in src)
+        return [torch.cat([a[:, p] for a in src if a.shape[1] > p]) for p in range(n_pos)]
+
+
+class AblationMethod:
+    """Base class of every method. Subclasses override ``ablate`` and, if they learn, ``fit``.
+
+    ``ablate`` must return a tensor of the shape of ``batch.clean`` and must not modify its
+    inputs. The suite checks both and the finiteness of the result.
+    """
+
+    #: registry name; parametrised methods add their parameters (``scaled_resample[s=0.5]``).
+    base_name: str = "unnamed"
+
+    @property
+    def name(self) -> str:
+        return self.base_name
+
+    def fit(self, data: TaskData) -> "AblationMethod":
+        return self
+
+    def ablate(self, batch: NodeBatch) -> torch.Tensor:  # [batch, pos, d]
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class FunctionMethod(AblationMethod):
+    """Wraps a plain function ``f(batch) -> tensor`` (a method that learns nothing)."""
+
+    def __init__(self, name: str, fn: Callable[[NodeBatch], torch.Tensor]):
+        self.base_name = name
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def ablate(self, batch: NodeBatch) -> torch.Tensor:
+        return self.fn(batch)
+
+
+REGISTRY: dict[str, Callable[..., AblationMethod]] = {}
+
+
+def register(name: str):
+    """Register a method class (or a plain ``f(batch) -> tensor`` function) under ``name``.
+
+    >>> @register("negate")
+    ... def negate(batch): return -batch.clean
+    """
+
+    def deco(obj):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"method name {name!r} must be an identifier (parameters go in brackets at use)")
+        if isinstance(obj, type) and issubclass(obj, AblationMethod):
+            obj.base_name = name
+            REGISTRY[name] = obj
+        elif callable(obj):
+            REGISTRY[name] = lambda obj=obj: FunctionMethod(name, obj)
+        else:
+            raise TypeError(f"register({name!r}) needs an AblationMethod subclass or a function, got {obj!r}")
+        return obj
+
+    return deco
+
+
+_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(.*)\])?$")
+
+
+def parse_params(text: str) -> tuple[dict, list[str]]:
+    """``"k=2,complement"`` -> ``({"k": 2}, ["complement"])``."""
+    kwargs, flags = {}, []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" in part:
+            key, val = (s.strip() for s in part.split("=", 1))
+            try:
+                kwargs[key] = ast.literal_eval(val)
+            except (ValueError, SyntaxError):
+                kwargs[key] = val
+        else:
+            flags.append(part)
+    return kwargs, flags
+
+
+def make_method(full_name: str) -> AblationMethod:
+    """A fresh method from a name such as ``zero``, ``scaled_resample[s=0.5]``, ``pca_resample[k=2,complement]``."""
+    m = _NAME.match(full_name.strip())
+    if not m or m.group(1) not in REGISTRY:
+        raise KeyError(f"unknown ablation method {full_name!r}; valid names: {', '.join(sorted(REGISTRY))}")
+    factory = REGISTRY[m.group(1)]
+    if m.group(2) is None:
+        return factory()
+    kwargs, flags = parse_params(m.group(2))
+    if flags:
+        flag_param = getattr(factory, "flag_param", None)
+        if flag_param is None or len(flags) > 1:
+            raise ValueError(f"method {m.group(1)!r} takes no bare parameter {flags}")
+        kwargs[flag_param] = flags[0]
+    try:
+        return factory(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad parameters for method {m.group(1)!r}: {err}") from None

@@ -1,0 +1,149 @@
+"""What every ground-truth task carries: a model, its nodes with circuit labels, and data.
+
+A task knows nothing about ablations. Inputs are sampled in *length groups*: tracr does not
+mask padding, so every tensor handed to a model holds sequences of one length. A data set is a
+list of ``[n_examples, length + 1]`` token tensors (position 0 is BOS).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import torch
+from transformer_lens import HookedTransformer
+
+Output = Literal["categorical", "numerical"]
+Tokens = list  # one raw input sequence (program vocabulary values, no BOS)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One ablatable component: an attention head (its ``hook_z`` slice) or an MLP (``hook_post``).
+
+    ``name`` is a TransformerLens hook name plus a head index, so it can be pasted into a
+    notebook: ``blocks.1.attn.hook_z[2]``, ``blocks.0.mlp.hook_post``. A head is intervened on
+    through ``hook_z``: its output ``z @ W_O`` is a linear function of it, and patching ``z`` is
+    cheaper than patching ``hook_result``.
+    """
+
+    layer: int
+    kind: Literal["attn", "mlp"]
+    head: int | None = None
+    in_circuit: bool = False
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.layer}.attn.hook_z" if self.kind == "attn" else f"blocks.{self.layer}.mlp.hook_post"
+
+    @property
+    def name(self) -> str:
+        return f"{self.hook_name}[{self.head}]" if self.kind == "attn" else self.hook_name
+
+
+def all_nodes(model: HookedTransformer, in_circuit: Callable[[int, str, int | None], bool]) -> list[Node]:
+    """Every head and MLP of ``model``, in forward order, labelled by ``in_circuit(layer, kind, head)``."""
+    nodes: list[Node] = []
+    for layer in range(model.cfg.n_layers):
+        for head in range(model.cfg.n_heads):
+            nodes.append(Node(layer, "attn", head, in_circuit(layer, "attn", head)))
+        if not model.cfg.attn_only:
+            nodes.append(Node(layer, "mlp", None, in_circuit(layer, "mlp", None)))
+    return nodes
+
+
+@dataclass
+class InputSpec:
+    """How to draw valid inputs of a program: vocabulary, lengths, precondition-respecting sampler.
+
+    ``sample(rng, length)`` returns one sequence of that length; ``edit(rng, seq)`` returns a
+    minimal edit of it (same length, aligned positions) that still meets the precondition: the
+    task's counterfactual distribution.
+    """
+
+    vocab: Sequence
+    max_len: int
+    min_len: int = 2
+    sample: Callable[[random.Random, int], Tokens] | None = None
+    edit: Callable[[random.Random, Tokens], Tokens] | None = None
+
+    def draw(self, rng: random.Random, length: int) -> Tokens:
+        if self.sample is not None:
+            return self.sample(rng, length)
+        return [rng.choice(list(self.vocab)) for _ in range(length)]
+
+    def counterfactual(self, rng: random.Random, seq: Tokens) -> Tokens:
+        if self.edit is not None:
+            return self.edit(rng, seq)
+        return edit_one_token(rng, seq, self.vocab)
+
+
+def edit_one_token(rng: random.Random, seq: Tokens, vocab: Sequence) -> Tokens:
+    """Replace one random position by a different vocabulary value."""
+    out = list(seq)
+    i = rng.randrange(len(out))
+    out[i] = rng.choice([v for v in vocab if v != out[i]])
+    return out
+
+
+@dataclass
+class Task:
+    """A model whose circuit is known, and the data to probe it with.
+
+    Attributes:
+        name: short id used in test ids and reports (``reverse``).
+        family: ``tracr`` (compiled) or ``siit`` (trained).
+        model: the HookedTransformer; ``model(tokens)`` gives ``[batch, pos, d_vocab_out]``.
+        output: ``categorical`` (argmax of the outputs is the prediction) or ``numerical``
+            (``d_vocab_out == 1``, the value is the prediction).
+        nodes: every head and MLP, with ``in_circuit`` labels.
+        inputs: the input distribution (vocabulary, lengths, sampler, counterfactual edit).
+        encoding: map from vocabulary value (and ``BOS``) to token id.
+        ground_truth: which intervention defines ``in_circuit`` (``weights`` for tracr: a node is
+            in when its weights are non-zero; ``resample`` for SIIT: trained to be irrelevant
+            under resample ablation).
+    """
+
+    name: str
+    family: str
+    model: HookedTransformer
+    output: Output
+    nodes: list[Node]
+    inputs: InputSpec
+    encoding: dict
+    ground_truth: str
+    info: dict = field(default_factory=dict)
+
+    def encode(self, seqs: Sequence[Tokens]) -> torch.Tensor:
+        """``[n, length + 1]`` token ids with BOS first; all sequences must share one length."""
+        lengths = {len(s) for s in seqs}
+        if len(lengths) != 1:
+            raise ValueError(f"encode needs sequences of one length, got lengths {sorted(lengths)}")
+        try:
+            ids = [[self.encoding["BOS"]] + [self.encoding[t] for t in s] for s in seqs]
+        except KeyError as err:
+            raise ValueError(f"task {self.name!r}: token {err.args[0]!r} is not in its vocabulary {list(self.inputs.vocab)}") from None
+        return torch.tensor(ids, dtype=torch.long, device=self.model.cfg.device)
+
+    def sample_raw(self, n: int, seed: int) -> list[list[Tokens]]:
+        """``n`` sequences split evenly over the allowed lengths, grouped by length."""
+        lengths = list(range(self.inputs.min_len, self.inputs.max_len + 1))
+        per = max(2, n // len(lengths))  # >= 2 per group so a derangement exists
+        rng = random.Random(seed)
+        return [[self.inputs.draw(rng, L) for _ in range(per)] for L in lengths]
+
+    def sample(self, n: int, seed: int) -> list[torch.Tensor]:
+        """A seeded data set: one ``[n_L, L + 1]`` token tensor per length ``L``."""
+        return [self.encode(group) for group in self.sample_raw(n, seed)]
+
+    def sample_with_counterfactual(self, n: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The data set of ``sample(n, seed)`` and, row for row, a minimal edit of each input."""
+        raw = self.sample_raw(n, seed)
+        rng = random.Random(seed + 7919)
+        cf = [[self.inputs.counterfactual(rng, s) for s in group] for group in raw]
+        return [self.encode(g) for g in raw], [self.encode(g) for g in cf]
+
+    @property
+    def in_circuit_names(self) -> list[str]:
+        return [n.name for n in self.nodes if n.in_circuit]

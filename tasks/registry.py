@@ -1,0 +1,51 @@
+"""All tasks by name, and the families they belong to."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable
+
+from tasks.base import Task
+from tasks.tracr_programs import PROGRAMS
+from tasks.tracr_tasks import tracr_task
+
+LOADERS: dict[str, tuple[str, Callable[[str], Task]]] = {
+    name: ("tracr", lambda device, name=name: tracr_task(name, device)) for name in PROGRAMS
+}
+
+
+def families() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, (family, _) in LOADERS.items():
+        out.setdefault(family, []).append(name)
+    return out
+
+
+DEFAULT_FAMILY = "tracr"
+
+
+def resolve_task_names(spec: str | None) -> list[str]:
+    """``"reverse,hist"``, a family (``tracr``), ``all`` or None (the default family) -> task names."""
+    fams = families()
+    if not spec:
+        return list(fams[DEFAULT_FAMILY])
+    names: list[str] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if part == "all":
+            names += list(LOADERS)
+        elif part in fams:
+            names += fams[part]
+        elif part in LOADERS:
+            names.append(part)
+        else:
+            raise KeyError(
+                f"unknown task {part!r}; valid names: {', '.join(LOADERS)} (or a family: {', '.join(fams)}, or all)"
+            )
+    return list(dict.fromkeys(names))
+
+
+@lru_cache(maxsize=None)
+def load_task(name: str, device: str = "cpu") -> Task:
+    if name not in LOADERS:
+        raise KeyError(f"unknown task {name!r}; valid names: {', '.join(LOADERS)}")
+    return LOADERS[name][1](device)

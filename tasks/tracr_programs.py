@@ -1,0 +1,136 @@
+"""The tracr programs the suite compiles, each with the input distribution it needs.
+
+Every program comes from ``tracr.compiler.lib``. Samplers respect each program's precondition
+(``sort_unique``: distinct tokens; ``shuffle_dyck``: half of the inputs balanced, or labels
+would barely vary) and lengths vary, so length-dependent components are visible.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from tasks.base import InputSpec, Output, Tokens
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    name: str
+    build: Callable[[], object]  # () -> rasp.SOp; imported lazily (tracr/jax are slow to import)
+    inputs: InputSpec
+    output: Output
+
+
+def _distinct(vocab):
+    def sample(rng: random.Random, length: int) -> Tokens:
+        return rng.sample(list(vocab), length)
+
+    def edit(rng: random.Random, seq: Tokens) -> Tokens:
+        out = list(seq)
+        unused = [v for v in vocab if v not in out]
+        i = rng.randrange(len(out))
+        if unused:
+            out[i] = rng.choice(unused)
+        else:  # every value used: swap two positions, the minimal edit that keeps them distinct
+            j = rng.choice([k for k in range(len(out)) if k != i])
+            out[i], out[j] = out[j], out[i]
+        return out
+
+    return sample, edit
+
+
+def _dyck_sampler(pairs: list[str]):
+    """Half balanced shuffle-Dyck words (each bracket type balanced on its own), half uniform."""
+    vocab = [c for p in pairs for c in p]
+
+    def balanced(rng: random.Random, length: int) -> Tokens | None:
+        if length % 2:
+            return None
+        # random interleaving of per-type balanced words
+        out: Tokens = []
+        opens = {p[0]: 0 for p in pairs}
+        remaining = length
+        while remaining:
+            can_close = [p for p in pairs if opens[p[0]] > 0]
+            open_left = remaining - sum(opens.values())
+            choices = ([p[0] for p in pairs] if open_left > 0 and open_left >= 2 else []) + [p[1] for p in can_close]
+            if open_left <= 0:
+                choices = [p[1] for p in can_close]
+            c = rng.choice(choices)
+            for p in pairs:
+                if c == p[0]:
+                    opens[c] += 1
+                elif c == p[1]:
+                    opens[p[0]] -= 1
+            out.append(c)
+            remaining -= 1
+        return out
+
+    def sample(rng: random.Random, length: int) -> Tokens:
+        if rng.random() < 0.5:
+            word = balanced(rng, length)
+            if word is not None:
+                return word
+        return [rng.choice(vocab) for _ in range(length)]
+
+    return vocab, sample
+
+
+def _specs() -> dict[str, ProgramSpec]:
+    def lib():
+        from tracr.compiler import lib as _lib
+        from tracr.rasp import rasp as _rasp
+
+        return _lib, _rasp
+
+    max_len = 5
+    dyck_pairs = ["()", "{}"]
+    dyck_vocab, dyck_sample = _dyck_sampler(dyck_pairs)
+    uniq_sample, uniq_edit = _distinct([1, 2, 3, 4, 5])
+    specs = [
+        ProgramSpec("reverse", lambda: lib()[0].make_reverse(lib()[1].tokens), InputSpec([1, 2, 3], max_len), "categorical"),
+        ProgramSpec(
+            "sort",
+            lambda: lib()[0].make_sort(lib()[1].tokens, lib()[1].tokens, max_seq_len=max_len, min_key=1),
+            InputSpec([1, 2, 3, 4], max_len),
+            "categorical",
+        ),
+        ProgramSpec(
+            "sort_unique",
+            lambda: lib()[0].make_sort_unique(lib()[1].tokens, lib()[1].tokens),
+            InputSpec([1, 2, 3, 4, 5], max_len, sample=uniq_sample, edit=uniq_edit),
+            "categorical",
+        ),
+        ProgramSpec("sort_freq", lambda: lib()[0].make_sort_freq(max_len), InputSpec([1, 2, 3], max_len), "categorical"),
+        ProgramSpec("hist", lambda: lib()[0].make_hist(), InputSpec(["a", "b", "c"], max_len), "categorical"),
+        ProgramSpec("length", lambda: lib()[0].make_length(), InputSpec(["a", "b", "c"], max_len), "categorical"),
+        ProgramSpec(
+            "frac_prevs",
+            lambda: lib()[0].make_frac_prevs(lib()[1].tokens == "x"),
+            InputSpec(["a", "b", "x"], max_len),
+            "numerical",
+        ),
+        ProgramSpec(
+            "pair_balance",
+            lambda: lib()[0].make_pair_balance(lib()[1].tokens, "(", ")"),
+            InputSpec(["(", ")", "a"], max_len),
+            "numerical",
+        ),
+        ProgramSpec(
+            "count_less_freq",
+            lambda: lib()[0].make_count_less_freq(2),
+            InputSpec(["a", "b", "c", "d"], max_len),
+            "categorical",
+        ),
+        ProgramSpec(
+            "shuffle_dyck",
+            lambda: lib()[0].make_shuffle_dyck(dyck_pairs),
+            InputSpec(dyck_vocab, 6, sample=dyck_sample),
+            "categorical",
+        ),
+    ]
+    return {s.name: s for s in specs}
+
+
+PROGRAMS: dict[str, ProgramSpec] = _specs()
