@@ -1,0 +1,59 @@
+"""Compare a leaderboard with a saved baseline: which rows and method summaries got worse."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+# metric -> +1 if higher is better, -1 if lower is better
+ROW_METRICS = {"auroc": 1, "gap": 1, "fpr_at_full_recall": -1, "mean_effect_out": -1}
+SUMMARY_METRICS = {"pooled_auroc": 1, "mean_auroc": 1, "mean_gap": 1, "mean_fpr_at_full_recall": -1, "mean_effect_out": -1}
+
+
+def _worse(metrics: dict, now: dict, base: dict, tol: float, where: str) -> list[dict]:
+    out = []
+    for m, sign in metrics.items():
+        b, c = base.get(m), now.get(m)
+        if b is None:
+            continue
+        if c is None:
+            out.append({"where": where, "metric": m, "baseline": b, "current": None, "change": None})
+        elif sign * (c - b) < -tol:
+            out.append({"where": where, "metric": m, "baseline": b, "current": c, "change": c - b})
+    return out
+
+
+def compare(current: dict, baseline: dict, tolerance: float = 0.02) -> list[dict]:
+    """Regressions of ``current`` against ``baseline`` beyond ``tolerance``: one dict per (place, metric).
+
+    Only rows and methods present in the baseline are checked; a row that is missing or failed
+    now but was ok in the baseline is a regression.
+    """
+    regs: list[dict] = []
+    now_rows = {(r["task"], r["method"]): r for r in current["rows"]}
+    for r in baseline["rows"]:
+        key = (r["task"], r["method"])
+        where = f"{key[0]}-{key[1]}"
+        if r.get("status") != "ok":
+            continue
+        c = now_rows.get(key)
+        if c is None:
+            regs.append({"where": where, "metric": "row", "baseline": "ok", "current": "missing", "change": None})
+        elif c["status"] != "ok":
+            regs.append({"where": where, "metric": "status", "baseline": "ok", "current": c.get("error"), "change": None})
+        else:
+            regs += _worse(ROW_METRICS, c, r, tolerance, where)
+    now_summary = {s["method"]: s for s in current["summary"]}
+    base_tasks = {r["task"] for r in baseline["rows"]}
+    same_tasks = {r["task"] for r in current["rows"]} == base_tasks
+    for s in baseline["summary"]:
+        c = now_summary.get(s["method"])
+        if c is not None and same_tasks:  # pooled numbers only compare over the same task set
+            regs += _worse(SUMMARY_METRICS, c, s, tolerance, f"method {s['method']}")
+    return regs
+
+
+def format_regressions(regs: list[dict]) -> str:
+    def f(v):
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    return pd.DataFrame([{k: f(v) for k, v in r.items()} for r in regs]).to_string(index=False)

@@ -1,0 +1,214 @@
+"""Rows -> leaderboard: per-method summary (pooled AUROC with a bootstrap interval), JSON and Markdown."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from abench.effects import EFFECT_CONVENTION
+from abench.separability import bootstrap_auroc, no_auroc_reason
+
+GROUND_TRUTH = {
+    "weights": "a node is in the circuit when its weights are non-zero in the compiled tracr model",
+    "resample": "a node is in the circuit when SIIT trained it to implement a tracr node; the rest were trained "
+    "to be irrelevant under resample ablation",
+}
+
+# columns of the summary and the direction in which they are better
+SUMMARY_COLUMNS = {
+    "pooled_auroc": "up",
+    "mean_auroc": "up",
+    "mean_gap": "up",
+    "mean_fpr_at_full_recall": "down",
+    "mean_effect_out": "down",
+    "mean_effect_in": "up",
+    "seconds": "down",
+}
+
+
+def environment(device: str, extra: dict | None = None) -> dict:
+    import torch
+    import transformer_lens
+
+    env = {
+        "torch": torch.__version__,
+        "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or platform.machine(),
+        "cuda": torch.version.cuda if device.startswith("cuda") else None,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    env.update(extra or {})
+    return env
+
+
+def _mean(values: Iterable) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarize(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """Per method, over its ok rows: pooled AUROC (all tasks' nodes together) with a 95% bootstrap
+    interval, means of the per-task metrics, total time. Sorted best first (pooled AUROC, then
+    lower spurious out-of-circuit effect)."""
+    out = []
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        ok = [r for r in mine if r["status"] == "ok"]
+        labels = [n["in_circuit"] for r in ok for n in r["nodes"]]
+        scores = [n["effect"] for r in ok for n in r["nodes"]]
+        reason = no_auroc_reason(labels) if labels else "no successful task"
+        if reason is None:
+            from sklearn.metrics import roc_auc_score
+
+            pooled = float(roc_auc_score(labels, scores))
+            ci = bootstrap_auroc(labels, scores, n_boot=n_boot, seed=seed)
+        else:
+            pooled, ci = None, None
+        out.append(
+            {
+                "method": m,
+                "n_tasks": len(ok),
+                "n_failed": len(mine) - len(ok),
+                "pooled_auroc": pooled,
+                "pooled_auroc_ci95": list(ci) if ci else None,
+                "pooled_auroc_reason": reason,
+                "mean_auroc": _mean(r["auroc"] for r in ok),
+                "mean_gap": _mean(r["gap"] for r in ok),
+                "mean_fpr_at_full_recall": _mean(r["fpr_at_full_recall"] for r in ok),
+                "mean_effect_in": _mean(r["mean_effect_in"] for r in ok),
+                "mean_effect_out": _mean(r["mean_effect_out"] for r in ok),
+                "fit_seconds": float(sum(r["fit_seconds"] for r in ok)),
+                "effect_seconds": float(sum(r["effect_seconds"] for r in ok)),
+                "seconds": float(sum(r["seconds"] for r in ok)),
+            }
+        )
+
+    def key(s):
+        a = s["pooled_auroc"]
+        e = s["mean_effect_out"]
+        return (a is None, -(a or 0.0), math.inf if e is None else e, s["method"])
+
+    return sorted(out, key=key)
+
+
+def build(rows: list[dict], env: dict, extra: dict | None = None) -> dict:
+    """The leaderboard document written to ``leaderboard.json``."""
+    families = sorted({(r["family"], r["ground_truth"]) for r in rows})
+    by_family = {
+        fam: summarize([r for r in rows if r["family"] == fam]) for fam in sorted({r["family"] for r in rows})
+    }
+    doc = {
+        "environment": env,
+        "effect_convention": EFFECT_CONVENTION,
+        "ground_truth": {fam: {"intervention": gt, "meaning": GROUND_TRUTH.get(gt, gt)} for fam, gt in families},
+        "summary": summarize(rows),
+        "summary_by_family": by_family,
+        "rows": rows,
+    }
+    doc.update(extra or {})
+    return doc
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def summary_frame(summary: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "method": s["method"],
+                "pooled AUROC": _fmt(s["pooled_auroc"]),
+                "95% CI": "-" if not s["pooled_auroc_ci95"] else f"[{s['pooled_auroc_ci95'][0]:.2f}, {s['pooled_auroc_ci95'][1]:.2f}]",
+                "mean AUROC": _fmt(s["mean_auroc"]),
+                "mean gap": _fmt(s["mean_gap"]),
+                "FPR@recall1": _fmt(s["mean_fpr_at_full_recall"]),
+                "effect in": _fmt(s["mean_effect_in"]),
+                "effect out": _fmt(s["mean_effect_out"]),
+                "tasks": s["n_tasks"],
+                "failed": s["n_failed"],
+                "seconds": _fmt(s["seconds"], 2),
+            }
+            for s in summary
+        ]
+    )
+
+
+def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "task": r["task"],
+                "method": r["method"],
+                "status": r["status"],
+                "AUROC": _fmt(r.get("auroc")) if r["status"] == "ok" and r.get("auroc") is not None else (r.get("auroc_reason") or r.get("error") or "-"),
+                "gap": _fmt(r.get("gap")),
+                "FPR@recall1": _fmt(r.get("fpr_at_full_recall")),
+                "effect in": _fmt(r.get("mean_effect_in")),
+                "effect out": _fmt(r.get("mean_effect_out")),
+                "fit s": _fmt(r.get("fit_seconds"), 2),
+                "effect s": _fmt(r.get("effect_seconds"), 2),
+            }
+            for r in rows
+        ]
+    )
+
+
+def to_markdown(doc: dict) -> str:
+    env = doc["environment"]
+    lines = [
+        "# Ablation-method leaderboard",
+        "",
+        f"torch {env['torch']} on {env['device']} ({env.get('device_name') or '?'}), created {env['created_at']}.",
+        "",
+        f"Effect: fraction of non-BOS cells whose prediction changes when one node is ablated ({doc['effect_convention']}).",
+        "",
+        "Ground truth per task family:",
+        "",
+    ]
+    lines += [f"- **{fam}**: {gt['intervention']} — {gt['meaning']}" for fam, gt in doc["ground_truth"].items()]
+    lines += ["", "## Methods (pooled over tasks, best first)", "", summary_frame(doc["summary"]).to_markdown(index=False), ""]
+    for fam, summ in doc["summary_by_family"].items():
+        lines += [f"### Family `{fam}`", "", summary_frame(summ).to_markdown(index=False), ""]
+    lines += ["## Rows (task x method)", "", rows_frame(doc["rows"]).to_markdown(index=False), ""]
+    for key, value in doc.items():
+        if key == "speed":
+            lines += ["## Speed", "", "```", json.dumps(value, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def write(doc: dict, folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "leaderboard.json", folder / "leaderboard.md"]
+    paths[0].write_text(json.dumps(doc, indent=1))
+    paths[1].write_text(to_markdown(doc))
+    return paths
+
+
+def strip_volatile(doc: dict) -> dict:
+    """The document without timings and timestamps (what must be identical run to run)."""
+
+    def clean(x):
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if not (k.endswith("seconds") or k in ("created_at", "speed"))}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    return clean(doc)

@@ -1,0 +1,212 @@
+"""The pytest layer: options, task x method parametrisation, row collection, reports.
+
+Only this module knows about pytest. ``pytest benchmarks`` parametrises every selected task
+against every selected method (test ids ``reverse-resample``), collects one row per test (also
+across pytest-xdist workers), and at the end prints the leaderboard and writes it to the report
+folder. ``--compare`` checks the result against a saved baseline and fails the run on a regression.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from abench import bench, leaderboard
+from abench.compare import compare, format_regressions
+from ablations import DEFAULT_METHODS, REGISTRY, SCALE_SWEEP_METHODS, make_method
+from tasks.registry import load_task, resolve_task_names
+
+ROWS_KEY = "abench_rows"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("abench", "ablation-method leaderboard")
+    g.addoption("--tasks", default=None, help="comma-separated task names or families (tracr, siit, all); default: the default family")
+    g.addoption("--methods", default=None, help="comma-separated method names, e.g. zero,mean,'scaled_resample[s=0.5]'; 'default' = the built-in set")
+    g.addoption("--scale-sweep", action="store_true", help="add the scaled-resample sweep s in 0,0.1,...,10")
+    g.addoption("--ablation-module", action="append", default=[], metavar="FILE.py", help="a Python file registering extra methods; they join the leaderboard")
+    g.addoption("--report-dir", default="reports", help="folder for leaderboard.{json,md} (default: reports)")
+    g.addoption("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    g.addoption("--n-fit", type=int, default=bench.DEFAULT_N_FIT, help="inputs methods fit on, per task")
+    g.addoption("--n-eval", type=int, default=bench.DEFAULT_N_EVAL, help="inputs effects are measured on, per task")
+    g.addoption("--bench-seed", type=int, default=bench.DEFAULT_SEED, help="seed of the data sets and derangements")
+    g.addoption("--compare", default=None, metavar="BASELINE.json", help="fail when a row or method summary worsens beyond --tolerance")
+    g.addoption("--tolerance", type=float, default=0.02, help="allowed worsening of AUROC, gap, FPR and out-of-circuit effect (default 0.02)")
+    g.addoption("--save-baseline", default=None, metavar="BASELINE.json", help="write this run's leaderboard as a baseline")
+
+
+def load_ablation_module(path: str) -> list[str]:
+    """Import a user's method file; return the names it registered."""
+    p = Path(path)
+    if not p.is_file():
+        raise pytest.UsageError(f"--ablation-module: no such file {path!r}")
+    before = set(REGISTRY)
+    spec = importlib.util.spec_from_file_location(f"abench_user_{p.stem}", p)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        raise pytest.UsageError(f"--ablation-module {path}: import failed: {type(err).__name__}: {err}") from None
+    added = sorted(set(REGISTRY) - before)
+    if not added:
+        raise pytest.UsageError(f"--ablation-module {path}: it registered no method (use @ablations.register('name'))")
+    return added
+
+
+class Session:
+    """Holds the selection, the per-task data (built once per process) and the collected rows."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        opt = config.getoption
+        self.device = opt("--device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise pytest.UsageError("--device cuda: no CUDA device is available")
+        plugin_methods: list[str] = []
+        for path in opt("--ablation-module"):
+            plugin_methods += load_ablation_module(path)
+        try:
+            self.tasks = resolve_task_names(opt("--tasks"))
+        except KeyError as err:
+            raise pytest.UsageError(err.args[0]) from None
+        spec = opt("--methods")
+        names: list[str] = []
+        for part in filter(None, (p.strip() for p in _split_methods(spec or "default"))):
+            names += DEFAULT_METHODS if part == "default" else [part]
+        if opt("--scale-sweep"):
+            names += SCALE_SWEEP_METHODS
+        names += plugin_methods
+        self.methods: list[str] = []
+        for n in names:
+            try:
+                self.methods.append(make_method(n).name)
+            except (KeyError, ValueError) as err:
+                raise pytest.UsageError(err.args[0]) from None
+        self.methods = list(dict.fromkeys(self.methods))
+        self.data: dict[str, tuple] = {}
+        self.rows: list[dict] = []
+        self.speed: dict = {}
+
+    def cases(self) -> list[tuple[str, str]]:
+        return [(t, m) for t in self.tasks for m in self.methods]
+
+    def task_and_data(self, name: str):
+        if name not in self.data:
+            task = load_task(name, self.device)
+            opt = self.config.getoption
+            self.data[name] = (task, *bench.task_data(task, opt("--n-fit"), opt("--n-eval"), opt("--bench-seed")))
+        return self.data[name]
+
+    def run_case(self, case: tuple[str, str]) -> dict:
+        task, fit, ev = self.task_and_data(case[0])
+        row = bench.run_row(task, case[1], fit, ev)
+        self.rows.append(row)
+        return row
+
+    def sorted_rows(self, rows: list[dict]) -> list[dict]:
+        order = {c: i for i, c in enumerate(self.cases())}
+        return sorted(rows, key=lambda r: order.get((r["task"], r["method"]), len(order)))
+
+    def document(self, rows: list[dict], speed: dict) -> dict:
+        opt = self.config.getoption
+        env = leaderboard.environment(
+            self.device, {"seed": opt("--bench-seed"), "n_fit": opt("--n-fit"), "n_eval": opt("--n-eval")}
+        )
+        return leaderboard.build(self.sorted_rows(rows), env, {"speed": speed} if speed else None)
+
+
+def _split_methods(spec: str) -> list[str]:
+    """Split on commas outside brackets: ``a,pca_self[k=1,high]`` -> two names."""
+    parts, depth, cur = [], 0, ""
+    for ch in spec:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur]
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "leaderboard: a task x method leaderboard case")
+    config._abench = None  # built lazily: plain `pytest tests` must not load tasks
+
+
+def get_session(config: pytest.Config) -> Session:
+    if config._abench is None:
+        config._abench = Session(config)
+    return config._abench
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "leaderboard_case" in metafunc.fixturenames:
+        cases = get_session(metafunc.config).cases()
+        metafunc.parametrize("leaderboard_case", cases, ids=[f"{t}-{m}" for t, m in cases])
+
+
+@pytest.fixture(scope="session")
+def abench_session(request: pytest.FixtureRequest) -> Session:
+    return get_session(request.config)
+
+
+def pytest_testnodedown(node, error) -> None:  # xdist controller: gather a worker's rows
+    s = get_session(node.config)
+    out = getattr(node, "workeroutput", {})
+    s.rows += json.loads(out.get(ROWS_KEY, "[]"))
+    for k, v in json.loads(out.get("abench_speed", "{}")).items():
+        s.speed[k] = v
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    s = config._abench
+    if s is None:
+        return
+    if _is_worker(config):
+        config.workeroutput[ROWS_KEY] = json.dumps(s.rows)
+        config.workeroutput["abench_speed"] = json.dumps(s.speed)
+        return
+    if not s.rows:
+        return
+    doc = s.document(s.rows, s.speed)
+    s.written = leaderboard.write(doc, config.getoption("--report-dir"))
+    s.doc = doc
+    if config.getoption("--save-baseline"):
+        Path(config.getoption("--save-baseline")).write_text(json.dumps(leaderboard.strip_volatile(doc), indent=1))
+    base = config.getoption("--compare")
+    if base:
+        s.regressions = compare(doc, json.loads(Path(base).read_text()), config.getoption("--tolerance"))
+        if s.regressions:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    s = config._abench
+    if s is None or _is_worker(config) or not getattr(s, "doc", None):
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "ablation-method leaderboard")
+    tr.write_line(leaderboard.summary_frame(s.doc["summary"]).to_string(index=False))
+    failed = [r for r in s.doc["rows"] if r["status"] != "ok"]
+    for r in failed:
+        tr.write_line(f"FAILED ROW {r['task']}-{r['method']}: {r['error']}")
+    if s.speed:
+        for k, v in s.speed.items():
+            tr.write_line(f"speed {k}: {v}")
+    tr.write_line("wrote " + ", ".join(str(p) for p in s.written))
+    if config.getoption("--compare"):
+        regs = getattr(s, "regressions", [])
+        tr.write_sep("=", f"regressions against {config.getoption('--compare')}: {len(regs)}")
+        tr.write_line(format_regressions(regs) if regs else "none: every row and method summary within tolerance")

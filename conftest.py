@@ -1,0 +1,2 @@
+# The leaderboard plugin (options --tasks, --methods, --report-dir, --device, --compare, ...).
+pytest_plugins = ["abench.pytest_plugin"]
