@@ -6,12 +6,18 @@ from functools import lru_cache
 from typing import Callable
 
 from tasks.base import Task
+from tasks.siit import shipped as siit_shipped
+from tasks.siit import siit_task
 from tasks.tracr_programs import PROGRAMS
 from tasks.tracr_tasks import tracr_task
 
 LOADERS: dict[str, tuple[str, Callable[[str], Task]]] = {
     name: ("tracr", lambda device, name=name: tracr_task(name, device)) for name in PROGRAMS
 }
+# SIIT models shipped under tasks/weights/siit whose card says they passed the bar (accuracy,
+# IIA, SIIA >= 99% and every bystander live); retrain with `python -m tasks.train_siit`.
+SIIT_TASKS = siit_shipped()
+LOADERS.update({f"siit_{name}": ("siit", lambda device, name=name: siit_task(name, device)) for name in SIIT_TASKS})
 
 
 def families() -> dict[str, list[str]]:
@@ -21,7 +27,7 @@ def families() -> dict[str, list[str]]:
     return out
 
 
-DEFAULT_FAMILY = "tracr"
+DEFAULT_FAMILY = "siit" if SIIT_TASKS else "tracr"
 
 
 def resolve_task_names(spec: str | None) -> list[str]:

@@ -1,0 +1,365 @@
+"""SIIT tasks: trained transformers whose circuit is fixed by Strict Interchange Intervention Training.
+
+A *low-level* (LL) HookedTransformer (more heads, gelu, no layer norm, compressed residual) is
+trained so that for every node of the compiled tracr (*high-level*, HL) model one LL node at the
+same layer implements it (interchange interventions on the pair agree), while every other LL
+node is irrelevant to the main output under resample ablation. Ground truth is therefore
+``resample``: in-circuit = the LL nodes of the correspondence.
+
+Bystanders are kept *live*: an auxiliary readout (``aux.W_U``, not part of the benchmarked
+model) is trained to predict input-dependent targets (previous token, next token, "previous
+token equals this one") from a forward in which every in-circuit node is resample-ablated, so
+that information has to flow through the bystanders; a hinge term keeps each bystander's
+input-dependent output variance above a floor. ``liveness`` below measures it.
+
+Weights ship as ``tasks/weights/siit/<task>.safetensors`` (safetensors only) with a JSON card.
+The model is a plain HookedTransformer: ``model(tokens)`` gives the main output. Models are
+trained and evaluated on batches of one length (no PAD), as the benchmark feeds them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from tasks.base import Node, Task, all_nodes
+from tasks.tracr_tasks import tracr_task
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "siit"
+CARD_VERSION = 1
+# Pass bar for held-out accuracy, IIA and SIIA (fractions of non-BOS cells).
+PASS_BAR = 0.99
+# A numerical prediction counts as correct when within this of the tracr output.
+NUM_TOL = 0.02
+# An out-of-circuit node is live when the input-dependent variance of what it writes into the
+# residual stream is at least this fraction of the median in-circuit node's (see ``liveness``).
+LIVE_THRESHOLD = 0.05
+
+# Per-task overrides of the LL architecture (reverse gets 5 heads: 24 LL nodes).
+ARCH_OVERRIDES: dict[str, dict] = {"reverse": {"n_heads": 5}}
+
+
+class SiitLoadError(ValueError):
+    """A shipped SIIT weight file or card is missing, corrupt or does not match."""
+
+
+# --------------------------------------------------------------------------- architecture
+
+
+def ll_config_for(task_name: str, hl: HookedTransformer) -> dict:
+    """InterpBench-style LL config: >= 2 layers, >= 4 heads, d_model ~ half tracr's, d_head >= 8."""
+    c = hl.cfg
+    d_model = max(16, 4 * math.ceil(c.d_model / 2 / 4))
+    cfg = {
+        "n_layers": max(2, c.n_layers),
+        "n_heads": max(4, c.n_heads),
+        "d_model": d_model,
+        "d_head": 8,
+        "d_mlp": 4 * d_model,
+        "d_vocab": c.d_vocab,
+        "d_vocab_out": c.d_vocab_out,
+        "n_ctx": c.n_ctx,
+    }
+    cfg.update(ARCH_OVERRIDES.get(task_name, {}))
+    return cfg
+
+
+def build_ll(cfg: dict, device: str = "cpu", seed: int = 0) -> HookedTransformer:
+    tl_cfg = HookedTransformerConfig(
+        **cfg, act_fn="gelu", normalization_type=None, attention_dir="bidirectional",
+        default_prepend_bos=False, device=device, seed=seed,
+    )
+    return HookedTransformer(tl_cfg, move_to_device=True)
+
+
+def correspondence(hl_task: Task, ll: HookedTransformer) -> dict[str, str]:
+    """HL node name -> LL node name: same layer, same kind, head h -> head h."""
+    out = {}
+    for n in hl_task.nodes:
+        if n.in_circuit:
+            if n.kind == "attn" and n.head >= ll.cfg.n_heads:
+                raise ValueError(f"LL model has too few heads for {n.name}")
+            out[n.name] = Node(n.layer, n.kind, n.head).name
+    return out
+
+
+def ll_nodes(ll: HookedTransformer, circuit: Sequence[str]) -> list[Node]:
+    names = set(circuit)
+
+    def in_circ(layer, kind, head):
+        return Node(layer, kind, head).name in names
+
+    return all_nodes(ll, in_circ)
+
+
+# --------------------------------------------------------------------------- aux targets
+
+
+def aux_sizes(d_vocab: int) -> list[int]:
+    """Class counts of the auxiliary targets: previous token, next token, prev == current."""
+    return [d_vocab + 1, d_vocab + 1, 2]
+
+
+def aux_targets(tokens: torch.Tensor, d_vocab: int) -> torch.Tensor:
+    """``[b, pos, 3]`` aux labels: token at p-1 (BOS pos gets d_vocab), token at p+1 (last -> d_vocab), p-1 == p."""
+    b, n = tokens.shape
+    prev = torch.full_like(tokens, d_vocab)
+    prev[:, 1:] = tokens[:, :-1]
+    nxt = torch.full_like(tokens, d_vocab)
+    nxt[:, :-1] = tokens[:, 1:]
+    same = (prev == tokens).long()
+    return torch.stack([prev, nxt, same], dim=-1)
+
+
+# --------------------------------------------------------------------------- patching
+
+
+def patch_hooks(assignments, src_acts: dict[str, torch.Tensor]):
+    """Forward hooks writing source activations into nodes for chosen rows.
+
+    ``assignments``: list of ``(node, rows, src_rows)``; rows index the running batch,
+    src_rows the source batch whose activations are ``src_acts[hook_name]``.
+    """
+    by_hook: dict[str, list] = {}
+    for node, rows, src_rows in assignments:
+        if len(rows):
+            by_hook.setdefault(node.hook_name, []).append((node, rows, src_rows))
+
+    def make(entries):
+        def hook(act, hook):
+            act = act.clone()
+            src = src_acts[hook.name]
+            for node, rows, src_rows in entries:
+                if node.kind == "attn":
+                    act[rows, :, node.head] = src[src_rows, :, node.head]
+                else:
+                    act[rows] = src[src_rows]
+            return act
+
+        return hook
+
+    return [(name, make(entries)) for name, entries in by_hook.items()]
+
+
+def node_write(node: Node, act: torch.Tensor, model: HookedTransformer) -> torch.Tensor:
+    """What the node adds to the residual stream, ``[b, pos, d_model]`` (bias excluded)."""
+    blk = model.blocks[node.layer]
+    if node.kind == "attn":
+        return act[:, :, node.head] @ blk.attn.W_O[node.head]
+    return act @ blk.mlp.W_out
+
+
+def input_variance(write: torch.Tensor) -> torch.Tensor:
+    """Variance across inputs (batch axis), summed over d_model, averaged over non-BOS positions."""
+    return write[:, 1:].var(dim=0, unbiased=False).sum(-1).mean()
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def cell_correct(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str) -> torch.Tensor:
+    """``[b, pos-1]`` booleans (BOS excluded): LL prediction equals HL prediction."""
+    ll_out, hl_out = ll_out[:, 1:], hl_out[:, 1:]
+    if output == "categorical":
+        return ll_out.argmax(-1) == hl_out.argmax(-1)
+    return (ll_out[..., 0] - hl_out[..., 0]).abs() < NUM_TOL
+
+
+@torch.no_grad()
+def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], corr: dict[str, str],
+             aux: dict[str, torch.Tensor] | None, data: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """Accuracy, per-node IIA / SIIA, aux accuracy and per-node liveness on (base, source) groups."""
+    hl = hl_task.model
+    hl_nodes = {n.name: n for n in hl_task.nodes}
+    ll_by_name = {n.name: n for n in ll_node_list}
+    circ = [(hl_nodes[h], ll_by_name[l]) for h, l in corr.items()]
+    bystanders = [n for n in ll_node_list if not n.in_circuit]
+    hooks_ll = sorted({n.hook_name for n in ll_node_list})
+    hooks_hl = sorted({h.hook_name for h, _ in circ})
+    last = f"blocks.{ll.cfg.n_layers - 1}.hook_resid_post"
+    tot = {"acc": [0, 0], "aux": [0, 0]}
+    iia = {l.name: [0, 0] for _, l in circ}
+    siia = {n.name: [0, 0] for n in bystanders}
+    var = {n.name: [] for n in ll_node_list}
+    for base, src in data:
+        b = base.shape[0]
+        allrows = torch.arange(b)
+        hl_base = hl(base)
+        _, hl_src = hl.run_with_cache(src, names_filter=lambda n: n in hooks_hl)
+        ll_base, ll_cache = ll.run_with_cache(base, names_filter=lambda n: n in hooks_ll)
+        _, ll_src = ll.run_with_cache(src, names_filter=lambda n: n in hooks_ll)
+        c = cell_correct(ll_base, hl_base, hl_task.output)
+        tot["acc"][0] += c.sum().item(); tot["acc"][1] += c.numel()
+        for n in ll_node_list:
+            var[n.name].append(input_variance(node_write(n, ll_cache[n.hook_name], ll)).item())
+        for h, l in circ:
+            hp = hl.run_with_hooks(base, fwd_hooks=patch_hooks([(h, allrows, allrows)], hl_src.cache_dict))
+            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(l, allrows, allrows)], ll_src.cache_dict))
+            c = cell_correct(lp, hp, hl_task.output)
+            iia[l.name][0] += c.sum().item(); iia[l.name][1] += c.numel()
+        for n in bystanders:
+            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows)], ll_src.cache_dict))
+            c = cell_correct(lp, hl_base, hl_task.output)
+            siia[n.name][0] += c.sum().item(); siia[n.name][1] += c.numel()
+        if aux is not None:
+            store = {}
+            hooks = patch_hooks([(l, allrows, allrows) for _, l in circ], ll_src.cache_dict)
+            hooks.append((last, lambda act, hook: store.__setitem__("r", act)))
+            ll.run_with_hooks(base, fwd_hooks=hooks)
+            logits = store["r"] @ aux["aux.W_U"] + aux["aux.b_U"]
+            tgt = aux_targets(base, ll.cfg.d_vocab)
+            off = 0
+            for k, size in enumerate(aux_sizes(ll.cfg.d_vocab)):
+                ok = logits[:, 1:, off:off + size].argmax(-1) == tgt[:, 1:, k]
+                tot["aux"][0] += ok.sum().item(); tot["aux"][1] += ok.numel()
+                off += size
+    frac = lambda a: a[0] / max(a[1], 1)
+    mean_var = {k: sum(v) / len(v) for k, v in var.items()}
+    in_vars = sorted(mean_var[l.name] for _, l in circ)
+    med = in_vars[len(in_vars) // 2] if len(in_vars) % 2 else 0.5 * (in_vars[len(in_vars) // 2 - 1] + in_vars[len(in_vars) // 2])
+    live = {k: v / med if med > 0 else float("nan") for k, v in mean_var.items()}
+    iia_f = {k: frac(v) for k, v in iia.items()}
+    siia_f = {k: frac(v) for k, v in siia.items()}
+    return {
+        "accuracy": frac(tot["acc"]),
+        "iia": sum(iia_f.values()) / len(iia_f),
+        "iia_min": min(iia_f.values()),
+        "siia": sum(siia_f.values()) / max(len(siia_f), 1),
+        "siia_min": min(siia_f.values()) if siia_f else 1.0,
+        "aux_accuracy": frac(tot["aux"]) if aux is not None else None,
+        "iia_per_node": iia_f,
+        "siia_per_node": siia_f,
+        "liveness": live,
+        "liveness_min_out_of_circuit": min((live[n.name] for n in bystanders), default=float("nan")),
+        "median_in_circuit_write_variance": med,
+    }
+
+
+def eval_pairs(task: Task, n_per_length: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Held-out (base, source) groups, one per length, sources drawn independently."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for L in range(task.inputs.min_len, task.inputs.max_len + 1):
+        base = task.encode([task.inputs.draw(rng, L) for _ in range(n_per_length)])
+        src = task.encode([task.inputs.draw(rng, L) for _ in range(n_per_length)])
+        out.append((base, src))
+    return out
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def paths(name: str, weights_dir: Path | None = None) -> tuple[Path, Path]:
+    d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    return d / f"{name}.safetensors", d / f"{name}.json"
+
+
+def save(name: str, ll: HookedTransformer, aux: dict[str, torch.Tensor], card: dict, weights_dir: Path | None = None) -> None:
+    from safetensors.torch import save_file
+
+    wpath, cpath = paths(name, weights_dir)
+    wpath.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in ll.state_dict().items() if not k.endswith(("IGNORE", ".mask"))}
+    sd.update({k: v.detach().cpu().contiguous() for k, v in aux.items()})
+    card = dict(card)
+    card["shapes"] = {k: list(v.shape) for k, v in sd.items()}
+    save_file(sd, str(wpath), metadata={"task": name, "card_version": str(CARD_VERSION)})
+    cpath.write_text(json.dumps(card, indent=1) + "\n")
+
+
+def load(name: str, device: str = "cpu", weights_dir: Path | None = None) -> tuple[HookedTransformer, dict[str, torch.Tensor], dict]:
+    """(LL model, aux readout tensors, card). Raises ``SiitLoadError`` on any mismatch."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    wpath, cpath = paths(name, weights_dir)
+    if not wpath.exists() or not cpath.exists():
+        raise SiitLoadError(f"SIIT task {name!r}: missing {wpath if not wpath.exists() else cpath}; retrain with `python -m tasks.train_siit --task {name}`")
+    try:
+        card = json.loads(cpath.read_text())
+    except json.JSONDecodeError as err:
+        raise SiitLoadError(f"SIIT task {name!r}: card {cpath} is not valid JSON ({err})") from None
+    for key in ("card_version", "ll_config", "correspondence", "shapes"):
+        if key not in card:
+            raise SiitLoadError(f"SIIT task {name!r}: card {cpath} lacks {key!r}")
+    if card["card_version"] != CARD_VERSION:
+        raise SiitLoadError(f"SIIT task {name!r}: card version {card['card_version']} != {CARD_VERSION}")
+    try:
+        sd = load_file(str(wpath), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise SiitLoadError(f"SIIT task {name!r}: {wpath} is not a readable safetensors file ({err})") from None
+    expected = card["shapes"]
+    missing = sorted(set(expected) - set(sd))
+    extra = sorted(set(sd) - set(expected))
+    if missing or extra:
+        raise SiitLoadError(f"SIIT task {name!r}: {wpath} keys differ from its card: missing {missing}, unexpected {extra}")
+    bad = [f"{k}: file {list(sd[k].shape)} vs card {expected[k]}" for k in expected if list(sd[k].shape) != expected[k]]
+    if bad:
+        raise SiitLoadError(f"SIIT task {name!r}: tensor shapes differ from the card: {'; '.join(bad)}")
+    ll = build_ll(card["ll_config"], device="cpu", seed=0)
+    aux = {k: sd.pop(k) for k in [k for k in sd if k.startswith("aux.")]}
+    want = {k for k in ll.state_dict() if not k.endswith(("IGNORE", ".mask"))}
+    if want != set(sd):
+        raise SiitLoadError(
+            f"SIIT task {name!r}: weights do not fit the LL config: missing {sorted(want - set(sd))}, unexpected {sorted(set(sd) - want)}"
+        )
+    try:
+        ll.load_state_dict(sd, strict=False)
+    except RuntimeError as err:
+        raise SiitLoadError(f"SIIT task {name!r}: weights do not fit the LL config ({err})") from None
+    for k, v in sd.items():
+        if not torch.isfinite(v).all():
+            raise SiitLoadError(f"SIIT task {name!r}: tensor {k} has non-finite values")
+    ll.to(device, print_details=False)
+    ll.eval()
+    aux = {k: v.to(device) for k, v in aux.items()}
+    return ll, aux, card
+
+
+def shipped(weights_dir: Path | None = None) -> list[str]:
+    """Tasks with a card in the weights folder that passed the bar."""
+    d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    out = []
+    for c in sorted(d.glob("*.json")):
+        try:
+            card = json.loads(c.read_text())
+        except json.JSONDecodeError:
+            continue
+        if card.get("passed"):
+            out.append(c.stem)
+    return out
+
+
+def siit_task(name: str, device: str = "cpu", weights_dir: Path | None = None) -> Task:
+    """The SIIT task for tracr program ``name`` (``siit_<name>``): trained LL model + resample ground truth."""
+    name = name.removeprefix("siit_")
+    ll, aux, card = load(name, device, weights_dir)
+    hl = tracr_task(name, device)
+    if card["correspondence"] != correspondence(hl, ll):
+        raise SiitLoadError(f"SIIT task {name!r}: card correspondence does not match the tracr program's circuit")
+    return Task(
+        name=f"siit_{name}",
+        family="siit",
+        model=ll,
+        output=hl.output,
+        nodes=ll_nodes(ll, card["correspondence"].values()),
+        inputs=hl.inputs,
+        encoding=hl.encoding,
+        ground_truth="resample",
+        info={
+            "label": hl.info.get("label"),
+            "output_values": hl.info.get("output_values"),
+            "correspondence": card["correspondence"],
+            "aux": aux,
+            "card": card,
+            "high_level": hl,
+        },
+    )

@@ -1,0 +1,131 @@
+"""Shipped SIIT models: recompute accuracy / IIA / SIIA / liveness on fresh data; refuse bad files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from tasks import siit
+from tasks.registry import DEFAULT_FAMILY, LOADERS, families, load_task
+
+SHIPPED = siit.shipped()
+# Fresh held-out data: a seed used neither in training (10_000 + seed eval, random stream) nor for the card (20_000 + seed).
+FRESH_SEED = 31_337
+FRESH_N = 96  # examples per length
+
+
+def test_some_models_shipped_and_registered():
+    assert len(SHIPPED) >= 1, "no SIIT model passed the bar; retrain with `python -m tasks.train_siit --task all`"
+    assert sorted(families().get("siit", [])) == sorted(f"siit_{n}" for n in SHIPPED)
+    assert DEFAULT_FAMILY == "siit"
+    assert "tracr" in families()  # tracr tasks stay selectable
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_meets_its_card(name):
+    task = load_task(f"siit_{name}")
+    card = task.info["card"]
+    hl = task.info["high_level"]
+    assert task.family == "siit" and task.ground_truth == "resample" and task.output == hl.output
+    assert [n.name for n in task.nodes if n.in_circuit] == sorted(card["correspondence"].values(), key=[n.name for n in task.nodes].index)
+    data = siit.eval_pairs(hl, FRESH_N, seed=FRESH_SEED)
+    torch.manual_seed(0)
+    m = siit.evaluate(hl, task.model, task.nodes, card["correspondence"], task.info["aux"], data)
+    for key in ("accuracy", "iia", "siia"):
+        assert m[key] >= siit.PASS_BAR, f"{name}: {key} {m[key]:.4f} < {siit.PASS_BAR}"
+        assert abs(m[key] - card[key]) <= 0.01, f"{name}: {key} {m[key]:.4f} vs card {card[key]:.4f}"
+    # the benchmark's view: model(tokens) is the main output, same shape as the tracr model's
+    tokens = data[0][0]
+    assert task.model(tokens).shape == hl.model(tokens).shape
+    for node in task.nodes:
+        if not node.in_circuit:
+            assert m["liveness"][node.name] >= siit.LIVE_THRESHOLD, f"{name}: bystander {node.name} is near-constant ({m['liveness'][node.name]:.4f})"
+
+
+def _fake_model(tmp_path):
+    """A small untrained LL model saved the way the trainer saves one."""
+    cfg = {"n_layers": 2, "n_heads": 4, "d_model": 16, "d_head": 8, "d_mlp": 64, "d_vocab": 5, "d_vocab_out": 6, "n_ctx": 6}
+    ll = siit.build_ll(cfg)
+    aux = {"aux.W_U": torch.randn(16, 14), "aux.b_U": torch.zeros(14)}
+    card = {"card_version": siit.CARD_VERSION, "ll_config": cfg, "correspondence": {"blocks.0.mlp.hook_post": "blocks.0.mlp.hook_post"}, "passed": True}
+    siit.save("fake", ll, aux, card, tmp_path)
+    return siit.paths("fake", tmp_path)
+
+
+def test_roundtrip_loads(tmp_path):
+    _fake_model(tmp_path)
+    ll, aux, card = siit.load("fake", weights_dir=tmp_path)
+    assert set(aux) == {"aux.W_U", "aux.b_U"} and card["ll_config"]["n_heads"] == 4
+
+
+def test_refuses_corrupt_file(tmp_path):
+    wpath, _ = _fake_model(tmp_path)
+    raw = bytearray(wpath.read_bytes())
+    wpath.write_bytes(bytes(raw[: len(raw) // 2]))  # truncated
+    with pytest.raises(siit.SiitLoadError, match="not a readable safetensors"):
+        siit.load("fake", weights_dir=tmp_path)
+    wpath.write_bytes(b"\x80\x04\x95garbage pickle bytes")
+    with pytest.raises(siit.SiitLoadError, match="not a readable safetensors"):
+        siit.load("fake", weights_dir=tmp_path)
+
+
+def test_refuses_missing_or_extra_keys(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    wpath, _ = _fake_model(tmp_path)
+    sd = load_file(str(wpath))
+    del sd["blocks.1.mlp.W_out"]
+    save_file(sd, str(wpath))
+    with pytest.raises(siit.SiitLoadError, match=r"missing \['blocks.1.mlp.W_out'\]"):
+        siit.load("fake", weights_dir=tmp_path)
+    sd = load_file(str(_fake_model(tmp_path)[0]))
+    sd["blocks.2.attn.W_Q"] = torch.zeros(4, 16, 8)
+    save_file(sd, str(wpath))
+    with pytest.raises(siit.SiitLoadError, match=r"unexpected \['blocks.2.attn.W_Q'\]"):
+        siit.load("fake", weights_dir=tmp_path)
+
+
+def test_refuses_shape_mismatch(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    wpath, cpath = _fake_model(tmp_path)
+    sd = load_file(str(wpath))
+    sd["embed.W_E"] = torch.zeros(7, 16)
+    save_file(sd, str(wpath))
+    with pytest.raises(siit.SiitLoadError, match=r"embed.W_E: file \[7, 16\] vs card \[5, 16\]"):
+        siit.load("fake", weights_dir=tmp_path)
+
+
+def test_refuses_card_config_mismatch(tmp_path):
+    _, cpath = _fake_model(tmp_path)
+    card = json.loads(cpath.read_text())
+    card["ll_config"]["n_heads"] = 2  # tensors (and their recorded shapes) are for 4 heads
+    cpath.write_text(json.dumps(card))
+    with pytest.raises(siit.SiitLoadError, match="do not fit the LL config"):
+        siit.load("fake", weights_dir=tmp_path)
+
+
+def test_refuses_missing_files_and_bad_card(tmp_path):
+    with pytest.raises(siit.SiitLoadError, match="missing"):
+        siit.load("nothing_here", weights_dir=tmp_path)
+    _, cpath = _fake_model(tmp_path)
+    cpath.write_text("{not json")
+    with pytest.raises(siit.SiitLoadError, match="not valid JSON"):
+        siit.load("fake", weights_dir=tmp_path)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped SIIT model")
+def test_siit_task_refuses_mismatched_correspondence(tmp_path):
+    name = SHIPPED[0]
+    for p in siit.paths(name):
+        shutil.copy(p, tmp_path / p.name)
+    cpath = tmp_path / f"{name}.json"
+    card = json.loads(cpath.read_text())
+    first = next(iter(card["correspondence"]))
+    card["correspondence"][first] = "blocks.0.attn.hook_z[3]" if card["correspondence"][first] != "blocks.0.attn.hook_z[3]" else "blocks.0.attn.hook_z[2]"
+    cpath.write_text(json.dumps(card))
+    with pytest.raises(siit.SiitLoadError, match="correspondence"):
+        siit.siit_task(name, weights_dir=tmp_path)
