@@ -157,8 +157,10 @@ class Directional(AblationMethod):
             if r.norm() == 0:
                 self.bases_[n.name] = r[:0]  # a node that is always 0 has no direction to remove
                 continue
-            q, _ = torch.linalg.qr(r.T)  # orthonormal basis of the span, [d, k]
-            self.bases_[n.name] = q.T
+            # orthonormal basis of the span, [rank, d]. Rank-revealing: QR of dependent or zero rows
+            # would return k orthonormal vectors and so remove directions that were not given.
+            _, s, vh = torch.linalg.svd(r.double(), full_matrices=False)
+            self.bases_[n.name] = vh[s > s[0] * max(r.shape) * torch.finfo(torch.float32).eps].float()
         return self
 
     def ablate(self, batch: NodeBatch) -> torch.Tensor:
