@@ -8,7 +8,6 @@ continuous: mean KL(clean || ablated) (categorical) or squared error (numerical)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -32,12 +31,18 @@ class NodeEffect:
     continuous: float
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shapes and elements, NaN equal to NaN."""
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
 def replacements(method: AblationMethod, data: TaskData, group: int) -> dict[str, torch.Tensor]:
     """Every node's replacement value on one length group, checked: ``{node: [b, pos, d]}``."""
     out = {}
     for node in data.nodes:
         batch = data.node_batch(node, group)
-        before = [t.sum().item() for t in (batch.clean, batch.source, batch.counterfactual)]
+        inputs = (batch.clean, batch.source, batch.counterfactual)
+        before = [t.clone() for t in inputs]
         try:
             value = method.ablate(batch)
         except Exception as err:  # a plugin may raise anything: report it, run the rest
@@ -50,8 +55,7 @@ def replacements(method: AblationMethod, data: TaskData, group: int) -> dict[str
             )
         if not bool(torch.isfinite(value).all()):
             raise MethodError(f"{method.name} returned NaN or inf (node {node.name})")
-        after = [t.sum().item() for t in (batch.clean, batch.source, batch.counterfactual)]
-        if any(not (a == b or (math.isnan(a) and math.isnan(b))) for a, b in zip(before, after)):
+        if not all(_same(a, b) for a, b in zip(before, inputs)):  # element-wise: sums miss e.g. swapped rows
             raise MethodError(f"{method.name} modified its input activations (node {node.name})")
         out[node.name] = value.detach()
     return out
