@@ -193,11 +193,16 @@ def to_markdown(doc: dict) -> str:
 
 
 def write(doc: dict, folder: str | Path) -> list[Path]:
+    """leaderboard.{json,md,tex,html} in ``folder``, all from ``doc``."""
+    from abench import report_html, report_tex  # report_html imports this module
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "leaderboard.json", folder / "leaderboard.md"]
+    paths = [folder / f"leaderboard.{ext}" for ext in ("json", "md", "tex", "html")]
     paths[0].write_text(json.dumps(doc, indent=1))
     paths[1].write_text(to_markdown(doc))
+    paths[2].write_text(report_tex.to_latex(doc))
+    paths[3].write_text(report_html.to_html(doc), encoding="utf-8")
     return paths
 
 
