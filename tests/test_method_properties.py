@@ -34,6 +34,9 @@ SLOW = settings(max_examples=5, deadline=None, suppress_health_check=_HC)
 # optimal ablation is the slow one: few Adam steps, every fit row used (so its loss is over the same
 # cells as node_effects on the same data)
 OPTIMAL_FAST = "max_steps=6,patience=3,max_examples=10000"
+# an unchanged model can still differ from the clean run by float32 rounding (the batched path runs
+# other batch sizes): its mean KL / squared error is then ~1e-8 at most, not exactly 0
+ROUNDING_KL = 1e-7
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -101,7 +104,7 @@ def test_resample_with_itself_as_source_changes_nothing(case):
     # the same through the whole pipeline: identity perms make every node's resample effect 0
     data.perms = [torch.arange(t.shape[0]) for t in data.tokens]
     for e in node_effects(Resample(), data):
-        assert e.effect == 0 and e.continuous <= 1e-10, f"resample with identity sources changed {e.name}: {e}"
+        assert e.effect == 0 and e.continuous <= ROUNDING_KL, f"resample with identity sources changed {e.name}: {e}"
 
 
 @FAST
@@ -149,7 +152,7 @@ def test_constant_methods_leave_a_dead_node_unchanged(cd):
             out = m.ablate(data.node_batch(dead, g))
             assert_close(out, torch.zeros_like(out), 1e-7, f"{m.name} on dead {dead.name}")
         eff = {e.name: e for e in node_effects(m, data)}[dead.name]
-        assert eff.effect == 0 and eff.continuous <= 1e-10, f"{m.name} changed the output through dead {dead.name}: {eff}"
+        assert eff.effect == 0 and eff.continuous <= ROUNDING_KL, f"{m.name} changed the output through dead {dead.name}: {eff}"
 
 
 @MEDIUM
@@ -206,7 +209,9 @@ def test_optimal_ablation_loss_at_most_mean_ablation_loss(case, per_position):
     data = case.data
     name, baseline = ("optimal_position", PositionMean()) if per_position else ("optimal", Mean())
     m = make_method(f"{name}[max_steps=10,patience=5,max_examples=10000]").fit(data)
-    mean_eff = {e.name: e.continuous for e in node_effects(baseline.fit(data), data)}
+    # the mean-ablation loss recomputed independently: full forwards with a hook (the reference
+    # loop), not the batched start-at-layer path that optimal ablation trains with
+    mean_eff = {e.name: e.continuous for e in node_effects(baseline.fit(data), data, batched=False)}
     opt_eff = {e.name: e.continuous for e in node_effects(m, data)}
     for node in data.nodes:
         n = node.name
