@@ -41,8 +41,15 @@ NUM_TOL = 0.02
 # residual stream is at least this fraction of the median in-circuit node's (see ``liveness``).
 LIVE_THRESHOLD = 0.05
 
-# Per-task overrides of the LL architecture (reverse gets 5 heads: 24 LL nodes).
-ARCH_OVERRIDES: dict[str, dict] = {"reverse": {"n_heads": 5}}
+# Per-task overrides of the LL architecture. reverse gets 5 heads (24 LL nodes). The numerical
+# tasks get a wider residual: at d_model 16, frac_prevs oscillated at 30-70% accuracy (tolerance
+# 0.02) for 12 minutes, the live bystanders' writes and the aux readout crowding the exact
+# numerical readout.
+ARCH_OVERRIDES: dict[str, dict] = {
+    "reverse": {"n_heads": 5},
+    "frac_prevs": {"d_model": 32, "d_mlp": 128},
+    "pair_balance": {"d_model": 32, "d_mlp": 128},
+}
 
 
 class SiitLoadError(ValueError):

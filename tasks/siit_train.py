@@ -12,7 +12,7 @@ of 4B rows:
                token, prev == current), so aux information must flow through bystanders.
 
 Cross-entropy for categorical outputs, MSE for numerical ones; BOS excluded. Adam, cosine lr
-decay, grad-norm clipping; held-out evaluation every ``eval_every`` steps, the best checkpoint
+decay (over the step budget or the time budget, whichever runs out first), grad-norm clipping; held-out evaluation every ``eval_every`` steps, the best checkpoint
 (by min(accuracy, IIA, SIIA)) is kept; stops early once all three reach ``target``.
 """
 
@@ -31,11 +31,15 @@ from tasks import siit
 from tasks.base import Task
 
 
+NUM_LOSS_SCALE = 100.0
+
+
 def _loss(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str) -> torch.Tensor:
     ll_out, hl_out = ll_out[:, 1:], hl_out[:, 1:]
     if output == "categorical":
         return F.cross_entropy(ll_out.reshape(-1, ll_out.shape[-1]), hl_out.argmax(-1).reshape(-1))
-    return F.mse_loss(ll_out, hl_out)
+    # scaled so a numerical error of 0.1 costs about what a confident CE mistake does (else the aux CE dominates)
+    return NUM_LOSS_SCALE * F.mse_loss(ll_out, hl_out)
 
 
 def train(
@@ -45,11 +49,11 @@ def train(
     device: str = "cpu",
     max_steps: int = 3000,
     batch: int = 256,
-    lr: float = 3e-3,
+    lr: float | None = None,
     w_iit: float = 1.0,
     w_strict: float = 0.4,
     w_aux: float = 0.5,
-    w_live: float = 0.2,
+    w_live: float = 1.0,
     live_floor: float = 0.25,
     clip: float = 1.0,
     eval_every: int = 100,
@@ -57,8 +61,17 @@ def train(
     target: float = 0.995,
     time_limit_s: float | None = None,
     progress: bool = True,
+    init: tuple[dict, dict] | None = None,
 ):
     """Train an LL model for ``hl_task``; returns ``(ll, aux, info)`` with the best checkpoint."""
+    if lr is None:  # 3e-3 for categorical outputs; numerical ones (MSE) are less stable
+        lr = 3e-3 if hl_task.output == "categorical" else 1e-3
+    hyper = {"batch": batch, "lr": lr, "max_steps": max_steps, "time_limit_s": time_limit_s, "optimizer": "Adam",
+             "lr_schedule": "cosine to 5% over max_steps or time_limit_s, whichever runs out first", "grad_clip": clip,
+             "numerical_mse_scale": NUM_LOSS_SCALE if hl_task.output == "numerical" else None,
+             "loss_weights": {"behaviour": 1.0, "iit": w_iit, "strict": w_strict, "aux": w_aux, "live": w_live},
+             "live_floor": live_floor, "live_hinge": "mean over bystanders of relu(sqrt(live_floor) - sqrt(var / median in-circuit var))",
+             "eval_every": eval_every, "eval_examples_per_length": eval_n, "early_stop_target": target}
     torch.manual_seed(seed)
     rng = random.Random(seed)
     hl = hl_task.model.to(device)
@@ -81,9 +94,22 @@ def train(
         "aux.W_U": (torch.randn(cfg["d_model"], sum(sizes), generator=gen) / math.sqrt(cfg["d_model"])).to(device).requires_grad_(),
         "aux.b_U": torch.zeros(sum(sizes), device=device, requires_grad=True),
     }
+    if init is not None:  # continue training from (LL state dict, aux tensors)
+        ll.load_state_dict(init[0], strict=False)
+        with torch.no_grad():
+            for k in aux:
+                aux[k].copy_(init[1][k].to(device))
     params = list(ll.parameters()) + list(aux.values())
     opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, max_steps) / max_steps)))
+
+    def set_lr(step: int) -> None:
+        # cosine decay to 5% over the run; with a time limit, over whichever budget runs out first
+        done = step / max_steps
+        if time_limit_s:
+            done = max(done, (time.time() - t0) / time_limit_s)
+        for g in opt.param_groups:
+            g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0))))
+
     lengths = list(range(hl_task.inputs.min_len, hl_task.inputs.max_len + 1))
     eval_data = siit.eval_pairs(hl_task, eval_n, seed=10_000 + seed)
     B = batch
@@ -135,13 +161,14 @@ def train(
         l_aux = l_aux / len(sizes)
         vars_ = {n.name: siit.input_variance(siit.node_write(n, store[n.hook_name], ll)) for n in nodes}
         med = torch.quantile(torch.stack([vars_[n.name] for n in circ_ll]), 0.5).detach().clamp_min(1e-6)  # same median as siit.evaluate
-        l_live = torch.stack([F.relu(live_floor - vars_[n.name] / med) for n in bys]).mean()
+        # hinge on the std ratio: a variance hinge has a vanishing gradient at a dead (zero-weight) node
+        l_live = torch.stack([F.relu(live_floor ** 0.5 - (vars_[n.name] / med + 1e-8).sqrt()) for n in bys]).mean()
         loss = l_beh + w_iit * l_iit + w_strict * l_strict + w_aux * l_aux + w_live * l_live
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, clip)
+        set_lr(step)
         opt.step()
-        sched.step()
         with torch.no_grad():
             acc = siit.cell_correct(out[:B], hl_base, hl_task.output).float().mean().item()
             iia = siit.cell_correct(out[B:2 * B], hl_iit, hl_task.output).float().mean().item()
@@ -171,6 +198,6 @@ def train(
     ll.load_state_dict(best["state"])
     ll.eval()
     info = {"steps": step, "best_step": best["step"], "wall_s": time.time() - t0, "history": history, "ll_config": cfg,
-            "correspondence": corr}
+            "correspondence": corr, "hyperparameters": hyper}
     return ll, best["aux"], info
 

@@ -27,9 +27,15 @@ DEFAULT_ORDER = ["hist", "length", "frac_prevs", "reverse", "sort_unique", "pair
 
 def run_one(name: str, args) -> dict:
     task = tracr_task(name, args.device)
+    init, previous = None, None
+    if args.continue_training:
+        prev_ll, prev_aux, previous = siit.load(name, args.device)
+        init = ({k: v for k, v in prev_ll.state_dict().items()}, prev_aux)
+    extra = {} if args.w_live is None else {"w_live": args.w_live}
     t0 = time.time()
     ll, aux, info = train(task, seed=args.seed, device=args.device, max_steps=args.max_steps, batch=args.batch, lr=args.lr,
-                          eval_every=args.eval_every, time_limit_s=args.time_limit, progress=not args.no_progress)
+                          eval_every=args.eval_every, time_limit_s=args.time_limit, progress=not args.no_progress,
+                          init=init, **extra)
     wall = time.time() - t0
     nodes = siit.ll_nodes(ll, info["correspondence"].values())
     test = siit.eval_pairs(task, args.test_n, seed=20_000 + args.seed)  # fresh held-out data, unseen in training/selection
@@ -50,10 +56,11 @@ def run_one(name: str, args) -> dict:
         "steps": info["steps"],
         "best_step": info["best_step"],
         "wall_time_s": round(wall, 1),
+        "continued_from": None if previous is None else {
+            k: previous.get(k) for k in ("steps", "best_step", "wall_time_s", "hyperparameters", "accuracy", "iia", "siia",
+                                         "liveness_min_out_of_circuit", "continued_from")},
         "device": args.device if args.device != "cpu" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "hyperparameters": {"batch": args.batch, "lr": args.lr, "max_steps": args.max_steps, "loss_weights":
-                            {"behaviour": 1.0, "iit": 1.0, "strict": 0.4, "aux": 0.5, "live": 0.2}, "live_floor": 0.25,
-                            "lr_schedule": "cosine to 5%", "grad_clip": 1.0, "optimizer": "Adam"},
+        "hyperparameters": info["hyperparameters"],
         "data": "one input length per batch (no PAD), lengths min_len..max_len, task sampler (precondition respected)",
         "test_examples_per_length": args.test_n,
         "test_seed": 20_000 + args.seed,
@@ -87,10 +94,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=None, help="default 3e-3 (categorical) / 1e-3 (numerical)")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--test-n", type=int, default=256, help="held-out examples per length for the card")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds of training per task (then the best checkpoint is kept)")
+    ap.add_argument("--w-live", type=float, default=None, help="weight of the bystander liveness hinge (default 1.0)")
+    ap.add_argument("--continue-training", action="store_true",
+                    help="start from the shipped weights of the task (the card records the earlier run under continued_from)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
