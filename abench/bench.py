@@ -71,5 +71,6 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     row.update(status="ok", error=None, **sep)
     row["auroc_continuous"] = sep_c["auroc"]
     row.update(fit_seconds=t_fit.seconds, effect_seconds=t_eff.seconds, seconds=t_fit.seconds + t_eff.seconds)
+    row["fit_seconds_per_node"] = t_fit.seconds / len(effects)
     row["nodes"] = [asdict(e) for e in effects]
     return row

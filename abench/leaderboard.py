@@ -211,7 +211,7 @@ def strip_volatile(doc: dict) -> dict:
 
     def clean(x):
         if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items() if not (k.endswith("seconds") or k in ("created_at", "speed"))}
+            return {k: clean(v) for k, v in x.items() if not ("seconds" in k or k in ("created_at", "speed"))}
         if isinstance(x, list):
             return [clean(v) for v in x]
         return x

@@ -18,22 +18,29 @@ import torch
 
 from abench import bench, leaderboard
 from abench.compare import compare, format_regressions
-from ablations import DEFAULT_METHODS, REGISTRY, SCALE_SWEEP_METHODS, make_method
+from ablations import DEFAULT_METHODS, SCALE_SWEEP_METHODS, make_method
+from ablations.base import REGISTRATIONS
 from tasks.registry import load_task, resolve_task_names
 
 ROWS_KEY = "abench_rows"
 
+# Named selections; explicit --tasks/--methods/--n-fit/--n-eval override a preset's values.
+PRESETS = {
+    "ci": {"tasks": "reverse,frac_prevs,pair_balance,sort_unique", "methods": "default", "n_fit": 64, "n_eval": 128},
+}
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("abench", "ablation-method leaderboard")
+    g.addoption("--preset", default=None, choices=sorted(PRESETS), help="a named selection (ci: a CPU-sized subset for CI)")
     g.addoption("--tasks", default=None, help="comma-separated task names or families (tracr, siit, all); default: the default family")
     g.addoption("--methods", default=None, help="comma-separated method names, e.g. zero,mean,'scaled_resample[s=0.5]'; 'default' = the built-in set")
     g.addoption("--scale-sweep", action="store_true", help="add the scaled-resample sweep s in 0,0.1,...,10")
     g.addoption("--ablation-module", action="append", default=[], metavar="FILE.py", help="a Python file registering extra methods; they join the leaderboard")
     g.addoption("--report-dir", default="reports", help="folder for leaderboard.{json,md} (default: reports)")
     g.addoption("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
-    g.addoption("--n-fit", type=int, default=bench.DEFAULT_N_FIT, help="inputs methods fit on, per task")
-    g.addoption("--n-eval", type=int, default=bench.DEFAULT_N_EVAL, help="inputs effects are measured on, per task")
+    g.addoption("--n-fit", type=int, default=None, help=f"inputs methods fit on, per task (default {bench.DEFAULT_N_FIT})")
+    g.addoption("--n-eval", type=int, default=None, help=f"inputs effects are measured on, per task (default {bench.DEFAULT_N_EVAL})")
     g.addoption("--bench-seed", type=int, default=bench.DEFAULT_SEED, help="seed of the data sets and derangements")
     g.addoption("--compare", default=None, metavar="BASELINE.json", help="fail when a row or method summary worsens beyond --tolerance")
     g.addoption("--tolerance", type=float, default=0.02, help="allowed worsening of AUROC, gap, FPR and out-of-circuit effect (default 0.02)")
@@ -45,7 +52,7 @@ def load_ablation_module(path: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise pytest.UsageError(f"--ablation-module: no such file {path!r}")
-    before = set(REGISTRY)
+    before = len(REGISTRATIONS)
     spec = importlib.util.spec_from_file_location(f"abench_user_{p.stem}", p)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -53,7 +60,7 @@ def load_ablation_module(path: str) -> list[str]:
         spec.loader.exec_module(module)
     except Exception as err:
         raise pytest.UsageError(f"--ablation-module {path}: import failed: {type(err).__name__}: {err}") from None
-    added = sorted(set(REGISTRY) - before)
+    added = list(dict.fromkeys(REGISTRATIONS[before:]))
     if not added:
         raise pytest.UsageError(f"--ablation-module {path}: it registered no method (use @ablations.register('name'))")
     return added
@@ -64,10 +71,21 @@ class Session:
 
     def __init__(self, config: pytest.Config):
         self.config = config
-        opt = config.getoption
+        preset = PRESETS.get(config.getoption("--preset") or "", {})
+        defaults = {"--tasks": preset.get("tasks"), "--methods": preset.get("methods"),
+                    "--n-fit": preset.get("n_fit", bench.DEFAULT_N_FIT), "--n-eval": preset.get("n_eval", bench.DEFAULT_N_EVAL)}
+
+        def opt(name):
+            value = config.getoption(name)
+            return defaults[name] if value is None and name in defaults else value
+
+        self.opt = opt
         self.device = opt("--device") or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise pytest.UsageError("--device cuda: no CUDA device is available")
+        base = config.getoption("--compare")
+        if base and not Path(base).is_file():
+            raise pytest.UsageError(f"--compare: no baseline file {base!r} (write one with --save-baseline)")
         plugin_methods: list[str] = []
         for path in opt("--ablation-module"):
             plugin_methods += load_ablation_module(path)
@@ -99,7 +117,7 @@ class Session:
     def task_and_data(self, name: str):
         if name not in self.data:
             task = load_task(name, self.device)
-            opt = self.config.getoption
+            opt = self.opt
             self.data[name] = (task, *bench.task_data(task, opt("--n-fit"), opt("--n-eval"), opt("--bench-seed")))
         return self.data[name]
 
@@ -114,7 +132,7 @@ class Session:
         return sorted(rows, key=lambda r: order.get((r["task"], r["method"]), len(order)))
 
     def document(self, rows: list[dict], speed: dict) -> dict:
-        opt = self.config.getoption
+        opt = self.opt
         env = leaderboard.environment(
             self.device, {"seed": opt("--bench-seed"), "n_fit": opt("--n-fit"), "n_eval": opt("--n-eval")}
         )
@@ -141,12 +159,11 @@ def _is_worker(config: pytest.Config) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "leaderboard: a task x method leaderboard case")
-    config._abench = None  # built lazily: plain `pytest tests` must not load tasks
+    # Validates names now, so a bad option is a usage error (one line, exit 4); loads no task yet.
+    config._abench = Session(config)
 
 
 def get_session(config: pytest.Config) -> Session:
-    if config._abench is None:
-        config._abench = Session(config)
     return config._abench
 
 
@@ -178,7 +195,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput[ROWS_KEY] = json.dumps(s.rows)
         config.workeroutput["abench_speed"] = json.dumps(s.speed)
         return
-    if not s.rows:
+    if not s.rows and not s.speed:
         return
     doc = s.document(s.rows, s.speed)
     s.written = leaderboard.write(doc, config.getoption("--report-dir"))
@@ -202,9 +219,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     failed = [r for r in s.doc["rows"] if r["status"] != "ok"]
     for r in failed:
         tr.write_line(f"FAILED ROW {r['task']}-{r['method']}: {r['error']}")
-    if s.speed:
-        for k, v in s.speed.items():
-            tr.write_line(f"speed {k}: {v}")
+    for k, v in s.speed.items():
+        tr.write_line(f"speed {k}: {v}")
+    fitted = [r for r in s.doc["rows"] if r["status"] == "ok" and r["method"].startswith("optimal")]
+    for r in fitted:
+        tr.write_line(f"fit time {r['method']} on {r['task']}: {r['fit_seconds']:.2f} s, {r['fit_seconds_per_node']:.3f} s per node")
     tr.write_line("wrote " + ", ".join(str(p) for p in s.written))
     if config.getoption("--compare"):
         regs = getattr(s, "regressions", [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
@@ -174,6 +175,7 @@ class FunctionMethod(AblationMethod):
 
 
 REGISTRY: dict[str, Callable[..., AblationMethod]] = {}
+REGISTRATIONS: list[str] = []  # every register() call in order, re-registrations included
 
 
 def register(name: str):
@@ -186,6 +188,9 @@ def register(name: str):
     def deco(obj):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"method name {name!r} must be an identifier (parameters go in brackets at use)")
+        REGISTRATIONS.append(name)
+        if name in REGISTRY:
+            warnings.warn(f"ablation method {name!r} is registered again: the new definition replaces the old", stacklevel=2)
         if isinstance(obj, type) and issubclass(obj, AblationMethod):
             obj.base_name = name
             REGISTRY[name] = obj

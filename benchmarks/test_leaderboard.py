@@ -13,5 +13,5 @@ def test_ablation(leaderboard_case, abench_session, benchmark):
     if row["status"] != "ok":
         pytest.fail(f"{row['task']}-{row['method']}: {row['error']}", pytrace=False)
     benchmark.extra_info.update(
-        {k: row[k] for k in ("auroc", "gap", "fpr_at_full_recall", "mean_effect_in", "mean_effect_out", "fit_seconds", "effect_seconds")}
+        {k: row[k] for k in ("auroc", "gap", "fpr_at_full_recall", "mean_effect_in", "mean_effect_out", "fit_seconds", "effect_seconds", "fit_seconds_per_node")}
     )

@@ -1,0 +1,43 @@
+"""Speed: the batched all-node effect computation against the per-node hook loop.
+
+Measured in one run on the largest tracr task (shuffle_dyck, 40 nodes), with resample ablation
+on the session's eval set (``--n-eval``). The ratio is reported (terminal, leaderboard.json
+``speed``, pytest-benchmark extra_info), not asserted: timing noise on shared CPUs is 10-25%.
+"""
+
+import time
+
+from abench.effects import node_effects
+from ablations import make_method
+
+SPEED_TASK = "shuffle_dyck"
+
+
+def test_batched_vs_loop_all_node_effects(abench_session, benchmark):
+    task, fit, ev = abench_session.task_and_data(SPEED_TASK)
+    method = make_method("resample").fit(fit)
+    benchmark.group = "all-node effects"
+    batched = benchmark.pedantic(node_effects, args=(method, ev), kwargs={"batched": True}, rounds=3, iterations=1)
+    t_batched = min(benchmark.stats.stats.data) if benchmark.stats else None
+    loop_times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        loop = node_effects(method, ev, batched=False)
+        loop_times.append(time.perf_counter() - t0)
+    if t_batched is None:  # --benchmark-disable: time it ourselves
+        t0 = time.perf_counter()
+        node_effects(method, ev, batched=True)
+        t_batched = time.perf_counter() - t0
+    assert [(a.name, round(a.effect, 6)) for a in batched] == [(b.name, round(b.effect, 6)) for b in loop]
+    ratio = min(loop_times) / t_batched
+    result = {
+        "task": SPEED_TASK,
+        "nodes": len(task.nodes),
+        "examples": sum(t.shape[0] for t in ev.tokens),
+        "batched_seconds": round(t_batched, 4),
+        "loop_seconds": round(min(loop_times), 4),
+        "ratio": round(ratio, 2),
+    }
+    benchmark.extra_info.update(result)
+    abench_session.speed["batched_vs_loop"] = result
+    print(f"\nbatched vs loop on {SPEED_TASK}: {result}")
