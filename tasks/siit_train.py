@@ -49,7 +49,7 @@ def train(
     device: str = "cpu",
     max_steps: int = 3000,
     batch: int = 256,
-    lr: float | None = None,
+    lr: float = 3e-3,
     w_iit: float = 1.0,
     w_strict: float = 0.4,
     w_aux: float = 0.5,
@@ -64,8 +64,6 @@ def train(
     init: tuple[dict, dict] | None = None,
 ):
     """Train an LL model for ``hl_task``; returns ``(ll, aux, info)`` with the best checkpoint."""
-    if lr is None:  # 3e-3 for categorical outputs; numerical ones (MSE) are less stable
-        lr = 3e-3 if hl_task.output == "categorical" else 1e-3
     hyper = {"batch": batch, "lr": lr, "max_steps": max_steps, "time_limit_s": time_limit_s, "optimizer": "Adam",
              "lr_schedule": "cosine to 5% over max_steps or time_limit_s, whichever runs out first", "grad_clip": clip,
              "numerical_mse_scale": NUM_LOSS_SCALE if hl_task.output == "numerical" else None,

@@ -94,7 +94,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=None, help="default 3e-3 (categorical) / 1e-3 (numerical)")
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--test-n", type=int, default=256, help="held-out examples per length for the card")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds of training per task (then the best checkpoint is kept)")
