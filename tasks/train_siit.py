@@ -29,9 +29,9 @@ def run_one(name: str, args) -> dict:
     task = tracr_task(name, args.device)
     init, previous = None, None
     if args.continue_training:
-        prev_ll, prev_aux, previous = siit.load(name, args.device)
+        prev_ll, prev_aux, previous = siit.load(name, args.device, args.weights_dir)
         init = ({k: v for k, v in prev_ll.state_dict().items()}, prev_aux)
-    extra = {} if args.w_live is None else {"w_live": args.w_live}
+    extra = {k: v for k, v in (("w_live", args.w_live), ("w_aux", args.w_aux), ("w_strict", args.w_strict)) if v is not None}
     t0 = time.time()
     ll, aux, info = train(task, seed=args.seed, device=args.device, max_steps=args.max_steps, batch=args.batch, lr=args.lr,
                           eval_every=args.eval_every, time_limit_s=args.time_limit, progress=not args.no_progress,
@@ -83,7 +83,7 @@ def run_one(name: str, args) -> dict:
         "passed": passed,
         "history": info["history"],
     }
-    siit.save(name, ll, aux, card)
+    siit.save(name, ll, aux, card, args.weights_dir)
     return card
 
 
@@ -99,6 +99,9 @@ def main(argv=None):
     ap.add_argument("--test-n", type=int, default=256, help="held-out examples per length for the card")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds of training per task (then the best checkpoint is kept)")
     ap.add_argument("--w-live", type=float, default=None, help="weight of the bystander liveness hinge (default 1.0)")
+    ap.add_argument("--w-aux", type=float, default=None, help="weight of the aux readout loss (default 0.5)")
+    ap.add_argument("--w-strict", type=float, default=None, help="weight of the strict loss (default 0.4)")
+    ap.add_argument("--weights-dir", default=None, help="write here instead of tasks/weights/siit")
     ap.add_argument("--continue-training", action="store_true",
                     help="start from the shipped weights of the task (the card records the earlier run under continued_from)")
     ap.add_argument("--threads", type=int, default=1)
