@@ -176,18 +176,20 @@ def input_variance(write: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- metrics
 
 
-def cell_correct(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str) -> torch.Tensor:
-    """``[b, pos-1]`` booleans (BOS excluded): LL prediction equals HL prediction."""
+def cell_correct(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, tol: float | None = None) -> torch.Tensor:
+    """``[b, pos-1]`` booleans (BOS excluded): LL prediction equals HL prediction (numerical: within ``tol``)."""
     ll_out, hl_out = ll_out[:, 1:], hl_out[:, 1:]
     if output == "categorical":
         return ll_out.argmax(-1) == hl_out.argmax(-1)
-    return (ll_out[..., 0] - hl_out[..., 0]).abs() < NUM_TOL
+    return (ll_out[..., 0] - hl_out[..., 0]).abs() < (NUM_TOL if tol is None else tol)
 
 
 @torch.no_grad()
 def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], corr: dict[str, str],
-             aux: dict[str, torch.Tensor] | None, data: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
-    """Accuracy, per-node IIA / SIIA, aux accuracy and per-node liveness on (base, source) groups."""
+             aux: dict[str, torch.Tensor] | None, data: list[tuple[torch.Tensor, torch.Tensor]], tol: float | None = None) -> dict:
+    """Accuracy, per-node IIA / SIIA, aux accuracy and per-node liveness on (base, source) groups.
+
+    ``tol``: numerical tolerance (default ``NUM_TOL``)."""
     hl = hl_task.model
     hl_nodes = {n.name: n for n in hl_task.nodes}
     ll_by_name = {n.name: n for n in ll_node_list}
@@ -207,18 +209,18 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
         _, hl_src = hl.run_with_cache(src, names_filter=lambda n: n in hooks_hl)
         ll_base, ll_cache = ll.run_with_cache(base, names_filter=lambda n: n in hooks_ll)
         _, ll_src = ll.run_with_cache(src, names_filter=lambda n: n in hooks_ll)
-        c = cell_correct(ll_base, hl_base, hl_task.output)
+        c = cell_correct(ll_base, hl_base, hl_task.output, tol)
         tot["acc"][0] += c.sum().item(); tot["acc"][1] += c.numel()
         for n in ll_node_list:
             var[n.name].append(input_variance(node_write(n, ll_cache[n.hook_name], ll)).item())
         for h, l in circ:
             hp = hl.run_with_hooks(base, fwd_hooks=patch_hooks([(h, allrows, allrows)], hl_src.cache_dict))
             lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(l, allrows, allrows)], ll_src.cache_dict))
-            c = cell_correct(lp, hp, hl_task.output)
+            c = cell_correct(lp, hp, hl_task.output, tol)
             iia[l.name][0] += c.sum().item(); iia[l.name][1] += c.numel()
         for n in bystanders:
             lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows)], ll_src.cache_dict))
-            c = cell_correct(lp, hl_base, hl_task.output)
+            c = cell_correct(lp, hl_base, hl_task.output, tol)
             siia[n.name][0] += c.sum().item(); siia[n.name][1] += c.numel()
         if aux is not None:
             store = {}

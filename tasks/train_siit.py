@@ -20,6 +20,9 @@ from tasks.siit_train import train
 from tasks.tracr_programs import PROGRAMS
 from tasks.tracr_tasks import tracr_task
 
+# The benchmark counts a numerical output as changed when it moves by more than this.
+BENCH_NUM_EFFECT_TOL = 0.05
+
 # Cheapest first (small tracr models).
 DEFAULT_ORDER = ["hist", "length", "frac_prevs", "reverse", "sort_unique", "pair_balance", "count_less_freq", "sort",
                  "sort_freq", "shuffle_dyck"]
@@ -40,6 +43,11 @@ def run_one(name: str, args) -> dict:
     nodes = siit.ll_nodes(ll, info["correspondence"].values())
     test = siit.eval_pairs(task, args.test_n, seed=20_000 + args.seed)  # fresh held-out data, unseen in training/selection
     m = siit.evaluate(task, ll, nodes, info["correspondence"], aux, test)
+    loose = None
+    if task.output == "numerical":  # informational only: the benchmark's own numerical effect threshold
+        m5 = siit.evaluate(task, ll, nodes, info["correspondence"], aux, test, tol=BENCH_NUM_EFFECT_TOL)
+        loose = {"tolerance": BENCH_NUM_EFFECT_TOL, "accuracy": m5["accuracy"], "iia": m5["iia"], "siia": m5["siia"],
+                 "siia_min_node": m5["siia_min"], "note": "not the pass bar (that uses numerical_tolerance)"}
     bystanders = [n.name for n in nodes if not n.in_circuit]
     live_ok = all(m["liveness"][b] >= siit.LIVE_THRESHOLD for b in bystanders)
     passed = min(m["accuracy"], m["iia"], m["siia"]) >= siit.PASS_BAR and live_ok
@@ -66,6 +74,7 @@ def run_one(name: str, args) -> dict:
         "test_seed": 20_000 + args.seed,
         "numerical_tolerance": siit.NUM_TOL if task.output == "numerical" else None,
         "pass_bar": siit.PASS_BAR,
+        "at_benchmark_effect_tolerance": loose,
         "accuracy": m["accuracy"],
         "iia": m["iia"],
         "iia_min_node": m["iia_min"],
