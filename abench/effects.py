@@ -71,11 +71,15 @@ def node_effects(
     with torch.no_grad():
         for g in range(data.n_groups):
             repl = replacements(method, data, g)
+            clean = data.outputs[g]
             if batched:
-                outs = ablated_outputs_batched(data.model, data.resid_pre[g], data.nodes, repl, max_rows)
+                # A replacement equal to the clean activation cannot change the (deterministic)
+                # output: skip its forward (e.g. resampling a node that is constant).
+                changed_nodes = [n for n in data.nodes if not torch.equal(repl[n.name], data.acts[n.name][g])]
+                outs = ablated_outputs_batched(data.model, data.resid_pre[g], changed_nodes, repl, max_rows)
+                outs.update({n.name: clean for n in data.nodes if n.name not in outs})
             else:
                 outs = ablated_outputs_loop(data.model, data.tokens[g], data.nodes, repl)
-            clean = data.outputs[g]
             for n in data.nodes:
                 changed[n.name] += cell_changed(clean, outs[n.name], data.output)[:, 1:].sum().item()
                 diverg[n.name] += cell_divergence(clean, outs[n.name], data.output)[:, 1:].sum().item()

@@ -39,6 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--ablation-module", action="append", default=[], metavar="FILE.py", help="a Python file registering extra methods; they join the leaderboard")
     g.addoption("--report-dir", default="reports", help="folder for leaderboard.{json,md} (default: reports)")
     g.addoption("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    g.addoption("--threads", type=int, default=1, help="torch CPU threads (default 1: the models are tiny, and extra threads "
+                "only contend, e.g. with pytest-xdist workers)")
     g.addoption("--n-fit", type=int, default=None, help=f"inputs methods fit on, per task (default {bench.DEFAULT_N_FIT})")
     g.addoption("--n-eval", type=int, default=None, help=f"inputs effects are measured on, per task (default {bench.DEFAULT_N_EVAL})")
     g.addoption("--bench-seed", type=int, default=bench.DEFAULT_SEED, help="seed of the data sets and derangements")
@@ -83,6 +85,9 @@ class Session:
         self.device = opt("--device") or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise pytest.UsageError("--device cuda: no CUDA device is available")
+        if config.getoption("--threads") < 1:
+            raise pytest.UsageError("--threads must be >= 1")
+        torch.set_num_threads(config.getoption("--threads"))
         base = config.getoption("--compare")
         if base and not Path(base).is_file():
             raise pytest.UsageError(f"--compare: no baseline file {base!r} (write one with --save-baseline)")
@@ -134,7 +139,8 @@ class Session:
     def document(self, rows: list[dict], speed: dict) -> dict:
         opt = self.opt
         env = leaderboard.environment(
-            self.device, {"seed": opt("--bench-seed"), "n_fit": opt("--n-fit"), "n_eval": opt("--n-eval")}
+            self.device,
+            {"seed": opt("--bench-seed"), "n_fit": opt("--n-fit"), "n_eval": opt("--n-eval"), "torch_threads": torch.get_num_threads()},
         )
         return leaderboard.build(self.sorted_rows(rows), env, {"speed": speed} if speed else None)
 

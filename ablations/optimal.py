@@ -43,7 +43,7 @@ class OptimalAblation(AblationMethod):
     def _losses(self, data: TaskData, nodes: list, consts: dict[str, torch.Tensor], rows: list[int]) -> torch.Tensor:
         """``[len(nodes)]``: each node's mean loss over the non-BOS cells of the first ``rows[g]``
         examples of each group, with its constant written in."""
-        total = torch.zeros(len(nodes))
+        total = torch.zeros(len(nodes), device=data.outputs[0].device)
         cells = 0
         for g in range(data.n_groups):
             n = rows[g]

@@ -46,7 +46,7 @@ class _PCABase(AblationMethod):
                 k = min(self.k, d, x.shape[0])
                 with warnings.catch_warnings():  # a constant node has zero variance: ratios are 0/0
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    pca = PCA(n_components=k, svd_solver="full").fit(x.double().numpy())
+                    pca = PCA(n_components=k, svd_solver="full").fit(x.detach().cpu().double().numpy())
                 v = torch.as_tensor(pca.components_, dtype=torch.float32)  # [k, d]
                 high = v.T @ v
                 projs.append(high if self.part == "high" else torch.eye(d) - high)

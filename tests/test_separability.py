@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from abench.separability import bootstrap_auroc, separability
+from abench.separability import _auroc_rows, bootstrap_auroc, separability
 
 
 def test_perfect_separation():
@@ -33,3 +33,13 @@ def test_bootstrap_interval_contains_point_estimate_and_is_seeded():
     lo, hi = bootstrap_auroc(labels, scores, n_boot=300, seed=1)
     assert lo <= roc_auc_score(labels, scores) <= hi and hi - lo > 0.01
     assert bootstrap_auroc(labels, scores, n_boot=300, seed=1) == (lo, hi)
+
+
+def test_vectorised_auroc_equals_sklearn_with_ties():
+    rng = np.random.default_rng(3)
+    pos = rng.integers(0, 5, (20, 7)).astype(float)  # small integer scores: many ties
+    neg = rng.integers(0, 5, (20, 11)).astype(float)
+    ours = _auroc_rows(pos, neg)
+    for b in range(20):
+        ref = roc_auc_score(np.r_[np.ones(7), np.zeros(11)], np.r_[pos[b], neg[b]])
+        assert ours[b] == pytest.approx(ref, abs=1e-12)
