@@ -26,14 +26,15 @@ ROWS_KEY = "abench_rows"
 
 # Named selections; explicit --tasks/--methods/--n-fit/--n-eval override a preset's values.
 PRESETS = {
-    "ci": {"tasks": "reverse,frac_prevs,pair_balance,sort_unique", "methods": "default", "n_fit": 64, "n_eval": 128},
+    "ci": {"tasks": "siit_length,siit_sort_unique,siit_count_less_freq,reverse,frac_prevs,pair_balance", "methods": "default",
+           "n_fit": 64, "n_eval": 128},
 }
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("abench", "ablation-method leaderboard")
     g.addoption("--preset", default=None, choices=sorted(PRESETS), help="a named selection (ci: a CPU-sized subset for CI)")
-    g.addoption("--tasks", default=None, help="comma-separated task names or families (tracr, siit, all); default: the default family")
+    g.addoption("--tasks", default=None, help="comma-separated task names or families (siit, tracr, all); default: all")
     g.addoption("--methods", default=None, help="comma-separated method names, e.g. zero,mean,'scaled_resample[s=0.5]'; 'default' = the built-in set")
     g.addoption("--scale-sweep", action="store_true", help="add the scaled-resample sweep s in 0,0.1,...,10")
     g.addoption("--ablation-module", action="append", default=[], metavar="FILE.py", help="a Python file registering extra methods; they join the leaderboard")
@@ -221,7 +222,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     tr = terminalreporter
     tr.write_sep("=", "ablation-method leaderboard")
-    tr.write_line(leaderboard.summary_frame(s.doc["summary"]).to_string(index=False))
+    for fam, summ in s.doc["summary_by_family"].items():
+        gt = s.doc["ground_truth"][fam]
+        tr.write_line(f"family {fam} (ground truth: {gt['intervention']}), pooled over its tasks, best first:")
+        tr.write_line(leaderboard.summary_frame(summ).to_string(index=False))
     failed = [r for r in s.doc["rows"] if r["status"] != "ok"]
     for r in failed:
         tr.write_line(f"FAILED ROW {r['task']}-{r['method']}: {r['error']}")

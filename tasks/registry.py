@@ -27,14 +27,16 @@ def families() -> dict[str, list[str]]:
     return out
 
 
-DEFAULT_FAMILY = "siit" if SIIT_TASKS else "tracr"
+# `pytest benchmarks` with no --tasks runs every family: SIIT first (live bystanders, the
+# realistic ground truth), then tracr (exact but bystander-free). Each keeps its own ground truth.
+DEFAULT_FAMILIES = [f for f in ("siit", "tracr") if f in families()]
 
 
 def resolve_task_names(spec: str | None) -> list[str]:
-    """``"reverse,hist"``, a family (``tracr``), ``all`` or None (the default family) -> task names."""
+    """``"reverse,hist"``, a family (``tracr``), ``all`` or None (every family, SIIT first) -> task names."""
     fams = families()
     if not spec:
-        return list(fams[DEFAULT_FAMILY])
+        return [name for fam in DEFAULT_FAMILIES for name in fams[fam]]
     names: list[str] = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
         if part == "all":
