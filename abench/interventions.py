@@ -27,19 +27,29 @@ def node_activation(hook_value: torch.Tensor, node: Node) -> torch.Tensor:
     return hook_value[:, :, node.head, :] if node.kind == "attn" else hook_value
 
 
-def _replacing_hook(entries: list[tuple[Node, slice, torch.Tensor]]):
-    """A hook writing ``value`` into ``node``'s slice of the given batch rows, for each entry."""
+def replacing_hooks(entries: Sequence[tuple[Node, object, torch.Tensor]]) -> list[tuple[str, Callable]]:
+    """Forward hooks writing ``value`` into ``node``'s slice of the given batch ``rows``.
 
-    def hook(act: torch.Tensor, hook) -> torch.Tensor:
-        out = act.clone()  # not in place: autograd (optimal ablation) may need the original
-        for node, rows, value in entries:
-            if node.kind == "attn":
-                out[rows, :, node.head, :] = value
-            else:
-                out[rows] = value
-        return out
+    ``entries``: ``(node, rows, value)`` with ``rows`` a slice or index tensor of the running
+    batch and ``value`` shaped like the node's activation on those rows. One hook per hook name.
+    """
+    by_hook: dict[str, list] = defaultdict(list)
+    for entry in entries:
+        by_hook[entry[0].hook_name].append(entry)
 
-    return hook
+    def make(group):
+        def hook(act: torch.Tensor, hook) -> torch.Tensor:
+            out = act.clone()  # not in place: autograd (optimal ablation, SIIT) may need the original
+            for node, rows, value in group:
+                if node.kind == "attn":
+                    out[rows, :, node.head, :] = value
+                else:
+                    out[rows] = value
+            return out
+
+        return hook
+
+    return [(name, make(group)) for name, group in by_hook.items()]
 
 
 def clean_run(
@@ -60,8 +70,8 @@ def ablated_outputs_loop(
     """Reference: one full forward per node. Returns ``{node: outputs [b, pos, v]}``."""
     outs = {}
     for node in nodes:
-        hook = _replacing_hook([(node, slice(None), replacements[node.name])])
-        outs[node.name] = model.run_with_hooks(tokens, fwd_hooks=[(node.hook_name, hook)])
+        hooks = replacing_hooks([(node, slice(None), replacements[node.name])])
+        outs[node.name] = model.run_with_hooks(tokens, fwd_hooks=hooks)
     return outs
 
 
@@ -89,10 +99,7 @@ def ablated_outputs_batched(
         per_chunk = max(1, max_rows // b)
         for start in range(0, len(layer_nodes), per_chunk):
             chunk = layer_nodes[start : start + per_chunk]
-            plan: dict[str, list[tuple[Node, slice, torch.Tensor]]] = defaultdict(list)
-            for i, node in enumerate(chunk):
-                plan[node.hook_name].append((node, slice(i * b, (i + 1) * b), get(node)))
-            fwd_hooks = [(name, _replacing_hook(entries)) for name, entries in plan.items()]
+            fwd_hooks = replacing_hooks([(node, slice(i * b, (i + 1) * b), get(node)) for i, node in enumerate(chunk)])
             stacked = resid.repeat(len(chunk), 1, 1)
             with model.hooks(fwd_hooks=fwd_hooks):
                 out = model(stacked, start_at_layer=layer)

@@ -11,6 +11,7 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from abench.effects import EFFECT_CONVENTION
 from abench.separability import bootstrap_auroc, no_auroc_reason
@@ -69,8 +70,6 @@ def summarize(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]
         scores = [n["effect"] for r in ok for n in r["nodes"]]
         reason = no_auroc_reason(labels) if labels else "no successful task"
         if reason is None:
-            from sklearn.metrics import roc_auc_score
-
             pooled = float(roc_auc_score(labels, scores))
             ci = bootstrap_auroc(labels, scores, n_boot=n_boot, seed=seed)
         else:

@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from abench.interventions import node_activation, replacing_hooks
 from tasks.base import Node, Task, all_nodes
 from tasks.tracr_tasks import tracr_task
 
@@ -139,25 +140,9 @@ def patch_hooks(assignments, src_acts: dict[str, torch.Tensor]):
     ``assignments``: list of ``(node, rows, src_rows)``; rows index the running batch,
     src_rows the source batch whose activations are ``src_acts[hook_name]``.
     """
-    by_hook: dict[str, list] = {}
-    for node, rows, src_rows in assignments:
-        if len(rows):
-            by_hook.setdefault(node.hook_name, []).append((node, rows, src_rows))
-
-    def make(entries):
-        def hook(act, hook):
-            act = act.clone()
-            src = src_acts[hook.name]
-            for node, rows, src_rows in entries:
-                if node.kind == "attn":
-                    act[rows, :, node.head] = src[src_rows, :, node.head]
-                else:
-                    act[rows] = src[src_rows]
-            return act
-
-        return hook
-
-    return [(name, make(entries)) for name, entries in by_hook.items()]
+    return replacing_hooks(
+        [(node, rows, node_activation(src_acts[node.hook_name], node)[src_rows]) for node, rows, src_rows in assignments if len(rows)]
+    )
 
 
 def node_write(node: Node, act: torch.Tensor, model: HookedTransformer) -> torch.Tensor:
