@@ -13,8 +13,15 @@ that information has to flow through the bystanders; a hinge term keeps each bys
 input-dependent output variance above a floor. ``liveness`` below measures it.
 
 Weights ship as ``tasks/weights/siit/<task>.safetensors`` (safetensors only) with a JSON card.
-The model is a plain HookedTransformer: ``model(tokens)`` gives the main output. Models are
-trained and evaluated on batches of one length (no PAD), as the benchmark feeds them.
+The model is a plain HookedTransformer: ``model(tokens)`` gives the main output. Bases come in
+batches of one length (no PAD), as the benchmark feeds them; sources may be longer, and a patch
+takes the source's first ``len(base) + 1`` positions. Same-length sources cannot vary anything
+that is constant within one length, so a model trained and checked only with them can compute
+length in a "bystander" unseen: the first shipped models did (cross-length SIIA of reverse's
+blocks.0 head 1 was 0.873, of length's blocks.1 MLP 0.721, at same-length SIIA >= 0.975), and
+the benchmark's mean-type methods, which pool activations over lengths, then see a real
+dependence on an out-of-circuit node. Cards therefore measure IIA and SIIA with sources of every
+length >= the base's (``eval_pairs(cross_length=True)``, same length included).
 """
 
 from __future__ import annotations
@@ -48,12 +55,14 @@ NUM_TOL = 0.02
 # length head, constant within one input length, scores 0.000.
 LIVE_THRESHOLD = 0.05
 
-# Per-task overrides of the LL architecture. reverse gets 5 heads (24 LL nodes). The numerical
+# Per-task overrides of the LL architecture. reverse gets 5 heads (24 LL nodes) and d_model 32: at
+# d_model 24 one layer-0 bystander head stayed near-dead (liveness 0.02) through hinge weight 5
+# and through re-initialisation (strict training shrank it back within 100 steps). The numerical
 # tasks get a wider residual: at d_model 16, frac_prevs oscillated at 30-70% accuracy (tolerance
 # 0.02) for 12 minutes, the live bystanders' writes and the aux readout crowding the exact
 # numerical readout.
 ARCH_OVERRIDES: dict[str, dict] = {
-    "reverse": {"n_heads": 5},
+    "reverse": {"n_heads": 5, "d_model": 32, "d_mlp": 128},
     "frac_prevs": {"d_model": 32, "d_mlp": 128},
     "pair_balance": {"d_model": 32, "d_mlp": 128},
 }
@@ -134,14 +143,17 @@ def aux_targets(tokens: torch.Tensor, d_vocab: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- patching
 
 
-def patch_hooks(assignments, src_acts: dict[str, torch.Tensor]):
+def patch_hooks(assignments, src_acts: dict[str, torch.Tensor], n_pos: int | None = None):
     """Forward hooks writing source activations into nodes for chosen rows.
 
     ``assignments``: list of ``(node, rows, src_rows)``; rows index the running batch,
-    src_rows the source batch whose activations are ``src_acts[hook_name]``.
+    src_rows the source batch whose activations are ``src_acts[hook_name]``. ``n_pos``: keep the
+    source's first ``n_pos`` positions (a longer source patched into a shorter base: its
+    activations there carry the source's length, which same-length sources cannot vary).
     """
     return replacing_hooks(
-        [(node, rows, node_activation(src_acts[node.hook_name], node)[src_rows]) for node, rows, src_rows in assignments if len(rows)]
+        [(node, rows, node_activation(src_acts[node.hook_name], node)[src_rows][:, :n_pos])
+         for node, rows, src_rows in assignments if len(rows)]
     )
 
 
@@ -199,17 +211,17 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
         for n in ll_node_list:
             var[n.name].append(input_variance(node_write(n, ll_cache[n.hook_name], ll)).item())
         for h, l in circ:
-            hp = hl.run_with_hooks(base, fwd_hooks=patch_hooks([(h, allrows, allrows)], hl_src.cache_dict))
-            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(l, allrows, allrows)], ll_src.cache_dict))
+            hp = hl.run_with_hooks(base, fwd_hooks=patch_hooks([(h, allrows, allrows)], hl_src.cache_dict, base.shape[1]))
+            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(l, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
             c = cell_correct(lp, hp, hl_task.output, tol)
             iia[l.name][0] += c.sum().item(); iia[l.name][1] += c.numel()
         for n in bystanders:
-            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows)], ll_src.cache_dict))
+            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
             c = cell_correct(lp, hl_base, hl_task.output, tol)
             siia[n.name][0] += c.sum().item(); siia[n.name][1] += c.numel()
         if aux is not None:
             store = {}
-            hooks = patch_hooks([(l, allrows, allrows) for _, l in circ], ll_src.cache_dict)
+            hooks = patch_hooks([(l, allrows, allrows) for _, l in circ], ll_src.cache_dict, base.shape[1])
             hooks.append((last, lambda act, hook: store.__setitem__("r", act)))
             ll.run_with_hooks(base, fwd_hooks=hooks)
             logits = store["r"] @ aux["aux.W_U"] + aux["aux.b_U"]
@@ -241,16 +253,25 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
     }
 
 
-def eval_pairs(task: Task, n_per_length: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Held-out (base, source) groups, one per length, sources drawn independently."""
+def eval_pairs(task: Task, n_per_length: int, seed: int, cross_length: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Held-out (base, source) groups, sources drawn independently.
+
+    Same length: one group per length. ``cross_length``: for each base length L, one group per
+    source length Ls >= L (``n_per_length`` split between them, at least 16 each); patches take
+    the source's first L + 1 positions (``patch_hooks(n_pos=...)``).
+    """
     import random
 
     rng = random.Random(seed)
     out = []
-    for L in range(task.inputs.min_len, task.inputs.max_len + 1):
-        base = task.encode([task.inputs.draw(rng, L) for _ in range(n_per_length)])
-        src = task.encode([task.inputs.draw(rng, L) for _ in range(n_per_length)])
-        out.append((base, src))
+    lo, hi = task.inputs.min_len, task.inputs.max_len
+    for L in range(lo, hi + 1):
+        src_lengths = range(L, hi + 1) if cross_length else [L]
+        n = max(16, n_per_length // len(src_lengths))
+        for Ls in src_lengths:
+            base = task.encode([task.inputs.draw(rng, L) for _ in range(n)])
+            src = task.encode([task.inputs.draw(rng, Ls) for _ in range(n)])
+            out.append((base, src))
     return out
 
 
@@ -325,7 +346,7 @@ def load(name: str, device: str = "cpu", weights_dir: Path | None = None) -> tup
 
 
 def shipped(weights_dir: Path | None = None) -> list[str]:
-    """Tasks with a card in the weights folder that passed the bar."""
+    """Tasks with a card in the weights folder that passed the bar with cross-length sources."""
     d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     out = []
     for c in sorted(d.glob("*.json")):
@@ -333,7 +354,8 @@ def shipped(weights_dir: Path | None = None) -> list[str]:
             card = json.loads(c.read_text())
         except json.JSONDecodeError:
             continue
-        if card.get("passed"):
+        # cards from before cross-length sources (no "test_sources") were checked blind to hidden length paths
+        if card.get("passed") and str(card.get("test_sources", "")).startswith("cross_length"):
             out.append(c.stem)
     return out
 

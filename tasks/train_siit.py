@@ -34,15 +34,19 @@ def run_one(name: str, args) -> dict:
     if args.continue_training:
         prev_ll, prev_aux, previous = siit.load(name, args.device, args.weights_dir)
         init = ({k: v for k, v in prev_ll.state_dict().items()}, prev_aux)
-    extra = {k: v for k, v in (("w_live", args.w_live), ("w_aux", args.w_aux), ("w_strict", args.w_strict)) if v is not None}
+    extra = {k: v for k, v in (("w_live", args.w_live), ("w_aux", args.w_aux), ("w_strict", args.w_strict),
+                                      ("num_loss_scale", args.num_loss_scale)) if v is not None}
     t0 = time.time()
     ll, aux, info = train(task, seed=args.seed, device=args.device, max_steps=args.max_steps, batch=args.batch, lr=args.lr,
                           eval_every=args.eval_every, time_limit_s=args.time_limit, progress=not args.no_progress,
-                          init=init, **extra)
+                          init=init, ll_config=None if previous is None else previous["ll_config"], all_lengths=not args.one_length_per_step, reinit_dead_after=args.reinit_dead_after,
+                          cross_length=not args.same_length_sources, **extra)
     wall = time.time() - t0
     nodes = siit.ll_nodes(ll, info["correspondence"].values())
-    test = siit.eval_pairs(task, args.test_n, seed=20_000 + args.seed)  # fresh held-out data, unseen in training/selection
+    # fresh held-out data, unseen in training/selection; sources of every length >= the base's (same length included)
+    test = siit.eval_pairs(task, args.test_n, seed=20_000 + args.seed, cross_length=True)
     m = siit.evaluate(task, ll, nodes, info["correspondence"], aux, test)
+    same = siit.evaluate(task, ll, nodes, info["correspondence"], aux, siit.eval_pairs(task, args.test_n, seed=20_000 + args.seed))
     loose = None
     if task.output == "numerical":  # informational only: the benchmark's own numerical effect threshold
         m5 = siit.evaluate(task, ll, nodes, info["correspondence"], aux, test, tol=BENCH_NUM_EFFECT_TOL)
@@ -75,6 +79,8 @@ def run_one(name: str, args) -> dict:
         "numerical_tolerance": siit.NUM_TOL if task.output == "numerical" else None,
         "pass_bar": siit.PASS_BAR,
         "at_benchmark_effect_tolerance": loose,
+        "test_sources": "cross_length: per base length L, one group per source length >= L (tasks.siit.eval_pairs)",
+        "same_length_sources": {k: same[k] for k in ("accuracy", "iia", "iia_min", "siia", "siia_min")},
         "accuracy": m["accuracy"],
         "iia": m["iia"],
         "iia_min_node": m["iia_min"],
@@ -90,6 +96,7 @@ def run_one(name: str, args) -> dict:
         "liveness_min_out_of_circuit": m["liveness_min_out_of_circuit"],
         "all_bystanders_live": live_ok,
         "passed": passed,
+        "reinitialised_bystanders": info["reinitialised"],
         "history": info["history"],
     }
     siit.save(name, ll, aux, card, args.weights_dir)
@@ -110,6 +117,14 @@ def main(argv=None):
     ap.add_argument("--w-live", type=float, default=None, help="weight of the bystander liveness hinge (default 1.0)")
     ap.add_argument("--w-aux", type=float, default=None, help="weight of the aux readout loss (default 0.5)")
     ap.add_argument("--w-strict", type=float, default=None, help="weight of the strict loss (default 0.4)")
+    ap.add_argument("--num-loss-scale", type=float, default=None, help="multiplier of the MSE loss on numerical outputs (default 100)")
+    ap.add_argument("--same-length-sources", action="store_true",
+                    help="draw sources of the base's length only (blind to length computed in bystanders; cards without "
+                         "hyperparameters.sources were trained so)")
+    ap.add_argument("--one-length-per-step", action="store_true",
+                    help="each step uses one random input length (cards without hyperparameters.lengths_per_step were trained so)")
+    ap.add_argument("--reinit-dead-after", type=int, default=3,
+                    help="redraw a bystander's weights after this many consecutive evals below the liveness threshold (0: never)")
     ap.add_argument("--weights-dir", default=None, help="write here instead of tasks/weights/siit")
     ap.add_argument("--continue-training", action="store_true",
                     help="start from the shipped weights of the task (the card records the earlier run under continued_from)")

@@ -32,7 +32,7 @@ def test_shipped_model_meets_its_card(name):
     hl = task.info["high_level"]
     assert task.family == "siit" and task.ground_truth == "resample" and task.output == hl.output
     assert [n.name for n in task.nodes if n.in_circuit] == sorted(card["correspondence"].values(), key=[n.name for n in task.nodes].index)
-    data = siit.eval_pairs(hl, FRESH_N, seed=FRESH_SEED)
+    data = siit.eval_pairs(hl, FRESH_N, seed=FRESH_SEED, cross_length=True)  # as the card: sources of every length >= the base's
     torch.manual_seed(0)
     m = siit.evaluate(hl, task.model, task.nodes, card["correspondence"], task.info["aux"], data)
     for key in ("accuracy", "iia", "siia"):
@@ -130,3 +130,34 @@ def test_siit_task_refuses_mismatched_correspondence(tmp_path):
     cpath.write_text(json.dumps(card))
     with pytest.raises(siit.SiitLoadError, match="correspondence"):
         siit.siit_task(name, weights_dir=tmp_path)
+
+
+def test_cross_length_patch_takes_the_source_prefix():
+    """A longer source patched into a shorter base: the node gets the source's first len(base) positions."""
+    from tasks.base import Node
+
+    cfg = {"n_layers": 2, "n_heads": 4, "d_model": 16, "d_head": 8, "d_mlp": 64, "d_vocab": 5, "d_vocab_out": 6, "n_ctx": 6}
+    ll = siit.build_ll(cfg)
+    gen = torch.Generator().manual_seed(0)
+    base, src = torch.randint(0, 5, (3, 4), generator=gen), torch.randint(0, 5, (3, 6), generator=gen)
+    node, rows = Node(1, "attn", 2), torch.arange(3)
+    _, cache = ll.run_with_cache(src)
+    seen = {}
+    hooks = siit.patch_hooks([(node, rows, rows)], cache.cache_dict, n_pos=base.shape[1])
+    hooks.append((node.hook_name, lambda act, hook: seen.__setitem__("z", act.clone())))
+    ll.run_with_hooks(base, fwd_hooks=hooks)
+    assert torch.equal(seen["z"][:, :, 2], cache[node.hook_name][:, :4, 2])
+    _, clean = ll.run_with_cache(base)
+    assert torch.equal(seen["z"][:, :, :2], clean[node.hook_name][:, :, :2])  # other heads untouched
+
+
+def test_cross_length_pairs_cover_every_longer_source():
+    from tasks.tracr_tasks import tracr_task
+
+    hl = tracr_task("length")
+    lo, hi = hl.inputs.min_len, hl.inputs.max_len
+    pairs = siit.eval_pairs(hl, 32, seed=0, cross_length=True)
+    got = sorted((b.shape[1] - 1, s.shape[1] - 1) for b, s in pairs)
+    assert got == [(L, Ls) for L in range(lo, hi + 1) for Ls in range(L, hi + 1)]
+    assert all(b.shape[0] == s.shape[0] >= 16 for b, s in pairs)
+    assert [b.shape[1] for b, s in siit.eval_pairs(hl, 32, seed=0)] == [s.shape[1] for b, s in siit.eval_pairs(hl, 32, seed=0)]
