@@ -20,8 +20,12 @@ that is constant within one length, so a model trained and checked only with the
 length in a "bystander" unseen: the first shipped models did (cross-length SIIA of reverse's
 blocks.0 head 1 was 0.873, of length's blocks.1 MLP 0.721, at same-length SIIA >= 0.975), and
 the benchmark's mean-type methods, which pool activations over lengths, then see a real
-dependence on an out-of-circuit node. Cards therefore measure IIA and SIIA with sources of every
-length >= the base's (``eval_pairs(cross_length=True)``, same length included).
+dependence on an out-of-circuit node. Cards therefore measure SIIA with sources of every length
+>= the base's (``eval_pairs(cross_length=True)``, same length included), and IIA with
+same-length sources (the interchanges the benchmark makes); cross-length IIA, which asks the
+circuit nodes to follow the tracr program off the benchmark's distribution too, is recorded in
+the card but not part of the bar. Training matches: IIT rows use same-length sources, strict
+and aux rows longer ones.
 """
 
 from __future__ import annotations
@@ -140,6 +144,34 @@ def aux_targets(tokens: torch.Tensor, d_vocab: int) -> torch.Tensor:
     return torch.stack([prev, nxt, same], dim=-1)
 
 
+def aux0_sizes(d_vocab: int) -> list[int]:
+    """Class counts of the layer-0 aux targets: tokens at p-1, p+1, p-2, p+2 (d_vocab = none)."""
+    return [d_vocab + 1] * 4
+
+
+def aux0_targets(tokens: torch.Tensor, d_vocab: int) -> torch.Tensor:
+    """``[b, pos, 4]`` labels for the layer-0 aux readout (``aux.L0_W_U``): tokens at relative offsets -1, +1, -2, +2."""
+    out = []
+    for off in (-1, 1, -2, 2):
+        t = torch.full_like(tokens, d_vocab)
+        if off < 0:
+            t[:, -off:] = tokens[:, :off]
+        else:
+            t[:, :-off] = tokens[:, off:]
+        out.append(t)
+    return torch.stack(out, dim=-1)
+
+
+def aux_logit_accuracy(logits: torch.Tensor, targets: torch.Tensor, sizes: list[int]) -> tuple[int, int]:
+    """(correct, total) over non-BOS cells of concatenated class blocks ``sizes``."""
+    ok, tot, off = 0, 0, 0
+    for k, size in enumerate(sizes):
+        c = logits[:, 1:, off:off + size].argmax(-1) == targets[:, 1:, k]
+        ok += c.sum().item(); tot += c.numel()
+        off += size
+    return ok, tot
+
+
 # --------------------------------------------------------------------------- patching
 
 
@@ -186,7 +218,9 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
              aux: dict[str, torch.Tensor] | None, data: list[tuple[torch.Tensor, torch.Tensor]], tol: float | None = None) -> dict:
     """Accuracy, per-node IIA / SIIA, aux accuracy and per-node liveness on (base, source) groups.
 
-    ``tol``: numerical tolerance (default ``NUM_TOL``)."""
+    ``iia`` counts the groups whose source has the base's length (the interchanges the benchmark
+    makes), ``iia_cross_length`` every group; ``siia`` every group (a bystander must be unused
+    whatever length its replacement comes from). ``tol``: numerical tolerance (default ``NUM_TOL``)."""
     hl = hl_task.model
     hl_nodes = {n.name: n for n in hl_task.nodes}
     ll_by_name = {n.name: n for n in ll_node_list}
@@ -197,6 +231,7 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
     last = f"blocks.{ll.cfg.n_layers - 1}.hook_resid_post"
     tot = {"acc": [0, 0], "aux": [0, 0]}
     iia = {l.name: [0, 0] for _, l in circ}
+    iia_x = {l.name: [0, 0] for _, l in circ}
     siia = {n.name: [0, 0] for n in bystanders}
     var = {n.name: [] for n in ll_node_list}
     for base, src in data:
@@ -214,7 +249,9 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
             hp = hl.run_with_hooks(base, fwd_hooks=patch_hooks([(h, allrows, allrows)], hl_src.cache_dict, base.shape[1]))
             lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(l, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
             c = cell_correct(lp, hp, hl_task.output, tol)
-            iia[l.name][0] += c.sum().item(); iia[l.name][1] += c.numel()
+            iia_x[l.name][0] += c.sum().item(); iia_x[l.name][1] += c.numel()
+            if src.shape[1] == base.shape[1]:
+                iia[l.name][0] += c.sum().item(); iia[l.name][1] += c.numel()
         for n in bystanders:
             lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
             c = cell_correct(lp, hl_base, hl_task.output, tol)
@@ -223,25 +260,30 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
             store = {}
             hooks = patch_hooks([(l, allrows, allrows) for _, l in circ], ll_src.cache_dict, base.shape[1])
             hooks.append((last, lambda act, hook: store.__setitem__("r", act)))
+            hooks.append(("blocks.0.hook_resid_post", lambda act, hook: store.__setitem__("r0", act)))
             ll.run_with_hooks(base, fwd_hooks=hooks)
             logits = store["r"] @ aux["aux.W_U"] + aux["aux.b_U"]
-            tgt = aux_targets(base, ll.cfg.d_vocab)
-            off = 0
-            for k, size in enumerate(aux_sizes(ll.cfg.d_vocab)):
-                ok = logits[:, 1:, off:off + size].argmax(-1) == tgt[:, 1:, k]
-                tot["aux"][0] += ok.sum().item(); tot["aux"][1] += ok.numel()
-                off += size
+            ok, n_cells = aux_logit_accuracy(logits, aux_targets(base, ll.cfg.d_vocab), aux_sizes(ll.cfg.d_vocab))
+            tot["aux"][0] += ok; tot["aux"][1] += n_cells
+            if "aux.L0_W_U" in aux:
+                logits0 = store["r0"] @ aux["aux.L0_W_U"] + aux["aux.L0_b_U"]
+                ok, n_cells = aux_logit_accuracy(logits0, aux0_targets(base, ll.cfg.d_vocab), aux0_sizes(ll.cfg.d_vocab))
+                tot["aux"][0] += ok; tot["aux"][1] += n_cells
     frac = lambda a: a[0] / max(a[1], 1)
     mean_var = {k: sum(v) / len(v) for k, v in var.items()}
     in_vars = sorted(mean_var[l.name] for _, l in circ)
     med = in_vars[len(in_vars) // 2] if len(in_vars) % 2 else 0.5 * (in_vars[len(in_vars) // 2 - 1] + in_vars[len(in_vars) // 2])
     live = {k: v / med if med > 0 else float("nan") for k, v in mean_var.items()}
     iia_f = {k: frac(v) for k, v in iia.items()}
+    iia_xf = {k: frac(v) for k, v in iia_x.items()}
     siia_f = {k: frac(v) for k, v in siia.items()}
     return {
         "accuracy": frac(tot["acc"]),
         "iia": sum(iia_f.values()) / len(iia_f),
         "iia_min": min(iia_f.values()),
+        "iia_cross_length": sum(iia_xf.values()) / len(iia_xf),
+        "iia_cross_length_min": min(iia_xf.values()),
+        "iia_cross_length_per_node": iia_xf,
         "siia": sum(siia_f.values()) / max(len(siia_f), 1),
         "siia_min": min(siia_f.values()) if siia_f else 1.0,
         "aux_accuracy": frac(tot["aux"]) if aux is not None else None,
@@ -256,9 +298,10 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
 def eval_pairs(task: Task, n_per_length: int, seed: int, cross_length: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Held-out (base, source) groups, sources drawn independently.
 
-    Same length: one group per length. ``cross_length``: for each base length L, one group per
-    source length Ls >= L (``n_per_length`` split between them, at least 16 each); patches take
-    the source's first L + 1 positions (``patch_hooks(n_pos=...)``).
+    One same-length group of ``n_per_length`` pairs per length; with ``cross_length`` also, for
+    each base length L, one group per longer source length Ls > L (``n_per_length`` split
+    between them, at least 16 each); patches take the source's first L + 1 positions
+    (``patch_hooks(n_pos=...)``).
     """
     import random
 
@@ -266,9 +309,8 @@ def eval_pairs(task: Task, n_per_length: int, seed: int, cross_length: bool = Fa
     out = []
     lo, hi = task.inputs.min_len, task.inputs.max_len
     for L in range(lo, hi + 1):
-        src_lengths = range(L, hi + 1) if cross_length else [L]
-        n = max(16, n_per_length // len(src_lengths))
-        for Ls in src_lengths:
+        longer = list(range(L + 1, hi + 1)) if cross_length else []
+        for Ls, n in [(L, n_per_length)] + [(Ls, max(16, n_per_length // len(longer))) for Ls in longer]:
             base = task.encode([task.inputs.draw(rng, L) for _ in range(n)])
             src = task.encode([task.inputs.draw(rng, Ls) for _ in range(n)])
             out.append((base, src))

@@ -100,6 +100,7 @@ def train(
     reinit_dead_after: int = 3,
     ll_config: dict | None = None,
     cross_length: bool = True,
+    aux_layer0: bool = False,
 ):
     """Train an LL model for ``hl_task``; returns ``(ll, aux, info)`` with the best checkpoint."""
     hyper = {"batch": batch, "lr": lr, "max_steps": max_steps, "time_limit_s": time_limit_s, "optimizer": "Adam",
@@ -110,8 +111,9 @@ def train(
              "eval_every": eval_every, "eval_examples_per_length": eval_n, "early_stop_target": target,
              "lengths_per_step": "all (batch split evenly, gradients averaged)" if all_lengths else "one, drawn at random",
              "reinit_dead_bystander_after_evals": reinit_dead_after or None,
-             "sources": "length drawn uniformly from [base length, max_len], first base-length+1 positions patched" if cross_length
-                        else "same length as the base"}
+             "aux_layer0": "readout on blocks.0.hook_resid_post of tokens at p-1, p+1, p-2, p+2 (circuit-ablated rows)" if aux_layer0 else None,
+             "sources": "IIT rows: same length as the base; strict and aux rows: length drawn uniformly from [base length, "
+                        "max_len], first base-length+1 positions patched" if cross_length else "same length as the base"}
     torch.manual_seed(seed)
     rng = random.Random(seed)
     hl = hl_task.model.to(device)
@@ -134,11 +136,16 @@ def train(
         "aux.W_U": (torch.randn(cfg["d_model"], sum(sizes), generator=gen) / math.sqrt(cfg["d_model"])).to(device).requires_grad_(),
         "aux.b_U": torch.zeros(sum(sizes), device=device, requires_grad=True),
     }
+    if aux_layer0:  # a second readout on blocks.0.hook_resid_post: relative-position token copies, a job for layer-0 bystanders
+        sizes0 = siit.aux0_sizes(cfg["d_vocab"])
+        aux["aux.L0_W_U"] = (torch.randn(cfg["d_model"], sum(sizes0), generator=gen) / math.sqrt(cfg["d_model"])).to(device).requires_grad_()
+        aux["aux.L0_b_U"] = torch.zeros(sum(sizes0), device=device, requires_grad=True)
     if init is not None:  # continue training from (LL state dict, aux tensors)
         ll.load_state_dict(init[0], strict=False)
         with torch.no_grad():
             for k in aux:
-                aux[k].copy_(init[1][k].to(device))
+                if k in init[1]:  # a readout the earlier run lacked keeps its fresh init
+                    aux[k].copy_(init[1][k].to(device))
     params = list(ll.parameters()) + list(aux.values())
     opt = torch.optim.Adam(params, lr=lr)
 
@@ -162,22 +169,24 @@ def train(
     def length_losses(L: int, n: int):
         """Loss and running metrics on ``n`` (base, source) pairs of length ``L``: one stacked LL forward of 4n rows."""
         base = hl_task.encode([hl_task.inputs.draw(rng, L) for _ in range(n)])
-        Ls = rng.randint(L, lengths[-1]) if cross_length else L  # a longer source varies what the base's length fixes
-        src = hl_task.encode([hl_task.inputs.draw(rng, Ls) for _ in range(n)])
+        src = hl_task.encode([hl_task.inputs.draw(rng, L) for _ in range(n)])  # IIT: same length, as the benchmark interchanges
+        Ls = rng.randint(L, lengths[-1]) if cross_length else L  # strict/aux: a longer source varies what the base's length fixes
+        src_x = hl_task.encode([hl_task.inputs.draw(rng, Ls) for _ in range(n)]) if Ls != L else src
         rows = torch.arange(n, device=device)
         pick_c = torch.randint(len(circ_ll), (n,), generator=gen).to(device)
         pick_b = torch.randint(len(bys), (n,), generator=gen).to(device)
         with torch.no_grad():
             _, hl_src = hl.run_with_cache(src, names_filter=lambda h: h in hl_hooks)
             hl_assign = [(h, n + rows[pick_c == i], rows[pick_c == i]) for i, h in enumerate(circ_hl)]
-            hl_out = hl.run_with_hooks(torch.cat([base, base]), fwd_hooks=siit.patch_hooks(hl_assign, hl_src.cache_dict, L + 1))
+            hl_out = hl.run_with_hooks(torch.cat([base, base]), fwd_hooks=siit.patch_hooks(hl_assign, hl_src.cache_dict))
             hl_base, hl_iit = hl_out[:n], hl_out[n:]
             _, ll_src = ll.run_with_cache(src, names_filter=lambda h: h in ll_hooks)
+            ll_src_x = ll_src if src_x is src else ll.run_with_cache(src_x, names_filter=lambda h: h in ll_hooks)[1]
         assign = [(node, n + rows[pick_c == i], rows[pick_c == i]) for i, node in enumerate(circ_ll)]
-        assign += [(node, 2 * n + rows[pick_b == i], rows[pick_b == i]) for i, node in enumerate(bys)]
-        assign += [(node, 3 * n + rows, rows) for node in circ_ll]
+        assign_x = [(node, 2 * n + rows[pick_b == i], rows[pick_b == i]) for i, node in enumerate(bys)]
+        assign_x += [(node, 3 * n + rows, rows) for node in circ_ll]
         store: dict[str, torch.Tensor] = {}
-        hooks = siit.patch_hooks(assign, ll_src.cache_dict, L + 1)
+        hooks = siit.patch_hooks(assign, ll_src.cache_dict) + siit.patch_hooks(assign_x, ll_src_x.cache_dict, L + 1)
 
         def keep(act, hook):
             store[hook.name] = act[:n]
@@ -185,8 +194,13 @@ def train(
         def keep_last(act, hook):
             store["last"] = act
 
+        def keep_r0(act, hook):
+            store["r0"] = act
+
         hooks += [(h, keep) for h in ll_hooks]
         hooks.append((last, keep_last))
+        if aux_layer0:
+            hooks.append(("blocks.0.hook_resid_post", keep_r0))
         out = ll.run_with_hooks(torch.cat([base, base, base, base]), fwd_hooks=hooks)
         l_beh = _loss(out[:n], hl_base, hl_task.output, num_loss_scale)
         l_iit = _loss(out[n:2 * n], hl_iit, hl_task.output, num_loss_scale)
@@ -199,6 +213,14 @@ def train(
             l_aux = l_aux + F.cross_entropy(logits[:, 1:, off:off + size].reshape(-1, size), tgt[:, 1:, k].reshape(-1))
             off += size
         l_aux = l_aux / len(sizes)
+        if aux_layer0:
+            logits0 = store["r0"][3 * n:] @ aux["aux.L0_W_U"] + aux["aux.L0_b_U"]
+            tgt0 = siit.aux0_targets(base, cfg["d_vocab"])
+            l_aux0, off = 0.0, 0
+            for k, size in enumerate(sizes0):
+                l_aux0 = l_aux0 + F.cross_entropy(logits0[:, 1:, off:off + size].reshape(-1, size), tgt0[:, 1:, k].reshape(-1))
+                off += size
+            l_aux = 0.5 * (l_aux + l_aux0 / len(sizes0))
         vars_ = {node.name: siit.input_variance(siit.node_write(node, store[node.hook_name], ll)) for node in nodes}
         med = torch.quantile(torch.stack([vars_[node.name] for node in circ_ll]), 0.5).detach().clamp_min(1e-6)  # same median as siit.evaluate
         # hinge on the std ratio: a variance hinge has a vanishing gradient at a dead (zero-weight) node

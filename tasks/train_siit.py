@@ -40,16 +40,50 @@ def run_one(name: str, args) -> dict:
     ll, aux, info = train(task, seed=args.seed, device=args.device, max_steps=args.max_steps, batch=args.batch, lr=args.lr,
                           eval_every=args.eval_every, time_limit_s=args.time_limit, progress=not args.no_progress,
                           init=init, ll_config=None if previous is None else previous["ll_config"], all_lengths=not args.one_length_per_step, reinit_dead_after=args.reinit_dead_after,
-                          cross_length=not args.same_length_sources, **extra)
+                          cross_length=not args.same_length_sources, aux_layer0=args.aux_layer0, **extra)
     wall = time.time() - t0
-    nodes = siit.ll_nodes(ll, info["correspondence"].values())
+    record = {
+        "seed": args.seed,
+        "steps": info["steps"],
+        "best_step": info["best_step"],
+        "wall_time_s": round(wall, 1),
+        "continued_from": None if previous is None else {
+            k: previous.get(k) for k in ("steps", "best_step", "wall_time_s", "hyperparameters", "accuracy", "iia", "siia",
+                                         "liveness_min_out_of_circuit", "test_sources", "continued_from")},
+        "device": args.device if args.device != "cpu" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "hyperparameters": info["hyperparameters"],
+        "reinitialised_bystanders": info["reinitialised"],
+        "history": info["history"],
+    }
+    card = make_card(task, ll, aux, info["ll_config"], info["correspondence"], record, args.test_n)
+    siit.save(name, ll, aux, card, args.weights_dir)
+    return card
+
+
+def recard(name: str, args) -> dict:
+    """Re-evaluate shipped weights with the current test protocol and rewrite the card (training record kept)."""
+    task = tracr_task(name, args.device)
+    ll, aux, old = siit.load(name, args.device, args.weights_dir)
+    keep = ("seed", "steps", "best_step", "wall_time_s", "continued_from", "device", "hyperparameters", "reinitialised_bystanders", "history")
+    record = {k: old.get(k) for k in keep}
+    record["recarded"] = {"earlier_card": {k: old.get(k) for k in ("test_sources", "accuracy", "iia", "siia", "liveness_min_out_of_circuit", "passed")},
+                          "note": "weights unchanged; metrics recomputed with the current tasks.siit.evaluate and test data"}
+    card = make_card(task, ll, aux, old["ll_config"], old["correspondence"], record, args.test_n)
+    siit.save(name, ll, aux, card, args.weights_dir)
+    return card
+
+
+def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: int) -> dict:
+    """The JSON card: config, correspondence, training record, held-out metrics and the pass verdict."""
+    name = task.name
+    seed = record["seed"]
+    nodes = siit.ll_nodes(ll, corr.values())
     # fresh held-out data, unseen in training/selection; sources of every length >= the base's (same length included)
-    test = siit.eval_pairs(task, args.test_n, seed=20_000 + args.seed, cross_length=True)
-    m = siit.evaluate(task, ll, nodes, info["correspondence"], aux, test)
-    same = siit.evaluate(task, ll, nodes, info["correspondence"], aux, siit.eval_pairs(task, args.test_n, seed=20_000 + args.seed))
+    test = siit.eval_pairs(task, test_n, seed=20_000 + seed, cross_length=True)
+    m = siit.evaluate(task, ll, nodes, corr, aux, test)
     loose = None
     if task.output == "numerical":  # informational only: the benchmark's own numerical effect threshold
-        m5 = siit.evaluate(task, ll, nodes, info["correspondence"], aux, test, tol=BENCH_NUM_EFFECT_TOL)
+        m5 = siit.evaluate(task, ll, nodes, corr, aux, test, tol=BENCH_NUM_EFFECT_TOL)
         loose = {"tolerance": BENCH_NUM_EFFECT_TOL, "accuracy": m5["accuracy"], "iia": m5["iia"], "siia": m5["siia"],
                  "siia_min_node": m5["siia_min"], "note": "not the pass bar (that uses numerical_tolerance)"}
     bystanders = [n.name for n in nodes if not n.in_circuit]
@@ -60,27 +94,20 @@ def run_one(name: str, args) -> dict:
         "task": name,
         "name": f"siit_{name}",
         "output": task.output,
-        "ll_config": info["ll_config"],
+        "ll_config": ll_config,
         "ll_arch": {"act_fn": "gelu", "normalization_type": None, "attention_dir": "bidirectional"},
-        "correspondence": info["correspondence"],
+        "correspondence": corr,
         "n_ll_nodes": len(nodes),
-        "seed": args.seed,
-        "steps": info["steps"],
-        "best_step": info["best_step"],
-        "wall_time_s": round(wall, 1),
-        "continued_from": None if previous is None else {
-            k: previous.get(k) for k in ("steps", "best_step", "wall_time_s", "hyperparameters", "accuracy", "iia", "siia",
-                                         "liveness_min_out_of_circuit", "continued_from")},
-        "device": args.device if args.device != "cpu" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "hyperparameters": info["hyperparameters"],
-        "data": "one input length per batch (no PAD), lengths min_len..max_len, task sampler (precondition respected)",
-        "test_examples_per_length": args.test_n,
-        "test_seed": 20_000 + args.seed,
+        **{k: v for k, v in record.items() if k != "history"},
+        "data": "bases: one input length per batch (no PAD), lengths min_len..max_len, task sampler (precondition respected); "
+                "sources: see hyperparameters.sources (training) and test_sources (this card's metrics)",
+        "test_examples_per_length": test_n,
+        "test_seed": 20_000 + seed,
         "numerical_tolerance": siit.NUM_TOL if task.output == "numerical" else None,
         "pass_bar": siit.PASS_BAR,
         "at_benchmark_effect_tolerance": loose,
-        "test_sources": "cross_length: per base length L, one group per source length >= L (tasks.siit.eval_pairs)",
-        "same_length_sources": {k: same[k] for k in ("accuracy", "iia", "iia_min", "siia", "siia_min")},
+        "test_sources": "cross_length: per base length L, one group per source length >= L (tasks.siit.eval_pairs); "
+                        "iia counts the same-length groups, siia all groups",
         "accuracy": m["accuracy"],
         "iia": m["iia"],
         "iia_min_node": m["iia_min"],
@@ -88,6 +115,9 @@ def run_one(name: str, args) -> dict:
         "siia_min_node": m["siia_min"],
         "aux_accuracy": m["aux_accuracy"],
         "iia_per_node": m["iia_per_node"],
+        "iia_cross_length": m["iia_cross_length"],
+        "iia_cross_length_min_node": m["iia_cross_length_min"],
+        "iia_cross_length_per_node": m["iia_cross_length_per_node"],
         "siia_per_node": m["siia_per_node"],
         "liveness_metric": "input-dependent variance of the node's residual write (batch variance per position, summed over "
                            "d_model, mean over non-BOS positions), divided by the median in-circuit node's",
@@ -96,10 +126,8 @@ def run_one(name: str, args) -> dict:
         "liveness_min_out_of_circuit": m["liveness_min_out_of_circuit"],
         "all_bystanders_live": live_ok,
         "passed": passed,
-        "reinitialised_bystanders": info["reinitialised"],
-        "history": info["history"],
+        "history": record["history"],
     }
-    siit.save(name, ll, aux, card, args.weights_dir)
     return card
 
 
@@ -128,6 +156,10 @@ def main(argv=None):
     ap.add_argument("--weights-dir", default=None, help="write here instead of tasks/weights/siit")
     ap.add_argument("--continue-training", action="store_true",
                     help="start from the shipped weights of the task (the card records the earlier run under continued_from)")
+    ap.add_argument("--aux-layer0", action="store_true",
+                    help="add a readout on blocks.0.hook_resid_post (tokens at p-1, p+1, p-2, p+2) that layer-0 bystanders must feed")
+    ap.add_argument("--recard", action="store_true",
+                    help="no training: re-evaluate the weights in --weights-dir with the current protocol and rewrite their cards")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -137,7 +169,7 @@ def main(argv=None):
         if n not in PROGRAMS:
             ap.error(f"unknown task {n!r}; valid: {', '.join(PROGRAMS)}")
     for n in names:
-        card = run_one(n, args)
+        card = recard(n, args) if args.recard else run_one(n, args)
         short = {k: v for k, v in card.items() if k not in ("history", "shapes")}
         print(json.dumps(short, indent=1))
 

@@ -160,4 +160,5 @@ def test_cross_length_pairs_cover_every_longer_source():
     got = sorted((b.shape[1] - 1, s.shape[1] - 1) for b, s in pairs)
     assert got == [(L, Ls) for L in range(lo, hi + 1) for Ls in range(L, hi + 1)]
     assert all(b.shape[0] == s.shape[0] >= 16 for b, s in pairs)
+    assert all(b.shape[0] == 32 for b, s in pairs if b.shape[1] == s.shape[1])  # a full same-length group per length
     assert [b.shape[1] for b, s in siit.eval_pairs(hl, 32, seed=0)] == [s.shape[1] for b, s in siit.eval_pairs(hl, 32, seed=0)]
