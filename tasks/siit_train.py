@@ -1,7 +1,8 @@
 """The SIIT training loop (see ``tasks/siit.py`` for what is trained and why).
 
-Per step, for every input length (``all_lengths``; the batch split evenly, gradients averaged;
-no PAD: each sub-batch holds one length), n base and n source inputs from the task's
+Per step, for one random input length (or, with ``all_lengths``, for every length, the batch
+split evenly and gradients averaged; no PAD: each sub-batch holds one length), n base and n
+source inputs from the task's
 precondition-respecting sampler, and one stacked LL forward of 4n rows:
 
 * rows 0..n:   clean base  -> behaviour loss vs HL(base), and the liveness hinge;
@@ -96,7 +97,7 @@ def train(
     progress: bool = True,
     init: tuple[dict, dict] | None = None,
     num_loss_scale: float = NUM_LOSS_SCALE,
-    all_lengths: bool = True,
+    all_lengths: bool = False,
     reinit_dead_after: int = 3,
     ll_config: dict | None = None,
     cross_length: bool = True,
@@ -236,8 +237,10 @@ def train(
         return loss, metrics
 
     # all_lengths: one optimizer step averages the gradients of every input length (B // n_lengths
-    # pairs each) instead of one random length with B pairs; one-length steps made numerical
-    # frac_prevs oscillate (held-out accuracy 0.90-1.00 between evals at lr 3e-4).
+    # pairs each) instead of one random length with B pairs. One-length steps made numerical
+    # frac_prevs oscillate (held-out accuracy 0.90-1.00 between evals at lr 3e-4); all-length
+    # steps, in from-scratch runs of reverse and 6-head sort, drove every layer-0 bystander head
+    # to liveness < 0.01 (one-length steps kept them at 0.2-0.3). Default: one length per step.
     per_length = max(1, B // len(lengths)) if all_lengths else B
     dead_evals = {node.name: 0 for node in bys}
     for step in bar:

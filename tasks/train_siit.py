@@ -39,7 +39,7 @@ def run_one(name: str, args) -> dict:
     t0 = time.time()
     ll, aux, info = train(task, seed=args.seed, device=args.device, max_steps=args.max_steps, batch=args.batch, lr=args.lr,
                           eval_every=args.eval_every, time_limit_s=args.time_limit, progress=not args.no_progress,
-                          init=init, ll_config=None if previous is None else previous["ll_config"], all_lengths=not args.one_length_per_step, reinit_dead_after=args.reinit_dead_after,
+                          init=init, ll_config=None if previous is None else previous["ll_config"], all_lengths=args.all_lengths_per_step, reinit_dead_after=args.reinit_dead_after,
                           cross_length=not args.same_length_sources, aux_layer0=args.aux_layer0, **extra)
     wall = time.time() - t0
     record = {
@@ -149,8 +149,10 @@ def main(argv=None):
     ap.add_argument("--same-length-sources", action="store_true",
                     help="draw sources of the base's length only (blind to length computed in bystanders; cards without "
                          "hyperparameters.sources were trained so)")
-    ap.add_argument("--one-length-per-step", action="store_true",
-                    help="each step uses one random input length (cards without hyperparameters.lengths_per_step were trained so)")
+    ap.add_argument("--all-lengths-per-step", action="store_true",
+                    help="each step averages the gradients of every input length (steadier for numerical frac_prevs, but in "
+                         "from-scratch runs of reverse and sort it killed every layer-0 bystander head); default: one random "
+                         "length per step (cards without hyperparameters.lengths_per_step were trained so)")
     ap.add_argument("--reinit-dead-after", type=int, default=3,
                     help="redraw a bystander's weights after this many consecutive evals below the liveness threshold (0: never)")
     ap.add_argument("--weights-dir", default=None, help="write here instead of tasks/weights/siit")
