@@ -59,10 +59,11 @@ NUM_TOL = 0.02
 # length head, constant within one input length, scores 0.000.
 LIVE_THRESHOLD = 0.05
 
-# Per-task overrides of the LL architecture. reverse gets 5 heads (24 LL nodes); it has not passed
-# yet: its layer-0 bystander heads die (liveness 0.000-0.02) under cross-length strict training,
-# at d_model 24, 32 and 48, with hinge weight 1-5, re-initialisation of dead heads and a layer-0
-# aux readout (see the session note of 2026-11-23). The numerical
+# Per-task overrides of the LL architecture. reverse gets 5 heads (24 LL nodes). Its shipped model
+# is from one from-scratch run of the default recipe (one length per step, cross-length strict
+# sources): trained with all-length steps, its layer-0 bystander heads died (liveness < 0.02) at
+# d_model 24, 32 and 48, with hinge weight up to 5, re-initialisation and a layer-0 aux readout.
+# The numerical
 # tasks get a wider residual: at d_model 16, frac_prevs oscillated at 30-70% accuracy (tolerance
 # 0.02) for 12 minutes, the live bystanders' writes and the aux readout crowding the exact
 # numerical readout.

@@ -162,3 +162,11 @@ def test_cross_length_pairs_cover_every_longer_source():
     assert all(b.shape[0] == s.shape[0] >= 16 for b, s in pairs)
     assert all(b.shape[0] == 32 for b, s in pairs if b.shape[1] == s.shape[1])  # a full same-length group per length
     assert [b.shape[1] for b, s in siit.eval_pairs(hl, 32, seed=0)] == [s.shape[1] for b, s in siit.eval_pairs(hl, 32, seed=0)]
+
+
+def test_issue_requirements_shipped_models():
+    """>= 6 shipped models incl. frac_prevs, reverse, hist, and one with > 2 circuit nodes and > 20 nodes in all."""
+    assert len(SHIPPED) >= 6, f"only {len(SHIPPED)} SIIT models pass: {SHIPPED}"
+    assert {"frac_prevs", "reverse", "hist"} <= set(SHIPPED)
+    sizes = [(len(json.loads(siit.paths(n)[1].read_text())["correspondence"]), json.loads(siit.paths(n)[1].read_text())["n_ll_nodes"]) for n in SHIPPED]
+    assert any(c > 2 and total > 20 for c, total in sizes), sizes
