@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from abench.interventions import node_activation, replacing_hooks
@@ -164,6 +165,15 @@ def aux0_targets(tokens: torch.Tensor, d_vocab: int) -> torch.Tensor:
     return torch.stack(out, dim=-1)
 
 
+def aux_block_ce(logits: torch.Tensor, targets: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Cross-entropy over non-BOS cells, averaged over the concatenated class blocks ``sizes``."""
+    total, off = 0.0, 0
+    for k, size in enumerate(sizes):
+        total = total + F.cross_entropy(logits[:, 1:, off:off + size].reshape(-1, size), targets[:, 1:, k].reshape(-1))
+        off += size
+    return total / len(sizes)
+
+
 def aux_logit_accuracy(logits: torch.Tensor, targets: torch.Tensor, sizes: list[int]) -> tuple[int, int]:
     """(correct, total) over non-BOS cells of concatenated class blocks ``sizes``."""
     ok, tot, off = 0, 0, 0
@@ -262,7 +272,8 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
             store = {}
             hooks = patch_hooks([(l, allrows, allrows) for _, l in circ], ll_src.cache_dict, base.shape[1])
             hooks.append((last, lambda act, hook: store.__setitem__("r", act)))
-            hooks.append(("blocks.0.hook_resid_post", lambda act, hook: store.__setitem__("r0", act)))
+            if "aux.L0_W_U" in aux:
+                hooks.append(("blocks.0.hook_resid_post", lambda act, hook: store.__setitem__("r0", act)))
             ll.run_with_hooks(base, fwd_hooks=hooks)
             logits = store["r"] @ aux["aux.W_U"] + aux["aux.b_U"]
             ok, n_cells = aux_logit_accuracy(logits, aux_targets(base, ll.cfg.d_vocab), aux_sizes(ll.cfg.d_vocab))

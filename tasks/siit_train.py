@@ -2,8 +2,8 @@
 
 Per step, for one random input length (or, with ``all_lengths``, for every length, the batch
 split evenly and gradients averaged; no PAD: each sub-batch holds one length), n base and n
-source inputs from the task's
-precondition-respecting sampler, and one stacked LL forward of 4n rows:
+source inputs from the task's precondition-respecting sampler, and one stacked LL forward of
+4n rows:
 
 * rows 0..n:   clean base  -> behaviour loss vs HL(base), and the liveness hinge;
 * rows n..2n:  each row patches one random in-circuit LL node with its source activation ->
@@ -208,20 +208,10 @@ def train(
         l_strict = _loss(out[2 * n:3 * n], hl_base, hl_task.output, num_loss_scale)
         # aux readout on the all-circuit-ablated rows: the last resid of rows 3n..4n
         logits = store["last"][3 * n:] @ aux["aux.W_U"] + aux["aux.b_U"]
-        tgt = siit.aux_targets(base, cfg["d_vocab"])
-        l_aux, off = 0.0, 0
-        for k, size in enumerate(sizes):
-            l_aux = l_aux + F.cross_entropy(logits[:, 1:, off:off + size].reshape(-1, size), tgt[:, 1:, k].reshape(-1))
-            off += size
-        l_aux = l_aux / len(sizes)
+        l_aux = siit.aux_block_ce(logits, siit.aux_targets(base, cfg["d_vocab"]), sizes)
         if aux_layer0:
             logits0 = store["r0"][3 * n:] @ aux["aux.L0_W_U"] + aux["aux.L0_b_U"]
-            tgt0 = siit.aux0_targets(base, cfg["d_vocab"])
-            l_aux0, off = 0.0, 0
-            for k, size in enumerate(sizes0):
-                l_aux0 = l_aux0 + F.cross_entropy(logits0[:, 1:, off:off + size].reshape(-1, size), tgt0[:, 1:, k].reshape(-1))
-                off += size
-            l_aux = 0.5 * (l_aux + l_aux0 / len(sizes0))
+            l_aux = 0.5 * (l_aux + siit.aux_block_ce(logits0, siit.aux0_targets(base, cfg["d_vocab"]), sizes0))
         vars_ = {node.name: siit.input_variance(siit.node_write(node, store[node.hook_name], ll)) for node in nodes}
         med = torch.quantile(torch.stack([vars_[node.name] for node in circ_ll]), 0.5).detach().clamp_min(1e-6)  # same median as siit.evaluate
         # hinge on the std ratio: a variance hinge has a vanishing gradient at a dead (zero-weight) node
