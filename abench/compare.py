@@ -42,13 +42,19 @@ def compare(current: dict, baseline: dict, tolerance: float = 0.02) -> list[dict
             regs.append({"where": where, "metric": "status", "baseline": "ok", "current": c.get("error"), "change": None})
         else:
             regs += _worse(ROW_METRICS, c, r, tolerance, where)
-    now_summary = {s["method"]: s for s in current["summary"]}
-    base_tasks = {r["task"] for r in baseline["rows"]}
-    same_tasks = {r["task"] for r in current["rows"]} == base_tasks
-    for s in baseline["summary"]:
-        c = now_summary.get(s["method"])
-        if c is not None and same_tasks:  # pooled numbers only compare over the same task set
-            regs += _worse(SUMMARY_METRICS, c, s, tolerance, f"method {s['method']}")
+    # pooled numbers compare per family, and only over the same set of pooled tasks
+    def pooled_tasks(doc: dict, fam: str) -> set[str]:
+        excluded = doc.get("excluded_tasks") or {}
+        return {r["task"] for r in doc["rows"] if r["family"] == fam and r["task"] not in excluded}
+
+    for fam, base_summary in baseline["summary_by_family"].items():
+        if pooled_tasks(current, fam) != pooled_tasks(baseline, fam):
+            continue
+        now_summary = {s["method"]: s for s in current["summary_by_family"].get(fam, [])}
+        for s in base_summary:
+            c = now_summary.get(s["method"])
+            if c is not None:
+                regs += _worse(SUMMARY_METRICS, c, s, tolerance, f"{fam} method {s['method']}")
     return regs
 
 

@@ -41,7 +41,7 @@ def replacements(method: AblationMethod, data: TaskData, group: int) -> dict[str
     out = {}
     for node in data.nodes:
         batch = data.node_batch(node, group)
-        inputs = (batch.clean, batch.source, batch.counterfactual)
+        inputs = (batch.clean, batch.source, batch.counterfactual, batch.source_same_length)
         before = [t.clone() for t in inputs]
         try:
             value = method.ablate(batch)

@@ -101,18 +101,43 @@ def summarize(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]
     return sorted(out, key=key)
 
 
-def build(rows: list[dict], env: dict, extra: dict | None = None) -> dict:
-    """The leaderboard document written to ``leaderboard.json``."""
+# The benchmark proper: its summary is the headline of every report. Other families are sanity
+# checks with their own tables; families are never pooled together (their ground truths differ).
+HEADLINE_FAMILIES = ("siit",)
+
+
+def headline_family(families: Iterable[str]) -> str | None:
+    fams = list(dict.fromkeys(families))
+    return next((f for f in HEADLINE_FAMILIES if f in fams), fams[0] if fams else None)
+
+
+def build(rows: list[dict], env: dict, extra: dict | None = None, checks: dict[str, dict] | None = None) -> dict:
+    """The leaderboard document written to ``leaderboard.json``.
+
+    ``checks``: per task, its ground-truth check (``abench.ground_truth.check_task``). Rows of a
+    task whose check failed stay in ``rows`` (marked) but are left out of every summary.
+    ``summary`` is the headline family's summary; ``summary_by_family`` has one per family.
+    """
+    checks = checks or {}
+    excluded = {t: c["reasons"] for t, c in checks.items() if not c["passed"]}
+    for r in rows:
+        c = checks.get(r["task"])
+        r["ground_truth_check"] = None if c is None else ("passed" if c["passed"] else "failed")
+    pooled = [r for r in rows if r["task"] not in excluded]
     families = sorted({(r["family"], r["ground_truth"]) for r in rows})
-    by_family = {
-        fam: summarize([r for r in rows if r["family"] == fam]) for fam in sorted({r["family"] for r in rows})
-    }
+    fam_names = list(dict.fromkeys(r["family"] for r in rows))
+    by_family = {fam: summarize([r for r in pooled if r["family"] == fam]) for fam in fam_names}
+    head = headline_family(fam_names)
     doc = {
         "environment": env,
         "effect_convention": EFFECT_CONVENTION,
         "ground_truth": {fam: {"intervention": gt, "meaning": GROUND_TRUTH.get(gt, gt)} for fam, gt in families},
-        "summary": summarize(rows),
+        "headline_family": head,
+        "pooled_tasks": list(dict.fromkeys(r["task"] for r in pooled if r["family"] == head)),
+        "summary": by_family.get(head, []),
         "summary_by_family": by_family,
+        "ground_truth_checks": checks,
+        "excluded_tasks": excluded,
         "rows": rows,
     }
     doc.update(extra or {})
@@ -155,6 +180,7 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
                 "task": r["task"],
                 "method": r["method"],
                 "status": r["status"],
+                "GT check": r.get("ground_truth_check") or "-",
                 "AUROC": _fmt(r.get("auroc")) if r["status"] == "ok" and r.get("auroc") is not None else (r.get("auroc_reason") or r.get("error") or "-"),
                 "gap": _fmt(r.get("gap")),
                 "FPR@recall1": _fmt(r.get("fpr_at_full_recall")),
@@ -166,6 +192,29 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
             for r in rows
         ]
     )
+
+
+def checks_frame(check: dict) -> pd.DataFrame:
+    """One task's ground-truth check per node: reference (LL) effect and the HL node's effect."""
+    return pd.DataFrame(
+        [
+            {
+                "node": n["name"],
+                "in circuit": n["in_circuit"],
+                "HL node": n.get("hl_node", "-"),
+                "HL effect": _fmt(n.get("hl_effect")),
+                f"LL effect ({check['reference_method']})": _fmt(n["ll_effect"]),
+                "|LL - HL|": _fmt(n.get("abs_diff")),
+            }
+            for n in check["nodes"]
+        ]
+    )
+
+
+def check_line(check: dict) -> str:
+    verdict = "passed" if check["passed"] else "FAILED: " + "; ".join(check["reasons"])
+    return (f"{check['task']}: {verdict} (reference {check['reference_method']}: AUROC {_fmt(check['auroc'])}, "
+            f"gap {_fmt(check['gap'])}, max |LL - HL| {_fmt(check['max_abs_diff'])}, tolerance {check['hl_tolerance']})")
 
 
 def to_markdown(doc: dict) -> str:
@@ -181,9 +230,20 @@ def to_markdown(doc: dict) -> str:
         "",
     ]
     lines += [f"- **{fam}**: {gt['intervention']} — {gt['meaning']}" for fam, gt in doc["ground_truth"].items()]
-    lines += ["", "## Methods (pooled over tasks, best first)", "", summary_frame(doc["summary"]).to_markdown(index=False), ""]
+    head = doc.get("headline_family")
     for fam, summ in doc["summary_by_family"].items():
-        lines += [f"### Family `{fam}`", "", summary_frame(summ).to_markdown(index=False), ""]
+        title = "the benchmark" if fam == head else "sanity family, not pooled with the benchmark"
+        lines += [f"## Family `{fam}` ({title}): methods pooled over its tasks, best first", "", summary_frame(summ).to_markdown(index=False), ""]
+    if doc.get("excluded_tasks"):
+        lines += ["Left out of every summary (ground-truth check failed): "
+                  + ", ".join(f"`{t}`" for t in doc["excluded_tasks"]), ""]
+    checks = doc.get("ground_truth_checks") or {}
+    if checks:
+        lines += ["## Ground-truth checks", "",
+                  "Per task: the reference method must separate the circuit (AUROC 1, gap > 0) and every in-circuit node's "
+                  "effect must match its high-level (tracr) node's effect on the same interchanges.", ""]
+        for check in checks.values():
+            lines += [f"### `{check['task']}`", "", check_line(check), "", checks_frame(check).to_markdown(index=False), ""]
     lines += ["## Rows (task x method)", "", rows_frame(doc["rows"]).to_markdown(index=False), ""]
     for key, value in doc.items():
         if key == "speed":

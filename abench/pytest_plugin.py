@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from abench import bench, leaderboard
+from abench.ground_truth import check_task
 from abench.compare import compare, format_regressions
 from ablations import DEFAULT_METHODS, SCALE_SWEEP_METHODS, make_method
 from ablations.base import REGISTRATIONS
@@ -116,6 +117,7 @@ class Session:
         self.data: dict[str, tuple] = {}
         self.rows: list[dict] = []
         self.speed: dict = {}
+        self.checks: dict[str, dict] = {}  # task -> ground-truth check (tasks with a high-level model)
 
     def cases(self) -> list[tuple[str, str]]:
         return [(t, m) for t in self.tasks for m in self.methods]
@@ -124,7 +126,11 @@ class Session:
         if name not in self.data:
             task = load_task(name, self.device)
             opt = self.opt
-            self.data[name] = (task, *bench.task_data(task, opt("--n-fit"), opt("--n-eval"), opt("--bench-seed")))
+            fit, ev = bench.task_data(task, opt("--n-fit"), opt("--n-eval"), opt("--bench-seed"))
+            self.data[name] = (task, fit, ev)
+            check = check_task(task, ev)  # every leaderboard checks its own ground truth
+            if check is not None:
+                self.checks[name] = check
         return self.data[name]
 
     def run_case(self, case: tuple[str, str]) -> dict:
@@ -143,7 +149,9 @@ class Session:
             self.device,
             {"seed": opt("--bench-seed"), "n_fit": opt("--n-fit"), "n_eval": opt("--n-eval"), "torch_threads": torch.get_num_threads()},
         )
-        return leaderboard.build(self.sorted_rows(rows), env, {"speed": speed} if speed else None)
+        order = {t: i for i, t in enumerate(self.tasks)}
+        checks = dict(sorted(self.checks.items(), key=lambda kv: order.get(kv[0], len(order))))
+        return leaderboard.build(self.sorted_rows(rows), env, {"speed": speed} if speed else None, checks)
 
 
 def _split_methods(spec: str) -> list[str]:
@@ -189,6 +197,7 @@ def pytest_testnodedown(node, error) -> None:  # xdist controller: gather a work
     s = get_session(node.config)
     out = getattr(node, "workeroutput", {})
     s.rows += json.loads(out.get(ROWS_KEY, "[]"))
+    s.checks.update(json.loads(out.get("abench_checks", "{}")))
     for k, v in json.loads(out.get("abench_speed", "{}")).items():
         s.speed[k] = v
 
@@ -201,6 +210,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _is_worker(config):
         config.workeroutput[ROWS_KEY] = json.dumps(s.rows)
         config.workeroutput["abench_speed"] = json.dumps(s.speed)
+        config.workeroutput["abench_checks"] = json.dumps(s.checks)
         return
     if not s.rows and not s.speed:
         return
@@ -225,7 +235,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     for fam, summ in s.doc["summary_by_family"].items():
         gt = s.doc["ground_truth"][fam]
         tr.write_line(f"family {fam} (ground truth: {gt['intervention']}), pooled over its tasks, best first:")
-        tr.write_line(leaderboard.summary_frame(summ).to_string(index=False))
+        if summ:
+            tr.write_line(leaderboard.summary_frame(summ).to_string(index=False))
+        else:
+            tr.write_line("  (no task of this family to pool: see the ground-truth checks below)")
+    checks = s.doc.get("ground_truth_checks") or {}
+    if checks:
+        tr.write_line("ground-truth checks (reference method separates the circuit; in-circuit LL effect = HL effect):")
+        for check in checks.values():
+            tr.write_line("  " + leaderboard.check_line(check))
     failed = [r for r in s.doc["rows"] if r["status"] != "ok"]
     for r in failed:
         tr.write_line(f"FAILED ROW {r['task']}-{r['method']}: {r['error']}")

@@ -54,8 +54,14 @@ def sweep_scale(method: str) -> float | None:
         return None
 
 
-def _ok_rows(doc: dict, method: str | None = None) -> list[dict]:
-    return [r for r in doc["rows"] if r.get("status") == "ok" and r.get("nodes") and (method is None or r["method"] == method)]
+def _ok_rows(doc: dict, method: str | None = None, pooled: bool = False) -> list[dict]:
+    """Successful rows (of ``method``); ``pooled``: only the tasks the headline summary pools."""
+    tasks = set(doc.get("pooled_tasks") or []) if pooled else None
+    return [
+        r for r in doc["rows"]
+        if r.get("status") == "ok" and r.get("nodes") and (method is None or r["method"] == method)
+        and (tasks is None or r["task"] in tasks)
+    ]
 
 
 def _methods(doc: dict) -> list[str]:
@@ -87,7 +93,7 @@ def roc_figure(doc: dict, colors: dict[str, str]) -> tuple[go.Figure | None, lis
     skipped = []
     has_base = any(sweep_scale(m) is None for m in _methods(doc))
     for m in _methods(doc):
-        ok = _ok_rows(doc, m)
+        ok = _ok_rows(doc, m, pooled=True)
         labels = [bool(n["in_circuit"]) for r in ok for n in r["nodes"]]
         scores = [float(n["effect"]) for r in ok for n in r["nodes"]]
         if len(set(labels)) < 2:
@@ -113,7 +119,7 @@ def roc_figure(doc: dict, colors: dict[str, str]) -> tuple[go.Figure | None, lis
         go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#999", dash="dash", width=1), hoverinfo="skip")
     )
     fig.update_layout(
-        title="ROC of node effect as a circuit detector (pooled over tasks; legend: AUROC)",
+        title=f"ROC of node effect as a circuit detector (family {html.escape(str(doc.get('headline_family')))}, pooled over its tasks; legend: AUROC)",
         xaxis=dict(title="false positive rate (out-of-circuit nodes flagged)", range=[-0.01, 1.01], constrain="domain"),
         yaxis=dict(title="true positive rate (in-circuit nodes found)", range=[-0.01, 1.01], scaleanchor="x"),
         height=560,
@@ -130,7 +136,7 @@ def out_effect_figure(doc: dict, colors: dict[str, str]) -> go.Figure | None:
     )
     has_base = any(sweep_scale(m) is None for m in _methods(doc))
     for m in _methods(doc):
-        vals = sorted(float(n["effect"]) for r in _ok_rows(doc, m) for n in r["nodes"] if not n["in_circuit"])
+        vals = sorted(float(n["effect"]) for r in _ok_rows(doc, m, pooled=True) for n in r["nodes"] if not n["in_circuit"])
         if not vals:
             continue
         visible = "legendonly" if sweep_scale(m) is not None and has_base else True
@@ -167,7 +173,7 @@ def out_effect_figure(doc: dict, colors: dict[str, str]) -> go.Figure | None:
     if not fig.data:
         return None
     fig.update_layout(
-        title="Spurious effects: out-of-circuit nodes (lower is better)", barmode="overlay", height=460, margin=dict(t=80, b=50, l=60, r=20)
+        title=f"Spurious effects: out-of-circuit nodes of family {html.escape(str(doc.get('headline_family')))} (lower is better)", barmode="overlay", height=460, margin=dict(t=80, b=50, l=60, r=20)
     )
     fig.update_xaxes(title_text="effect (fraction of predictions changed)", range=[-0.03, 1.03])
     fig.update_yaxes(title_text="share of nodes", row=1, col=1)
@@ -451,8 +457,28 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
     if gts:
         parts.append(f'<ul class="meta">{gts}</ul>')
 
-    parts.append("<h2>Leaderboard (pooled over tasks, best first)</h2>")
-    parts.append(summary_table(doc["summary"]))
+    head = doc.get("headline_family")
+    for fam, summ in doc.get("summary_by_family", {}).items():
+        n_tasks = len({r["task"] for r in _ok_rows(doc) if r["family"] == fam and r["task"] not in doc.get("excluded_tasks", {})})
+        if fam == head:
+            parts.append(f"<h2>Leaderboard: family <code>{html.escape(fam)}</code>, the benchmark (pooled over its {n_tasks} tasks, best first)</h2>")
+        else:
+            parts.append(f"<h2>Sanity family <code>{html.escape(fam)}</code> ({n_tasks} tasks; its own ground truth, never pooled with the benchmark)</h2>")
+        parts.append(summary_table(summ))
+    if doc.get("excluded_tasks"):
+        items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape('; '.join(r))}</li>" for t, r in doc["excluded_tasks"].items())
+        parts.append(f'<p class="note">Left out of every summary (ground-truth check failed):</p><ul class="meta">{items}</ul>')
+    checks = doc.get("ground_truth_checks") or {}
+    if checks:
+        from abench.leaderboard import check_line, checks_frame
+
+        parts.append("<h2>Ground-truth checks</h2><p class=\"meta\">Per task: the reference method must separate the circuit "
+                     "(AUROC 1, gap &gt; 0) and every in-circuit node's effect must match its high-level (tracr) node's effect "
+                     "on the same interchanges.</p>")
+        for check in checks.values():
+            cls = "" if check["passed"] else ' class="failed"'
+            table = checks_frame(check).to_html(index=False, classes="rows", border=0, escape=True)
+            parts.append(f"<details{cls}><summary>{html.escape(check_line(check))}</summary>{table}</details>")
     failed = [r for r in doc["rows"] if r.get("status") != "ok"]
     if failed:
         items = "".join(f"<li><code>{html.escape(r['task'])}-{html.escape(r['method'])}</code>: {html.escape(str(r.get('error')))}</li>" for r in failed)

@@ -79,8 +79,19 @@ def _cell(v: float | None, digits: int, best: float | None) -> str:
 
 
 def to_latex(doc: dict, caption: str | None = None, label: str = "tab:ablation-leaderboard") -> str:
-    """A ``table`` with a booktabs ``tabular``: one row per method, best value per column in bold."""
-    summary = doc["summary"]
+    """One booktabs ``table`` per task family, the headline (benchmark) family first; families are
+    never pooled together. ``caption`` and ``label`` are those of the headline table."""
+    head = doc.get("headline_family")
+    by_family = doc.get("summary_by_family") or {head: doc["summary"]}
+    tables = [family_table(doc, head, by_family.get(head, doc["summary"]), caption, label)]
+    for fam, summ in by_family.items():
+        if fam != head:
+            tables.append(family_table(doc, fam, summ, None, f"{label}-{fam}"))
+    return "\n".join(tables)
+
+
+def family_table(doc: dict, family: str | None, summary: list[dict], caption: str | None, label: str) -> str:
+    """A ``table`` with a booktabs ``tabular`` for one family: one row per method, best value per column in bold."""
     best = best_values(summary)
     header = ["Method"] + [f"{name} {ARROW[d]}" for _, name, d, _ in COLUMNS]
     body = []
@@ -101,9 +112,13 @@ def to_latex(doc: dict, caption: str | None = None, label: str = "tab:ablation-l
         body.append(" & ".join(cells) + r" \\")
 
     if caption is None:
-        n_tasks = len({r["task"] for r in doc.get("rows", [])})
+        excluded = doc.get("excluded_tasks") or {}
+        n_tasks = len({r["task"] for r in doc.get("rows", []) if r.get("family", family) == family and r["task"] not in excluded})
+        gt = (doc.get("ground_truth") or {}).get(family, {}).get("intervention")
+        role = "the benchmark" if family == doc.get("headline_family") else "a sanity family, not pooled with the benchmark"
         caption = (
-            f"Ablation methods on {n_tasks} task{'s' if n_tasks != 1 else ''} with known circuits, best first. "
+            f"Family {escape(str(family))} ({role}; ground truth: {escape(str(gt))}): ablation methods on {n_tasks} "
+            f"task{'s' if n_tasks != 1 else ''} with known circuits, best first. "
             r"Pooled AUROC: over all tasks' nodes (in-circuit nodes positive) with its 95\% bootstrap interval. "
             r"Gap: lowest in-circuit minus highest out-of-circuit effect; FPR@recall\,1: share of out-of-circuit "
             r"nodes flagged when every in-circuit node is; spurious effect: mean effect of out-of-circuit nodes "

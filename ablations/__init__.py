@@ -14,6 +14,7 @@ DEFAULT_METHODS = [
     "position_mean",
     "cf_mean",
     "resample",
+    "resample_same_length",
     "cf_patch",
     "scaled_resample[s=0.5]",
     "pca_self[k=1,high]",

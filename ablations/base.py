@@ -28,11 +28,15 @@ class NodeBatch:
     Attributes:
         node: the node being ablated.
         clean: its activation on the base inputs, ``[batch, pos, d]``.
-        source: its activation on the resample sources (a derangement of the batch, so no row
-            is its own source), ``[batch, pos, d]``.
+        source: its activation on the resample sources, ``[batch, pos, d]``: for a base of
+            length L, another input of a length drawn uniformly from the data's lengths >= L
+            (never the base itself), its first L + 1 positions. This is the interchange
+            distribution the SIIT models are trained and checked on (``TaskData.sources``).
         counterfactual: its activation on a minimal edit of each base input, ``[batch, pos, d]``.
         generator: a seeded generator for methods that draw random numbers.
         group: index of the length group (same for all nodes of one batch).
+        source_same_length: its activation on a source of the base's own length (a derangement
+            of the batch), ``[batch, pos, d]``: blind to anything constant within one length.
     """
 
     node: Node
@@ -41,6 +45,33 @@ class NodeBatch:
     counterfactual: torch.Tensor
     generator: torch.Generator
     group: int = 0
+    source_same_length: torch.Tensor | None = None
+
+
+def draw_sources(lengths: Sequence[int], sizes: Sequence[int], generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """For every row of every group, a resample source: ``[(src_group [n_g], src_row [n_g])]``.
+
+    A base of length L gets a source length drawn uniformly from the groups' lengths >= L, then
+    a uniform row of a group of that length, never the base row itself.
+    """
+    by_length: dict[int, list[int]] = {}
+    for g, L in enumerate(lengths):
+        by_length.setdefault(L, []).append(g)
+    out = []
+    for g, (L, n) in enumerate(zip(lengths, sizes, strict=True)):
+        longer = sorted(x for x in by_length if x >= L)
+        src_group, src_row = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long)
+        for i in range(n):
+            while True:
+                Ls = longer[int(torch.randint(len(longer), (1,), generator=generator))]
+                cands = by_length[Ls]
+                h = cands[int(torch.randint(len(cands), (1,), generator=generator))]
+                j = int(torch.randint(sizes[h], (1,), generator=generator))
+                if (h, j) != (g, i):
+                    break
+            src_group[i], src_row[i] = h, j
+        out.append((src_group, src_row))
+    return out
 
 
 def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -66,7 +97,10 @@ class TaskData:
         outputs: clean model outputs ``[n_g, pos_g, d_vocab_out]``.
         acts / cf_acts: ``{node name: [tensor [n_g, pos_g, d]]}`` on ``tokens`` / ``cf_tokens``.
         resid_pre: per group, ``{layer: clean residual stream [n_g, pos_g, d_model]}``.
-        perms: per group, the resample derangement ``[n_g]``.
+        perms: per group, the same-length resample derangement ``[n_g]``.
+        sources: per group, ``(src_group [n_g], src_row [n_g])``: the resample source of each
+            row (``draw_sources``); a TaskData of another model built with the same ``sources``
+            (e.g. the high-level tracr model) makes exactly the same interchanges.
     """
 
     model: HookedTransformer
@@ -79,6 +113,7 @@ class TaskData:
     cf_acts: dict[str, list[torch.Tensor]]
     resid_pre: list[dict[int, torch.Tensor]]
     perms: list[torch.Tensor]
+    sources: list[tuple[torch.Tensor, torch.Tensor]]
     seed: int = 0
     node_index: dict[str, int] = field(init=False)
 
@@ -94,8 +129,11 @@ class TaskData:
         tokens: Sequence[torch.Tensor],
         cf_tokens: Sequence[torch.Tensor] | None = None,
         seed: int = 0,
+        sources: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> "TaskData":
-        """Run the clean model on every group (and on the counterfactuals) and keep what methods need."""
+        """Run the clean model on every group (and on the counterfactuals) and keep what methods need.
+
+        ``sources``: the resample sources to use (default: drawn from ``seed``, see ``draw_sources``)."""
         if output not in ("categorical", "numerical"):
             raise ValueError(f"output must be 'categorical' or 'numerical', got {output!r}")
         nodes = list(nodes)
@@ -115,16 +153,32 @@ class TaskData:
             for n in nodes:
                 acts[n.name].append(a[n.name])
                 cf_acts[n.name].append(cfa[n.name])
-        return cls(model, output, nodes, list(tokens), cf_tokens, outputs, acts, cf_acts, resid_pre, perms, seed)
+        if sources is None:
+            sources = draw_sources([t.shape[1] for t in tokens], [t.shape[0] for t in tokens], gen)
+        elif [len(s[0]) for s in sources] != [t.shape[0] for t in tokens]:
+            raise ValueError("sources must give one (group, row) per row of every token group")
+        sources = [(grp.to(t.device), row.to(t.device)) for (grp, row), t in zip(sources, tokens, strict=True)]
+        return cls(model, output, nodes, list(tokens), cf_tokens, outputs, acts, cf_acts, resid_pre, perms, sources, seed)
 
     @property
     def n_groups(self) -> int:
         return len(self.tokens)
 
+    def source_acts(self, name: str, group: int) -> torch.Tensor:
+        """The node's activation on each row's resample source, first ``pos_g`` positions: ``[n_g, pos_g, d]``."""
+        clean = self.acts[name][group]
+        src_group, src_row = self.sources[group]
+        out = torch.empty_like(clean)
+        for h in src_group.unique().tolist():
+            rows = src_group == h
+            out[rows] = self.acts[name][h][src_row[rows], : clean.shape[1]]
+        return out
+
     def node_batch(self, node: Node, group: int) -> NodeBatch:
         clean = self.acts[node.name][group]
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.node_index[node.name] * 1009 + group)
-        return NodeBatch(node, clean, clean[self.perms[group]], self.cf_acts[node.name][group], gen, group)
+        return NodeBatch(node, clean, self.source_acts(node.name, group), self.cf_acts[node.name][group], gen, group,
+                         source_same_length=clean[self.perms[group]])
 
     def cells(self, name: str, counterfactual: bool = False) -> torch.Tensor:
         """Every (example, position) activation of a node, ``[cells, d]`` (BOS included)."""

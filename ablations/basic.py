@@ -69,13 +69,29 @@ class CounterfactualMean(PositionMean):
 
 @register("resample")
 class Resample(AblationMethod):
-    """Replace by the activation on another input of the batch (a derangement: never itself).
+    """Replace by the activation on another input ``x'`` (never the input itself).
 
-    Source: causal scrubbing (Chan et al. 2022); iit default; InterpBench.
+    ``x'`` has a length drawn uniformly from the allowed lengths >= the base's (its first L + 1
+    positions are patched): the interchange distribution SIIT models are trained and checked
+    on, and the reference method of the SIIT family. Source: causal scrubbing (Chan et al.
+    2022); iit default; InterpBench.
     """
 
     def ablate(self, batch: NodeBatch) -> torch.Tensor:
         return batch.source.clone()
+
+
+@register("resample_same_length")
+class ResampleSameLength(AblationMethod):
+    """Replace by the activation on another input of the base's own length (a derangement of the batch).
+
+    Blind spot, kept on purpose as a finding: a node that computes something constant within
+    one length (the input length itself) gets the same value back and scores 0, however much
+    the model uses it.
+    """
+
+    def ablate(self, batch: NodeBatch) -> torch.Tensor:
+        return batch.source_same_length.clone()
 
 
 @register("cf_patch")
@@ -94,7 +110,8 @@ SCALE_SWEEP = (0, 0.1, 0.2, 0.5, 0.7, 0.8, 1, 1.2, 1.4, 2, 5, 10)
 
 @register("scaled_resample")
 class ScaledResample(AblationMethod):
-    """Replace by ``s * a(x')``, ``x'`` the resample source. ``s=1`` is resample, ``s=0`` zero.
+    """Replace by ``s * a(x')``, ``x'`` the resample source (of any length >= the base's, as
+    ``resample``). ``s=1`` is resample, ``s=0`` zero.
 
     Source: InterpBench notebook on case 3 (scale sweep 0 ... 10).
     """

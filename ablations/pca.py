@@ -73,7 +73,8 @@ class PCASelfPatch(_PCABase):
 
 @register("pca_resample")
 class PCAResample(_PCABase):
-    """Resample only the chosen PCA subspace: ``a + P_S (a(x') - a)``.
+    """Resample only the chosen PCA subspace: ``a + P_S (a(x') - a)``, ``x'`` the resample
+    source of ``resample`` (any length >= the base's).
 
     Source: InterpBench notebook on case 3 (PCA-subspace resample).
     """

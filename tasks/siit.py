@@ -46,6 +46,9 @@ from tasks.tracr_tasks import tracr_task
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "siit"
 CARD_VERSION = 1
+# Test protocol of a card. 2: IIA and SIIA with sources of every length >= the base's, bar per node.
+# The registry ships only cards of this protocol that passed.
+CARD_PROTOCOL = 2
 # Pass bar for held-out accuracy, IIA and SIIA (fractions of non-BOS cells).
 PASS_BAR = 0.99
 # A numerical prediction counts as correct when within this of the tracr output.
@@ -230,9 +233,10 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
              aux: dict[str, torch.Tensor] | None, data: list[tuple[torch.Tensor, torch.Tensor]], tol: float | None = None) -> dict:
     """Accuracy, per-node IIA / SIIA, aux accuracy and per-node liveness on (base, source) groups.
 
-    ``iia`` counts the groups whose source has the base's length (the interchanges the benchmark
-    makes), ``iia_cross_length`` every group; ``siia`` every group (a bystander must be unused
-    whatever length its replacement comes from). ``tol``: numerical tolerance (default ``NUM_TOL``)."""
+    ``iia`` and ``siia`` count every group: sources of every length >= the base's, the
+    interchanges the benchmark's reference ``resample`` makes. ``iia_same_length`` counts only
+    the groups whose source has the base's length (recorded, not a gate). ``tol``: numerical
+    tolerance (default ``NUM_TOL``)."""
     hl = hl_task.model
     hl_nodes = {n.name: n for n in hl_task.nodes}
     ll_by_name = {n.name: n for n in ll_node_list}
@@ -287,25 +291,35 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
     in_vars = sorted(mean_var[l.name] for _, l in circ)
     med = in_vars[len(in_vars) // 2] if len(in_vars) % 2 else 0.5 * (in_vars[len(in_vars) // 2 - 1] + in_vars[len(in_vars) // 2])
     live = {k: v / med if med > 0 else float("nan") for k, v in mean_var.items()}
-    iia_f = {k: frac(v) for k, v in iia.items()}
-    iia_xf = {k: frac(v) for k, v in iia_x.items()}
+    iia_sf = {k: frac(v) for k, v in iia.items()}
+    iia_f = {k: frac(v) for k, v in iia_x.items()}
     siia_f = {k: frac(v) for k, v in siia.items()}
     return {
         "accuracy": frac(tot["acc"]),
         "iia": sum(iia_f.values()) / len(iia_f),
         "iia_min": min(iia_f.values()),
-        "iia_cross_length": sum(iia_xf.values()) / len(iia_xf),
-        "iia_cross_length_min": min(iia_xf.values()),
-        "iia_cross_length_per_node": iia_xf,
+        "iia_per_node": iia_f,
+        "iia_same_length": sum(iia_sf.values()) / len(iia_sf),
+        "iia_same_length_min": min(iia_sf.values()),
+        "iia_same_length_per_node": iia_sf,
         "siia": sum(siia_f.values()) / max(len(siia_f), 1),
         "siia_min": min(siia_f.values()) if siia_f else 1.0,
         "aux_accuracy": frac(tot["aux"]) if aux is not None else None,
-        "iia_per_node": iia_f,
         "siia_per_node": siia_f,
         "liveness": live,
         "liveness_min_out_of_circuit": min((live[n.name] for n in bystanders), default=float("nan")),
         "median_in_circuit_write_variance": med,
     }
+
+
+def bar_score(m: dict) -> float:
+    """The number the bar reads: min(accuracy, weakest in-circuit node's IIA, weakest bystander's SIIA)."""
+    return min(m["accuracy"], m["iia_min"], m["siia_min"])
+
+
+def passes_bar(m: dict) -> bool:
+    """Accuracy, every in-circuit node's IIA and every bystander's SIIA >= ``PASS_BAR``, every bystander live."""
+    return bar_score(m) >= PASS_BAR and m["liveness_min_out_of_circuit"] >= LIVE_THRESHOLD
 
 
 def eval_pairs(task: Task, n_per_length: int, seed: int, cross_length: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -409,8 +423,8 @@ def shipped(weights_dir: Path | None = None) -> list[str]:
             card = json.loads(c.read_text())
         except json.JSONDecodeError:
             continue
-        # cards from before cross-length sources (no "test_sources") were checked blind to hidden length paths
-        if card.get("passed") and str(card.get("test_sources", "")).startswith("cross_length"):
+        # earlier protocols read IIA on same-length sources and the bar on node means
+        if card.get("passed") and card.get("protocol") == CARD_PROTOCOL:
             out.append(c.stem)
     return out
 

@@ -48,8 +48,8 @@ def run_one(name: str, args) -> dict:
         "best_step": info["best_step"],
         "wall_time_s": round(wall, 1),
         "continued_from": None if previous is None else {
-            k: previous.get(k) for k in ("steps", "best_step", "wall_time_s", "hyperparameters", "accuracy", "iia", "siia",
-                                         "liveness_min_out_of_circuit", "test_sources", "continued_from")},
+            k: previous.get(k) for k in ("steps", "best_step", "wall_time_s", "hyperparameters", "accuracy", "iia", "iia_min_node", "siia",
+                                         "siia_min_node", "liveness_min_out_of_circuit", "protocol", "test_sources", "continued_from")},
         "device": args.device if args.device != "cpu" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "hyperparameters": info["hyperparameters"],
         "reinitialised_bystanders": info["reinitialised"],
@@ -66,7 +66,7 @@ def recard(name: str, args) -> dict:
     ll, aux, old = siit.load(name, args.device, args.weights_dir)
     keep = ("seed", "steps", "best_step", "wall_time_s", "continued_from", "device", "hyperparameters", "reinitialised_bystanders", "history")
     record = {k: old.get(k) for k in keep}
-    record["recarded"] = {"earlier_card": {k: old.get(k) for k in ("test_sources", "accuracy", "iia", "siia", "liveness_min_out_of_circuit", "passed")},
+    record["recarded"] = {"earlier_card": {k: old.get(k) for k in ("test_sources", "protocol", "accuracy", "iia", "iia_min_node", "siia", "siia_min_node", "liveness_min_out_of_circuit", "passed")},
                           "note": "weights unchanged; metrics recomputed with the current tasks.siit.evaluate and test data"}
     card = make_card(task, ll, aux, old["ll_config"], old["correspondence"], record, args.test_n)
     siit.save(name, ll, aux, card, args.weights_dir)
@@ -88,7 +88,7 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
                  "siia_min_node": m5["siia_min"], "note": "not the pass bar (that uses numerical_tolerance)"}
     bystanders = [n.name for n in nodes if not n.in_circuit]
     live_ok = all(m["liveness"][b] >= siit.LIVE_THRESHOLD for b in bystanders)
-    passed = min(m["accuracy"], m["iia"], m["siia"]) >= siit.PASS_BAR and live_ok
+    passed = siit.passes_bar(m)
     card = {
         "card_version": siit.CARD_VERSION,
         "task": name,
@@ -107,7 +107,9 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
         "pass_bar": siit.PASS_BAR,
         "at_benchmark_effect_tolerance": loose,
         "test_sources": "cross_length: per base length L, one group per source length >= L (tasks.siit.eval_pairs); "
-                        "iia counts the same-length groups, siia all groups",
+                        "iia and siia count every group (the benchmark's resample interchanges), iia_same_length the same-length ones",
+        "protocol": siit.CARD_PROTOCOL,
+        "bar": "accuracy, min-node IIA and min-node SIIA >= pass_bar (sources of every length >= the base's), every bystander live",
         "accuracy": m["accuracy"],
         "iia": m["iia"],
         "iia_min_node": m["iia_min"],
@@ -115,9 +117,9 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
         "siia_min_node": m["siia_min"],
         "aux_accuracy": m["aux_accuracy"],
         "iia_per_node": m["iia_per_node"],
-        "iia_cross_length": m["iia_cross_length"],
-        "iia_cross_length_min_node": m["iia_cross_length_min"],
-        "iia_cross_length_per_node": m["iia_cross_length_per_node"],
+        "iia_same_length": m["iia_same_length"],
+        "iia_same_length_min_node": m["iia_same_length_min"],
+        "iia_same_length_per_node": m["iia_same_length_per_node"],
         "siia_per_node": m["siia_per_node"],
         "liveness_metric": "input-dependent variance of the node's residual write (batch variance per position, summed over "
                            "d_model, mean over non-BOS positions), divided by the median in-circuit node's",

@@ -184,6 +184,8 @@ def snapshot(data: TaskData) -> dict[str, torch.Tensor]:
         out[f"cf_tokens[{g}]"] = data.cf_tokens[g].clone()
         out[f"outputs[{g}]"] = data.outputs[g].clone()
         out[f"perms[{g}]"] = data.perms[g].clone()
+        out[f"sources[{g}].group"] = data.sources[g][0].clone()
+        out[f"sources[{g}].row"] = data.sources[g][1].clone()
         for layer, r in data.resid_pre[g].items():
             out[f"resid_pre[{g}][{layer}]"] = r.clone()
         for name in data.acts:

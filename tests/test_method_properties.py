@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from abench.bench import run_row
 from abench.effects import MethodError, node_effects
 from ablations import DEFAULT_METHODS, AblationMethod, NodeBatch, TaskData, make_method
-from ablations.basic import Mean, PositionMean, Resample, Zero
+from ablations.basic import Mean, PositionMean, Resample, ResampleSameLength, Zero
 from tasks.base import InputSpec, Task
 
 try:  # pytest's rootdir-relative import when tests/ is a package, its sys.path insertion otherwise
@@ -101,23 +101,54 @@ def test_resample_with_itself_as_source_changes_nothing(case):
         own = replace(batch, source=batch.clean.clone())
         for m in methods:
             assert_close(m.ablate(own), batch.clean, 1e-6, f"{m.name} on {batch.node.name} with source = clean")
-    # the same through the whole pipeline: identity perms make every node's resample effect 0
+    # the same through the whole pipeline: every row its own source makes every node's resample effect 0
+    data.sources = [(torch.full((t.shape[0],), g), torch.arange(t.shape[0])) for g, t in enumerate(data.tokens)]
     data.perms = [torch.arange(t.shape[0]) for t in data.tokens]
-    for e in node_effects(Resample(), data):
-        assert e.effect == 0 and e.continuous <= ROUNDING_KL, f"resample with identity sources changed {e.name}: {e}"
+    for m in (Resample(), ResampleSameLength()):
+        for e in node_effects(m, data):
+            assert e.effect == 0 and e.continuous <= ROUNDING_KL, f"{m.name} with identity sources changed {e.name}: {e}"
 
 
 @FAST
 @given(case=cases())
-def test_resample_takes_another_rows_activation(case):
+def test_resample_takes_another_inputs_activation_of_a_length_at_least_the_bases(case):
+    data = case.data
+    lengths = [t.shape[1] for t in data.tokens]
+    for g, (src_group, src_row) in enumerate(data.sources):
+        for i, (h, j) in enumerate(zip(src_group.tolist(), src_row.tolist())):
+            assert (h, j) != (g, i), f"group {g} row {i} is its own source"
+            assert lengths[h] >= lengths[g] and 0 <= j < data.tokens[h].shape[0]
+    m = Resample()
+    for batch in batches(data):
+        src_group, src_row = data.sources[batch.group]
+        pos = batch.clean.shape[1]
+        expected = torch.stack([data.acts[batch.node.name][h][j, :pos] for h, j in zip(src_group.tolist(), src_row.tolist())])
+        assert torch.equal(m.ablate(batch), expected), batch.node.name
+
+
+@FAST
+@given(case=cases())
+def test_resample_same_length_takes_another_rows_activation(case):
     data = case.data
     for g, perm in enumerate(data.perms):
         assert not bool((perm == torch.arange(len(perm))).any()), f"group {g}: perm {perm.tolist()} has a fixed point"
         assert sorted(perm.tolist()) == list(range(len(perm)))
-    m = Resample()
+    m = ResampleSameLength()
     for batch in batches(data):
         expected = data.acts[batch.node.name][batch.group][data.perms[batch.group]]
         assert torch.equal(m.ablate(batch), expected), batch.node.name
+
+
+def test_resample_source_lengths_are_uniform_over_the_allowed_lengths():
+    """For a base of the shortest length, every allowed source length is drawn about equally often."""
+    from ablations.base import draw_sources
+
+    lengths, sizes = [3, 4, 5, 6], [50, 10, 200, 40]  # group sizes differ: the draw is over lengths, not rows
+    src_group, _ = draw_sources(lengths, sizes, torch.Generator().manual_seed(0))[0]
+    counts = torch.bincount(src_group, minlength=4).tolist()
+    assert sum(counts) == 50 and all(5 <= c <= 22 for c in counts), counts
+    again = draw_sources(lengths, sizes, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(again, draw_sources(lengths, sizes, torch.Generator().manual_seed(0))))
 
 
 @FAST

@@ -1,0 +1,72 @@
+"""The ground-truth check: every shipped SIIT model agrees with itself on fresh data.
+
+Under the reference method (``resample``, sources of every length >= the base's) the circuit
+separates perfectly (AUROC 1, gap > 0), and every in-circuit node's effect equals its tracr
+node's effect on the same interchanges within ``HL_TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from abench import bench, leaderboard
+from abench.ground_truth import HL_TOLERANCE, check_task, high_level_effects
+from tasks import siit
+from tasks.registry import load_task
+
+SHIPPED = siit.shipped()
+FRESH_SEED = 4242  # not the leaderboard's default seed
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_passes_its_ground_truth_check(name):
+    task = load_task(f"siit_{name}")
+    _, ev = bench.task_data(task, n_fit=16, n_eval=256, seed=FRESH_SEED)
+    check = check_task(task, ev)
+    assert check["passed"], f"{name}: " + "; ".join(check["reasons"])
+    assert check["auroc"] == 1.0 and check["gap"] > 0
+    in_circuit = [n for n in check["nodes"] if n["in_circuit"]]
+    assert len(in_circuit) == len(task.info["correspondence"])
+    assert all(abs(n["ll_effect"] - n["hl_effect"]) <= HL_TOLERANCE for n in in_circuit)
+    # an in-circuit node of a model that follows tracr has the effect its tracr node has: never 0 here
+    assert all(n["hl_effect"] > 0 for n in in_circuit), in_circuit
+
+
+def test_high_level_effects_use_the_same_interchanges_as_the_low_level_model():
+    """The tracr model scored as its own "LL" model (identity correspondence) gives identical effects."""
+    from tasks.tracr_tasks import tracr_task
+
+    hl = tracr_task("length")
+    circ = {n.name: n.name for n in hl.nodes if n.in_circuit}
+    task = type(hl)(**{**hl.__dict__, "ground_truth": "resample", "info": {**hl.info, "high_level": hl, "correspondence": circ}})
+    _, ev = bench.task_data(task, n_fit=16, n_eval=64, seed=3)
+    check = check_task(task, ev)
+    effects = high_level_effects(task, ev)
+    for n in check["nodes"]:
+        if n["in_circuit"]:
+            assert n["hl_effect"] == n["ll_effect"] == effects[n["name"]]["hl_effect"]
+            assert n["hl_effect"] > 0.2  # length nodes change the output under cross-length sources
+
+
+def test_failed_check_leaves_the_task_out_of_the_pooled_numbers():
+    rows = [
+        {"task": t, "family": "siit", "ground_truth": "resample", "method": "zero", "status": "ok", "auroc": a, "gap": 0.1,
+         "fpr_at_full_recall": 0.0, "mean_effect_in": 0.5, "mean_effect_out": 0.0, "fit_seconds": 0.0, "effect_seconds": 0.0,
+         "seconds": 0.0, "nodes": [{"name": "a", "in_circuit": True, "effect": e_in}, {"name": "b", "in_circuit": False, "effect": 0.1}]}
+        for t, a, e_in in (("good", 1.0, 0.5), ("bad", 0.0, 0.0))
+    ]
+    checks = {"good": {"task": "good", "passed": True, "reasons": []}, "bad": {"task": "bad", "passed": False, "reasons": ["x"]}}
+    doc = leaderboard.build(rows, {}, checks=checks)
+    assert doc["excluded_tasks"] == {"bad": ["x"]}
+    assert doc["pooled_tasks"] == ["good"]
+    assert doc["summary"][0]["n_tasks"] == 1 and doc["summary"][0]["pooled_auroc"] == 1.0
+    assert [r["ground_truth_check"] for r in doc["rows"]] == ["passed", "failed"]
