@@ -81,8 +81,8 @@ def _cell(v: float | None, digits: int, best: float | None) -> str:
 def to_latex(doc: dict, caption: str | None = None, label: str = "tab:ablation-leaderboard") -> str:
     """One booktabs ``table`` per task family, the headline (benchmark) family first; families are
     never pooled together. ``caption`` and ``label`` are those of the headline table."""
-    head = doc.get("headline_family")
-    by_family = doc.get("summary_by_family") or {head: doc["summary"]}
+    by_family = doc.get("summary_by_family") or {doc.get("headline_family"): doc["summary"]}
+    head = doc.get("headline_family") or next(iter(by_family))
     tables = [family_table(doc, head, by_family.get(head, doc["summary"]), caption, label)]
     for fam, summ in by_family.items():
         if fam != head:

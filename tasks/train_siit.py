@@ -34,7 +34,7 @@ def run_one(name: str, args) -> dict:
     if args.continue_training:
         prev_ll, prev_aux, previous = siit.load(name, args.device, args.weights_dir)
         init = ({k: v for k, v in prev_ll.state_dict().items()}, prev_aux)
-    extra = {k: v for k, v in (("w_live", args.w_live), ("w_aux", args.w_aux), ("w_strict", args.w_strict),
+    extra = {k: v for k, v in (("w_live", args.w_live), ("w_aux", args.w_aux), ("w_strict", args.w_strict), ("w_iit", args.w_iit),
                                       ("num_loss_scale", args.num_loss_scale)) if v is not None}
     t0 = time.time()
     ll, aux, info = train(task, seed=args.seed, device=args.device, max_steps=args.max_steps, batch=args.batch, lr=args.lr,
@@ -147,6 +147,7 @@ def main(argv=None):
     ap.add_argument("--w-live", type=float, default=None, help="weight of the bystander liveness hinge (default 1.0)")
     ap.add_argument("--w-aux", type=float, default=None, help="weight of the aux readout loss (default 0.5)")
     ap.add_argument("--w-strict", type=float, default=None, help="weight of the strict loss (default 0.4)")
+    ap.add_argument("--w-iit", type=float, default=None, help="weight of the IIT loss (default 1.0)")
     ap.add_argument("--num-loss-scale", type=float, default=None, help="multiplier of the MSE loss on numerical outputs (default 100)")
     ap.add_argument("--same-length-sources", action="store_true",
                     help="draw sources of the base's length only (blind to length computed in bystanders; cards without "

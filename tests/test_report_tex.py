@@ -127,3 +127,14 @@ def test_compiles_with_pdflatex(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (tmp_path / "t.pdf").stat().st_size > 0
+
+
+def test_one_table_per_family_headline_first_never_pooled():
+    doc = {"headline_family": "siit", "summary": [summary("a")], "rows": [],
+           "summary_by_family": {"tracr": [summary("b")], "siit": [summary("a")]},
+           "ground_truth": {"siit": {"intervention": "resample"}, "tracr": {"intervention": "weights"}}}
+    tex = to_latex(doc)
+    assert tex.count(r"\begin{table}") == 2
+    first, second = tex.split(r"\end{table}")[:2]
+    assert "Family siit (the benchmark" in first and r"\texttt{a}" in first and r"\texttt{b}" not in first
+    assert "Family tracr (a sanity family, not pooled" in second and r"\texttt{b}" in second
