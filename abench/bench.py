@@ -1,4 +1,4 @@
-"""One leaderboard row: task -> data -> method.fit -> node effects -> separability."""
+"""One leaderboard row: task -> data -> method.fit -> node effects -> separability, and joint (circuit-level) effects."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 import torch
 
+from abench.circuit import circuit_effects
 from abench.effects import MethodError, node_effects
 from abench.separability import separability
 from ablations.base import AblationMethod, TaskData, make_method
@@ -60,6 +61,8 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
             m.fit(fit)
         with Timer(device) as t_eff:
             effects = node_effects(m, ev)
+        with Timer(device) as t_circ:
+            circuit = circuit_effects(m, ev)  # joint ablation: faithfulness, completeness, curve
     except Exception as err:  # noqa: BLE001 - any failure of a method becomes its row's reason
         row.setdefault("method", method if isinstance(method, str) else getattr(method, "name", repr(method)))
         reason = str(err) if isinstance(err, MethodError) else f"{type(err).__name__}: {err}"
@@ -72,5 +75,6 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     row["auroc_continuous"] = sep_c["auroc"]
     row.update(fit_seconds=t_fit.seconds, effect_seconds=t_eff.seconds, seconds=t_fit.seconds + t_eff.seconds)
     row["fit_seconds_per_node"] = t_fit.seconds / len(effects)
+    row.update(circuit, circuit_seconds=t_circ.seconds)
     row["nodes"] = [asdict(e) for e in effects]
     return row

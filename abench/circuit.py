@@ -164,6 +164,7 @@ def circuit_effects(
         "all_ablated_divergence": diverg[i_all],
         "n_out": len(out_nodes),
         "n_in": len(in_nodes),
+        "n_node_sets": len(sets),
         "faithfulness_curve": curve,
     }
 

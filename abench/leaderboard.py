@@ -30,8 +30,17 @@ SUMMARY_COLUMNS = {
     "mean_fpr_at_full_recall": "down",
     "mean_effect_out": "down",
     "mean_effect_in": "up",
+    "mean_faithfulness": "up",
+    "mean_faithfulness_divergence": "down",
+    "mean_completeness": "up",
+    "mean_completeness_divergence": "up",
+    "mean_normalised_faithfulness": "up",
     "seconds": "down",
 }
+
+# circuit-level (joint ablation) row columns, pooled per method as a mean over tasks with a
+# bootstrap 95% interval over tasks (abench.circuit)
+CIRCUIT_COLUMNS = ("faithfulness", "faithfulness_divergence", "completeness", "completeness_divergence", "normalised_faithfulness")
 
 
 def environment(device: str, extra: dict | None = None) -> dict:
@@ -57,10 +66,23 @@ def _mean(values: Iterable) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def bootstrap_mean(values: Iterable, n_boot: int = 1000, seed: int = 0) -> list[float] | None:
+    """95% percentile interval of the mean, resampling the values (one per task) with replacement
+    (seeded); None without a value. ``None`` values are left out."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if not v.size:
+        return None
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, (n_boot, v.size))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
 def summarize(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]:
     """Per method, over its ok rows: pooled AUROC (all tasks' nodes together) with a 95% bootstrap
-    interval, means of the per-task metrics, total time. Sorted best first (pooled AUROC, then
-    lower spurious out-of-circuit effect)."""
+    interval, means of the per-task metrics, the circuit-level means over tasks (faithfulness,
+    completeness, ...) with 95% bootstrap intervals over tasks, total time. Sorted best first
+    (pooled AUROC, then lower spurious out-of-circuit effect)."""
     out = []
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in methods:
@@ -87,8 +109,17 @@ def summarize(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]
                 "mean_fpr_at_full_recall": _mean(r["fpr_at_full_recall"] for r in ok),
                 "mean_effect_in": _mean(r["mean_effect_in"] for r in ok),
                 "mean_effect_out": _mean(r["mean_effect_out"] for r in ok),
+                **{
+                    k: v
+                    for col in CIRCUIT_COLUMNS
+                    for k, v in (
+                        (f"mean_{col}", _mean(r.get(col) for r in ok)),
+                        (f"mean_{col}_ci95", bootstrap_mean((r.get(col) for r in ok), n_boot, seed)),
+                    )
+                },
                 "fit_seconds": float(sum(r["fit_seconds"] for r in ok)),
                 "effect_seconds": float(sum(r["effect_seconds"] for r in ok)),
+                "circuit_seconds": float(sum(r.get("circuit_seconds", 0.0) for r in ok)),
                 "seconds": float(sum(r["seconds"] for r in ok)),
             }
         )
@@ -144,12 +175,24 @@ def build(rows: list[dict], env: dict, extra: dict | None = None, checks: dict[s
     return doc
 
 
+CIRCUIT_NOTE = (
+    "Circuit level (joint ablation, mean over tasks with a 95% bootstrap interval over tasks): faithful = fraction of "
+    "predictions unchanged when every out-of-circuit node is ablated together; complete = fraction changed when every "
+    "in-circuit node is ablated together; norm. faithful = (metric(circuit only) - metric(all ablated)) / "
+    "(metric(clean) - metric(all ablated)), metric = accuracy against the clean prediction (categorical) or -MSE (numerical)."
+)
+
+
 def _fmt(v, digits: int = 3) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
+
+
+def _ci(ci) -> str:
+    return "-" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def summary_frame(summary: list[dict]) -> pd.DataFrame:
@@ -164,6 +207,11 @@ def summary_frame(summary: list[dict]) -> pd.DataFrame:
                 "FPR@recall1": _fmt(s["mean_fpr_at_full_recall"]),
                 "effect in": _fmt(s["mean_effect_in"]),
                 "effect out": _fmt(s["mean_effect_out"]),
+                "faithful": _fmt(s.get("mean_faithfulness")),
+                "faithful CI": _ci(s.get("mean_faithfulness_ci95")),
+                "complete": _fmt(s.get("mean_completeness")),
+                "complete CI": _ci(s.get("mean_completeness_ci95")),
+                "norm. faithful": _fmt(s.get("mean_normalised_faithfulness")),
                 "tasks": s["n_tasks"],
                 "failed": s["n_failed"],
                 "seconds": _fmt(s["seconds"], 2),
@@ -186,8 +234,13 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
                 "FPR@recall1": _fmt(r.get("fpr_at_full_recall")),
                 "effect in": _fmt(r.get("mean_effect_in")),
                 "effect out": _fmt(r.get("mean_effect_out")),
+                "faithful": _fmt(r.get("faithfulness")),
+                "complete": _fmt(r.get("completeness")),
+                "norm. faithful": _fmt(r.get("normalised_faithfulness")) if r.get("normalised_faithfulness") is not None
+                else ("n/a" if r.get("normalised_faithfulness_reason") else "-"),
                 "fit s": _fmt(r.get("fit_seconds"), 2),
                 "effect s": _fmt(r.get("effect_seconds"), 2),
+                "circuit s": _fmt(r.get("circuit_seconds"), 2),
             }
             for r in rows
         ]
@@ -225,6 +278,8 @@ def to_markdown(doc: dict) -> str:
         f"torch {env['torch']} on {env['device']} ({env.get('device_name') or '?'}), created {env['created_at']}.",
         "",
         f"Effect: fraction of non-BOS cells whose prediction changes when one node is ablated ({doc['effect_convention']}).",
+        "",
+        CIRCUIT_NOTE,
         "",
         "Ground truth per task family:",
         "",

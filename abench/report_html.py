@@ -7,6 +7,8 @@ The page holds a single inline copy of plotly.js (no network needed) and:
 - a histogram and an empirical CDF of the out-of-circuit (spurious) effects per method;
 - the scaled-resample sweep, causal effect against the scale ``s``, one line per (task, node),
   coloured by in/out of circuit (a note instead when the run has no ``scaled_resample[s=...]`` rows);
+- the faithfulness curves: per task of the headline family, the share of predictions unchanged
+  against the number k of out-of-circuit nodes ablated together, one line per method;
 - per method, the in- vs out-of-circuit effects of every task (box plot with every node as a point).
 
 The page checks itself after loading: every figure must be drawn with at least one mark and no
@@ -238,6 +240,60 @@ def sweep_figure(doc: dict) -> go.Figure | None:
     return fig
 
 
+def faithfulness_curve_figure(doc: dict, colors: dict[str, str]) -> go.Figure | None:
+    """Per task of the headline family, the fraction of predictions unchanged against the number k
+    of out-of-circuit nodes ablated together (mean over the seeded orders), one line per method;
+    None when no row has a curve."""
+    series: dict[str, dict[str, tuple[list, list]]] = {}
+    for r in _ok_rows(doc, pooled=True):
+        curve = r.get("faithfulness_curve") or {}
+        if curve.get("k") and curve.get("mean_unchanged"):
+            series.setdefault(r["task"], {})[r["method"]] = (curve["k"], curve["mean_unchanged"])
+    if not series:
+        return None
+    tasks = list(series)
+    ncols = min(3, len(tasks))
+    nrows = math.ceil(len(tasks) / ncols)
+    fig = make_subplots(
+        rows=nrows, cols=ncols, subplot_titles=tasks, shared_yaxes=True, horizontal_spacing=0.04, vertical_spacing=0.18 / max(nrows, 1)
+    )
+    has_base = any(sweep_scale(m) is None for m in _methods(doc))
+    shown = set()
+    for i, task in enumerate(tasks):
+        for m in _methods(doc):
+            if m not in series[task]:
+                continue
+            ks, ys = series[task][m]
+            sweep = sweep_scale(m) is not None
+            fig.add_trace(
+                go.Scatter(
+                    x=ks,
+                    y=ys,
+                    mode="lines+markers",
+                    name=m,
+                    legendgroup=m,
+                    showlegend=m not in shown,
+                    line=dict(color=colors[m], width=1.5 if sweep else 2, dash="dot" if sweep else "solid"),
+                    marker=dict(size=5),
+                    visible="legendonly" if sweep and has_base else True,
+                    hovertemplate=f"{html.escape(task)} / {html.escape(m)}<br>k=%{{x}} ablated<br>unchanged %{{y:.3f}}<extra></extra>",
+                ),
+                row=i // ncols + 1,
+                col=i % ncols + 1,
+            )
+            shown.add(m)
+    fig.update_xaxes(title_text="out-of-circuit nodes ablated together (k)", rangemode="tozero")
+    fig.update_yaxes(range=[-0.02, 1.02])
+    fig.update_yaxes(title_text="predictions unchanged", col=1)
+    fig.update_layout(
+        title=f"Faithfulness curves (family {html.escape(str(doc.get('headline_family')))}): share of predictions unchanged "
+        "when k random out-of-circuit nodes are ablated together (mean over seeded orders; higher is more faithful)",
+        height=380 * nrows + 80,
+        margin=dict(t=100, b=50, l=60, r=20),
+    )
+    return fig
+
+
 def method_effect_figure(doc: dict, method: str) -> go.Figure | None:
     """In- vs out-of-circuit effects of one method, per task (boxes with every node as a point)."""
     ok = _ok_rows(doc, method)
@@ -304,18 +360,26 @@ def summary_table(summary: list[dict]) -> str:
         ("mean_fpr_at_full_recall", "FPR@recall 1", 3),
         ("mean_effect_in", "effect in", 3),
         ("mean_effect_out", "effect out", 3),
+        ("mean_faithfulness", "faithfulness", 3),
+        ("mean_completeness", "completeness", 3),
+        ("mean_normalised_faithfulness", "norm. faithfulness", 3),
         ("seconds", "seconds", 2),
     ]
+    ci_cols = {"pooled_auroc": "pooled_auroc_ci95", "mean_faithfulness": "mean_faithfulness_ci95",
+               "mean_completeness": "mean_completeness_ci95"}  # a "95% CI" column after each
     best = {}
     for key, _, digits in cols:
         vals = [round(s[key], digits) for s in summary if s.get(key) is not None and s.get("n_tasks")]
         if vals and key in SUMMARY_COLUMNS:
             best[key] = max(vals) if SUMMARY_COLUMNS[key] == "up" else min(vals)
     arrow = {"up": " ↑", "down": " ↓"}
-    head = "".join(f"<th>{html.escape(name)}{arrow.get(SUMMARY_COLUMNS.get(key), '')}</th>" for key, name, _ in cols)
+    head = "".join(
+        f"<th>{html.escape(name)}{arrow.get(SUMMARY_COLUMNS.get(key), '')}</th>" + ("<th>95% CI</th>" if key in ci_cols else "")
+        for key, name, _ in cols
+    )
     out = [
         '<table class="lb"><thead><tr><th>#</th><th class="l">method</th>',
-        head.replace("<th>pooled AUROC ↑</th>", "<th>pooled AUROC ↑</th><th>95% CI</th>"),
+        head,
         "<th>tasks</th><th>failed</th></tr></thead><tbody>",
     ]
     for i, s in enumerate(summary, 1):
@@ -326,8 +390,8 @@ def summary_table(summary: list[dict]) -> str:
             if key in best and v is not None and round(v, digits) == best[key]:
                 text = f"<b>{text}</b>"
             cells.append(f"<td>{text}</td>")
-            if key == "pooled_auroc":
-                ci = s.get("pooled_auroc_ci95")
+            if key in ci_cols:
+                ci = s.get(ci_cols[key]) if s.get("n_tasks") else None
                 cells.append(f"<td>{'–' if not ci else f'[{ci[0]:.2f}, {ci[1]:.2f}]'}</td>")
         failed = s.get("n_failed", 0)
         cls = ' class="failed"' if failed else ""
@@ -431,6 +495,8 @@ _SELF_CHECK = """
 
 def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
     """The whole report as one self-contained HTML page (one inline plotly.js copy)."""
+    from abench.leaderboard import CIRCUIT_NOTE
+
     methods = _methods(doc)
     colors = method_colors(methods)
     env = doc.get("environment", {})
@@ -449,6 +515,7 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
         f'({sum(r.get("status") != "ok" for r in doc["rows"])} failed).</p>'
         f'<p class="meta">Effect: fraction of non-BOS cells whose prediction changes when one node is ablated '
         f'({html.escape(str(doc.get("effect_convention", "")))}).</p>'
+        f'<p class="meta">{html.escape(CIRCUIT_NOTE)}</p>'
     )
     gts = "".join(
         f"<li><b>{html.escape(fam)}</b>: {html.escape(str(gt.get('intervention')))} — {html.escape(str(gt.get('meaning')))}</li>"
@@ -515,6 +582,14 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
             '<p class="note">No scaled-resample sweep in this run (run with <code>--scale-sweep</code> to add '
             "<code>scaled_resample[s=0]</code> … <code>scaled_resample[s=10]</code>).</p>"
         )
+
+    parts.append("<h2>Circuit level: faithfulness curves</h2>")
+    fig = faithfulness_curve_figure(doc, colors)
+    if fig is not None:
+        parts.append(hidden_note + add(fig, "fig-faithfulness-curves"))
+    else:
+        parts.append('<p class="note">No faithfulness curve in this run (no successful row of the headline family has '
+                     "an out-of-circuit node).</p>")
 
     parts.append("<h2>In- vs out-of-circuit effects per method</h2>")
     grid, empty = [], []

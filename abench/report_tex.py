@@ -16,6 +16,9 @@ COLUMNS = [
     ("mean_gap", "Gap", "up", 3),
     ("mean_fpr_at_full_recall", "FPR@recall\\,1", "down", 3),
     ("mean_effect_out", "Spurious effect", "down", 3),
+    ("mean_faithfulness", "Faithfulness", "up", 3),
+    ("mean_completeness", "Completeness", "up", 3),
+    ("mean_normalised_faithfulness", "Norm.\\ faithfulness", "up", 3),
     ("seconds", "Time (s)", "down", 2),
 ]
 
@@ -122,7 +125,11 @@ def family_table(doc: dict, family: str | None, summary: list[dict], caption: st
             r"Pooled AUROC: over all tasks' nodes (in-circuit nodes positive) with its 95\% bootstrap interval. "
             r"Gap: lowest in-circuit minus highest out-of-circuit effect; FPR@recall\,1: share of out-of-circuit "
             r"nodes flagged when every in-circuit node is; spurious effect: mean effect of out-of-circuit nodes "
-            r"(all three averaged over tasks). Time: total fit and effect seconds. "
+            r"(all three averaged over tasks). Faithfulness: share of predictions unchanged when every "
+            r"out-of-circuit node is ablated together; completeness: share changed when every in-circuit node is; "
+            r"normalised faithfulness: (metric(circuit only) $-$ metric(all ablated)) / (metric(clean) $-$ "
+            r"metric(all ablated)), metric = accuracy against the clean prediction or $-$MSE (means over tasks). "
+            r"Time: total fit and effect seconds. "
             r"$\uparrow$/$\downarrow$: higher/lower is better; best in bold."
         )
         if any_failed:

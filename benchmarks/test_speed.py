@@ -1,4 +1,5 @@
-"""Speed: the batched all-node effect computation against the per-node hook loop.
+"""Speed: the batched all-node effect computation against the per-node hook loop, and batched
+joint (node-set) ablation against the per-set loop.
 
 Measured in one run on the largest tracr task (shuffle_dyck, 40 nodes), with resample ablation
 on the session's eval set (``--n-eval``). The ratio is reported (terminal, leaderboard.json
@@ -41,3 +42,39 @@ def test_batched_vs_loop_all_node_effects(abench_session, benchmark):
     benchmark.extra_info.update(result)
     abench_session.speed["batched_vs_loop"] = result
     print(f"\nbatched vs loop on {SPEED_TASK}: {result}")
+
+
+def test_batched_vs_loop_joint_ablation(abench_session, benchmark):
+    """Joint ablation (faithfulness, completeness and the subset curves of ``abench.circuit``):
+    node sets stacked along the batch axis against one hooked forward per set."""
+    from abench.circuit import circuit_effects
+
+    task, fit, ev = abench_session.task_and_data(SPEED_TASK)
+    method = make_method("resample").fit(fit)
+    benchmark.group = "joint ablation"
+    batched = benchmark.pedantic(circuit_effects, args=(method, ev), kwargs={"batched": True}, rounds=3, iterations=1)
+    t_batched = min(benchmark.stats.stats.data) if benchmark.stats else None
+    loop_times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        loop = circuit_effects(method, ev, batched=False)
+        loop_times.append(time.perf_counter() - t0)
+    if t_batched is None:  # --benchmark-disable: time it ourselves
+        t0 = time.perf_counter()
+        circuit_effects(method, ev, batched=True)
+        t_batched = time.perf_counter() - t0
+    for key in ("faithfulness", "completeness", "faithfulness_divergence", "completeness_divergence"):
+        assert abs(batched[key] - loop[key]) <= 1e-5, (key, batched[key], loop[key])
+    ratio = min(loop_times) / t_batched
+    result = {
+        "task": SPEED_TASK,
+        "nodes": len(task.nodes),
+        "node_sets": batched["n_node_sets"],
+        "examples": sum(t.shape[0] for t in ev.tokens),
+        "batched_seconds": round(t_batched, 4),
+        "loop_seconds": round(min(loop_times), 4),
+        "ratio": round(ratio, 2),
+    }
+    benchmark.extra_info.update(result)
+    abench_session.speed["joint_batched_vs_loop"] = result
+    print(f"\njoint ablation, batched vs loop on {SPEED_TASK}: {result}")

@@ -30,8 +30,10 @@ and aux rows longer ones.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -44,7 +46,8 @@ from abench.interventions import node_activation, replacing_hooks
 from tasks.base import Node, Task, all_nodes
 from tasks.tracr_tasks import tracr_task
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "siit"
+# $ABENCH_SIIT_WEIGHTS points the registry (and the trainer) at another folder, e.g. in tests
+WEIGHTS_DIR = Path(os.environ.get("ABENCH_SIIT_WEIGHTS") or Path(__file__).resolve().parent / "weights" / "siit")
 CARD_VERSION = 1
 # Test protocol of a card. 2: IIA and SIIA with sources of every length >= the base's, bar per node.
 # The registry ships only cards of this protocol that passed.
@@ -202,6 +205,15 @@ def patch_hooks(assignments, src_acts: dict[str, torch.Tensor], n_pos: int | Non
         [(node, rows, node_activation(src_acts[node.hook_name], node)[src_rows][:, :n_pos])
          for node, rows, src_rows in assignments if len(rows)]
     )
+
+
+@torch.no_grad()
+def prefix_cache(model: HookedTransformer, sources: Sequence[torch.Tensor], hooks: Sequence[str], n_pos: int) -> dict[str, torch.Tensor]:
+    """Activations of ``hooks`` on source groups of (possibly) different lengths, each cut to its
+    first ``n_pos`` positions and stacked along the batch: ``{hook: [sum of group sizes, n_pos, ...]}``."""
+    names = set(hooks)
+    caches = [model.run_with_cache(src, names_filter=lambda h: h in names)[1] for src in sources]
+    return {h: torch.cat([c[h][:, :n_pos] for c in caches]) for h in names}
 
 
 def node_write(node: Node, act: torch.Tensor, model: HookedTransformer) -> torch.Tensor:
@@ -365,6 +377,46 @@ def save(name: str, ll: HookedTransformer, aux: dict[str, torch.Tensor], card: d
     cpath.write_text(json.dumps(card, indent=1) + "\n")
 
 
+# The card fields ``load`` reads, checked before any model is built: {field: (check, what it must be)}.
+_POSITIVE_INT = (lambda v: type(v) is int and v >= 1, "a positive integer")
+LL_CONFIG_SCHEMA = {k: _POSITIVE_INT for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab", "d_vocab_out", "n_ctx")}
+# set by build_ll itself, so a card may not carry them
+_BUILD_LL_FIXED = {"act_fn", "normalization_type", "attention_dir", "default_prepend_bos", "device", "seed"}
+CARD_SCHEMA = {
+    "card_version": (lambda v: type(v) is int, "an integer"),
+    "ll_config": (lambda v: isinstance(v, dict), "an object"),
+    "correspondence": (lambda v: isinstance(v, dict) and bool(v) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()),
+                       "a non-empty object of HL node name -> LL node name strings"),
+    "shapes": (lambda v: isinstance(v, dict) and all(isinstance(s, list) and all(type(x) is int and x >= 0 for x in s) for s in v.values()),
+               "an object of tensor name -> list of non-negative integers"),
+}
+OPTIONAL_CARD_SCHEMA = {"passed": (lambda v: type(v) is bool, "true or false"), "protocol": (lambda v: type(v) is int, "an integer")}
+
+
+def validate_card(card, where: str) -> None:
+    """Raise ``SiitLoadError`` naming the first card field of a wrong type or out of range."""
+    if not isinstance(card, dict):
+        raise SiitLoadError(f"{where} must be a JSON object, got {type(card).__name__}")
+    for key, (ok, what) in CARD_SCHEMA.items():
+        if key not in card:
+            raise SiitLoadError(f"{where} lacks {key!r}")
+        if not ok(card[key]):
+            raise SiitLoadError(f"{where}: field {key} must be {what}, got {card[key]!r:.80}")
+    for key, (ok, what) in OPTIONAL_CARD_SCHEMA.items():
+        if key in card and not ok(card[key]):
+            raise SiitLoadError(f"{where}: field {key} must be {what}, got {card[key]!r:.80}")
+    cfg = card["ll_config"]
+    allowed = {f.name for f in dataclasses.fields(HookedTransformerConfig)} - _BUILD_LL_FIXED
+    for key, (ok, what) in LL_CONFIG_SCHEMA.items():
+        if key not in cfg:
+            raise SiitLoadError(f"{where}: ll_config lacks {key!r}")
+        if not ok(cfg[key]):
+            raise SiitLoadError(f"{where}: field ll_config.{key} must be {what}, got {cfg[key]!r:.80} ({type(cfg[key]).__name__})")
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise SiitLoadError(f"{where}: ll_config has fields a HookedTransformerConfig cannot take (or that build_ll sets): {unknown}")
+
+
 def load(name: str, device: str = "cpu", weights_dir: Path | None = None) -> tuple[HookedTransformer, dict[str, torch.Tensor], dict]:
     """(LL model, aux readout tensors, card). Raises ``SiitLoadError`` on any mismatch."""
     from safetensors import SafetensorError
@@ -375,11 +427,9 @@ def load(name: str, device: str = "cpu", weights_dir: Path | None = None) -> tup
         raise SiitLoadError(f"SIIT task {name!r}: missing {wpath if not wpath.exists() else cpath}; retrain with `python -m tasks.train_siit --task {name}`")
     try:
         card = json.loads(cpath.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SiitLoadError(f"SIIT task {name!r}: card {cpath} is not valid JSON ({err})") from None
-    for key in ("card_version", "ll_config", "correspondence", "shapes"):
-        if key not in card:
-            raise SiitLoadError(f"SIIT task {name!r}: card {cpath} lacks {key!r}")
+    validate_card(card, f"SIIT task {name!r}: card {cpath}")
     if card["card_version"] != CARD_VERSION:
         raise SiitLoadError(f"SIIT task {name!r}: card version {card['card_version']} != {CARD_VERSION}")
     try:
@@ -394,7 +444,10 @@ def load(name: str, device: str = "cpu", weights_dir: Path | None = None) -> tup
     bad = [f"{k}: file {list(sd[k].shape)} vs card {expected[k]}" for k in expected if list(sd[k].shape) != expected[k]]
     if bad:
         raise SiitLoadError(f"SIIT task {name!r}: tensor shapes differ from the card: {'; '.join(bad)}")
-    ll = build_ll(card["ll_config"], device="cpu", seed=0)
+    try:
+        ll = build_ll(card["ll_config"], device="cpu", seed=0)
+    except (AssertionError, ValueError, TypeError) as err:
+        raise SiitLoadError(f"SIIT task {name!r}: card {cpath}: ll_config builds no model ({type(err).__name__}: {err})") from None
     aux = {k: sd.pop(k) for k in [k for k in sd if k.startswith("aux.")]}
     want = {k for k in ll.state_dict() if not k.endswith(("IGNORE", ".mask"))}
     if want != set(sd):
@@ -415,13 +468,20 @@ def load(name: str, device: str = "cpu", weights_dir: Path | None = None) -> tup
 
 
 def shipped(weights_dir: Path | None = None) -> list[str]:
-    """Tasks with a card in the weights folder that passed the bar with cross-length sources."""
+    """Tasks with a card in the weights folder that passed the bar with cross-length sources.
+
+    A card that cannot be read (not JSON, not an object) is listed too: the task then fails to
+    load with the reason, in the leaderboard, instead of silently leaving the suite."""
     d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     out = []
     for c in sorted(d.glob("*.json")):
         try:
             card = json.loads(c.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            out.append(c.stem)
+            continue
+        if not isinstance(card, dict):
+            out.append(c.stem)
             continue
         # earlier protocols read IIA on same-length sources and the bar on node means
         if card.get("passed") and card.get("protocol") == CARD_PROTOCOL:

@@ -113,7 +113,7 @@ def train(
              "lengths_per_step": "all (batch split evenly, gradients averaged)" if all_lengths else "one, drawn at random",
              "reinit_dead_bystander_after_evals": reinit_dead_after or None,
              "aux_layer0": "readout on blocks.0.hook_resid_post of tokens at p-1, p+1, p-2, p+2 (circuit-ablated rows)" if aux_layer0 else None,
-             "sources": "IIT, strict and aux rows: length drawn uniformly from [base length, max_len] per step (the "
+             "sources": "IIT, strict and aux rows: each row's source length drawn uniformly from [base length, max_len] (the "
                         "benchmark's resample draw), first base-length+1 positions patched" if cross_length else "same length as the base",
              "selection": "best held-out min(accuracy, min-node IIA, min-node SIIA), sources of every length >= the base's"}
     torch.manual_seed(seed)
@@ -171,24 +171,26 @@ def train(
     def length_losses(L: int, n: int):
         """Loss and running metrics on ``n`` (base, source) pairs of length ``L``: one stacked LL forward of 4n rows."""
         base = hl_task.encode([hl_task.inputs.draw(rng, L) for _ in range(n)])
-        # sources of a length drawn uniformly from [L, max_len] (the benchmark's resample draw); a
-        # longer source varies what the base's length fixes. Patches take its first L + 1 positions.
-        Ls = rng.randint(L, lengths[-1]) if cross_length else L
-        src = hl_task.encode([hl_task.inputs.draw(rng, Ls) for _ in range(n)])
+        # each row's source has a length drawn uniformly from [L, max_len] (the benchmark's resample
+        # draw); a longer source varies what the base's length fixes. Patches take its first L + 1
+        # positions. Sources are run grouped by length; their prefixes are stacked row by row.
+        src_lengths = sorted(rng.randint(L, lengths[-1]) if cross_length else L for _ in range(n))
+        srcs = [hl_task.encode([hl_task.inputs.draw(rng, Ls) for _ in range(src_lengths.count(Ls))])
+                for Ls in sorted(set(src_lengths))]
         rows = torch.arange(n, device=device)
         pick_c = torch.randint(len(circ_ll), (n,), generator=gen).to(device)
         pick_b = torch.randint(len(bys), (n,), generator=gen).to(device)
         with torch.no_grad():
-            _, hl_src = hl.run_with_cache(src, names_filter=lambda h: h in hl_hooks)
+            hl_src = siit.prefix_cache(hl, srcs, hl_hooks, L + 1)
             hl_assign = [(h, n + rows[pick_c == i], rows[pick_c == i]) for i, h in enumerate(circ_hl)]
-            hl_out = hl.run_with_hooks(torch.cat([base, base]), fwd_hooks=siit.patch_hooks(hl_assign, hl_src.cache_dict, L + 1))
+            hl_out = hl.run_with_hooks(torch.cat([base, base]), fwd_hooks=siit.patch_hooks(hl_assign, hl_src))
             hl_base, hl_iit = hl_out[:n], hl_out[n:]
-            _, ll_src = ll.run_with_cache(src, names_filter=lambda h: h in ll_hooks)
+            ll_src = siit.prefix_cache(ll, srcs, ll_hooks, L + 1)
         assign = [(node, n + rows[pick_c == i], rows[pick_c == i]) for i, node in enumerate(circ_ll)]
         assign_x = [(node, 2 * n + rows[pick_b == i], rows[pick_b == i]) for i, node in enumerate(bys)]
         assign_x += [(node, 3 * n + rows, rows) for node in circ_ll]
         store: dict[str, torch.Tensor] = {}
-        hooks = siit.patch_hooks(assign + assign_x, ll_src.cache_dict, L + 1)
+        hooks = siit.patch_hooks(assign + assign_x, ll_src)
 
         def keep(act, hook):
             store[hook.name] = act[:n]

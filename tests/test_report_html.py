@@ -71,7 +71,7 @@ def test_self_contained_one_plotlyjs_copy():
     ids = figure_ids(html)
     assert len(ids) == len(set(ids))
     methods_ok = {r["method"] for r in DOC["rows"] if r["status"] == "ok"}
-    assert ids[:3] == ["fig-roc", "fig-out-effects", "fig-sweep"]
+    assert ids[:4] == ["fig-roc", "fig-out-effects", "fig-sweep", "fig-faithfulness-curves"]
     assert len([i for i in ids if i.startswith("fig-effects-")]) == len(methods_ok)
     # the table: one row per method, the failing method listed with its error
     assert html.count('<tr><td>') + html.count('<tr class="failed"><td>') == len(DOC["summary"])

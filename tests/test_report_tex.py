@@ -71,6 +71,8 @@ def test_header_arrows():
     for key in ("mean_fpr_at_full_recall", "mean_effect_out", "seconds"):
         assert r"\downarrow" in arrows[key], key
     assert "AUROC" in arrows["pooled_auroc"] and "Spurious" in arrows["mean_effect_out"] and "Time" in arrows["seconds"]
+    for key in ("mean_faithfulness", "mean_completeness", "mean_normalised_faithfulness"):
+        assert r"\uparrow" in arrows[key], key
 
 
 def test_best_value_bold_in_every_column_of_the_fixture():
@@ -88,9 +90,12 @@ def test_best_value_bold_synthetic():
     doc = {
         "rows": [],
         "summary": [
-            summary("a", pooled_auroc=0.9, mean_gap=0.2, mean_fpr_at_full_recall=0.3, mean_effect_out=0.05, seconds=3.0),
-            summary("b", pooled_auroc=0.7, mean_gap=0.4, mean_fpr_at_full_recall=0.1, mean_effect_out=0.20, seconds=1.0),
-            summary("c", pooled_auroc=0.9, mean_gap=None, mean_fpr_at_full_recall=None, mean_effect_out=0.01, seconds=2.0),
+            summary("a", pooled_auroc=0.9, mean_gap=0.2, mean_fpr_at_full_recall=0.3, mean_effect_out=0.05, seconds=3.0,
+                    mean_faithfulness=0.99, mean_completeness=0.2, mean_normalised_faithfulness=0.9),
+            summary("b", pooled_auroc=0.7, mean_gap=0.4, mean_fpr_at_full_recall=0.1, mean_effect_out=0.20, seconds=1.0,
+                    mean_faithfulness=0.5, mean_completeness=0.8, mean_normalised_faithfulness=None),
+            summary("c", pooled_auroc=0.9, mean_gap=None, mean_fpr_at_full_recall=None, mean_effect_out=0.01, seconds=2.0,
+                    mean_faithfulness=0.99, mean_completeness=0.1, mean_normalised_faithfulness=0.95),
             # no successful task: no values, in particular not the "best" time of 0 s
             summary("dead", n_tasks=0, n_failed=2, pooled_auroc=None, pooled_auroc_ci95=None, mean_gap=None,
                     mean_fpr_at_full_recall=None, mean_effect_out=None, seconds=0.0),
@@ -98,11 +103,11 @@ def test_best_value_bold_synthetic():
     }
     rows = {r[0]: r[1:] for r in body_rows(to_latex(doc))}
     bold = {name: [r"\textbf{" in c for c in cells] for name, cells in rows.items()}
-    # columns: AUROC up, gap up, FPR down, spurious down, time down
-    assert bold[r"\texttt{a}"] == [True, False, False, False, False]
-    assert bold[r"\texttt{b}"] == [False, True, True, False, True]
-    assert bold[r"\texttt{c}"] == [True, False, False, True, False]  # AUROC tie: both bold
-    assert bold[r"\texttt{dead}$^{\dagger}$"] == [False] * 5
+    # columns: AUROC up, gap up, FPR down, spurious down, faithfulness up, completeness up, normalised faithfulness up, time down
+    assert bold[r"\texttt{a}"] == [True, False, False, False, True, False, False, False]
+    assert bold[r"\texttt{b}"] == [False, True, True, False, False, True, False, True]
+    assert bold[r"\texttt{c}"] == [True, False, False, True, True, False, True, False]  # AUROC and faithfulness ties: both bold
+    assert bold[r"\texttt{dead}$^{\dagger}$"] == [False] * len(COLUMNS)
     assert all(c == "--" for c in rows[r"\texttt{dead}$^{\dagger}$"])
     assert rows[r"\texttt{c}"][1] == "--"
     assert r"{\scriptsize [0.40, 0.60]}" in rows[r"\texttt{a}"][0]
