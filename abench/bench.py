@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import time
+import traceback
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
 from abench.circuit import circuit_effects
 from abench.effects import MethodError, node_effects
+from abench.guard import SharedState, describe
 from abench.separability import separability
 from ablations.base import AblationMethod, TaskData, make_method
 from tasks.base import Task
@@ -54,18 +58,24 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     its row gets ``status: failed`` and the reason."""
     row = {"task": task.name, "family": task.family, "ground_truth": task.ground_truth}
     device = str(task.model.cfg.device)
+    shared = SharedState.of(fit, ev)  # what every method of this task sees, restored after each
     try:
         m = make_method(method) if isinstance(method, str) else method
         row["method"] = m.name
         with Timer(device) as t_fit:
             m.fit(fit)
+        _check_shared(shared, m, "fit")
         with Timer(device) as t_eff:
             effects = node_effects(m, ev)
         with Timer(device) as t_circ:
             circuit = circuit_effects(m, ev)  # joint ablation: faithfulness, completeness, curve
+        _check_shared(shared, m, "ablate")
     except Exception as err:  # noqa: BLE001 - any failure of a method becomes its row's reason
+        changed = shared.restore()  # e.g. an input edited in place before the per-batch check caught it
         row.setdefault("method", method if isinstance(method, str) else getattr(method, "name", repr(method)))
-        reason = str(err) if isinstance(err, MethodError) else f"{type(err).__name__}: {err}"
+        reason = (str(err) if isinstance(err, MethodError) else f"{type(err).__name__}: {err}") + raise_site(err)
+        if changed:
+            reason += f"; shared task data it changed was restored for the other methods: {describe(changed)}"
         row.update(status="failed", error=reason)
         return row
     labels = [e.in_circuit for e in effects]
@@ -78,3 +88,26 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     row.update(circuit, circuit_seconds=t_circ.seconds)
     row["nodes"] = [asdict(e) for e in effects]
     return row
+
+
+def _check_shared(shared: SharedState, method: AblationMethod, stage: str) -> None:
+    changed = shared.restore()
+    if changed:
+        raise MethodError(f"{method.name} modified shared task data during {stage}: {describe(changed)} "
+                          "(restored for the other methods)")
+
+
+_LIBRARY_DIRS = tuple(str(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix, Path(torch.__file__).parent.parent})
+
+
+def raise_site(err: BaseException) -> str:
+    """`` at file.py:line`` of the innermost frame of ``err`` (or of its cause, for a method error
+    wrapping a plugin's exception) outside the Python installation and its packages; "" if none."""
+    if isinstance(err, MethodError):
+        if err.__cause__ is None:  # the suite's own check (shape, NaN, changed inputs): no plugin line to show
+            return ""
+        err = err.__cause__
+    frames = traceback.extract_tb(err.__traceback__)
+    own = [f for f in frames if not str(Path(f.filename).resolve()).startswith(_LIBRARY_DIRS)]
+    f = (own or frames or [None])[-1]
+    return f" at {f.filename}:{f.lineno}" if f else ""
