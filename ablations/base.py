@@ -232,8 +232,11 @@ REGISTRY: dict[str, Callable[..., AblationMethod]] = {}
 REGISTRATIONS: list[str] = []  # every register() call in order, re-registrations included
 
 
-def register(name: str):
+def register(name: str, replace: bool = False):
     """Register a method class (or a plain ``f(batch) -> tensor`` function) under ``name``.
+
+    A name already registered (a built-in, or another plugin's) is an error unless
+    ``replace=True`` says the new definition is meant to shadow the old one.
 
     >>> @register("negate")
     ... def negate(batch): return -batch.clean
@@ -242,9 +245,13 @@ def register(name: str):
     def deco(obj):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"method name {name!r} must be an identifier (parameters go in brackets at use)")
-        REGISTRATIONS.append(name)
         if name in REGISTRY:
-            warnings.warn(f"ablation method {name!r} is registered again: the new definition replaces the old", stacklevel=2)
+            if not replace:
+                raise ValueError(f"ablation method {name!r} is already registered; choose another name, or "
+                                 f"register({name!r}, replace=True) to replace it on purpose")
+            warnings.warn(f"ablation method {name!r} is registered again (replace=True): the new definition replaces the old",
+                          stacklevel=2)
+        REGISTRATIONS.append(name)
         if isinstance(obj, type) and issubclass(obj, AblationMethod):
             obj.base_name = name
             REGISTRY[name] = obj
@@ -255,6 +262,19 @@ def register(name: str):
         return obj
 
     return deco
+
+
+def param(value, name: str, kind: type = float, low: float | None = None, low_open: bool = False):
+    """A method parameter checked at construction: a number of ``kind`` (int: no fraction), finite,
+    ``>= low`` (``> low`` when ``low_open``). Raises ``ValueError`` naming it and its value."""
+    what = "an integer" if kind is int else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    if kind is int and int(value) != value:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+    return kind(value)
 
 
 _NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(.*)\])?$")
@@ -287,9 +307,9 @@ def make_method(full_name: str) -> AblationMethod:
     if flags:
         flag_param = getattr(factory, "flag_param", None)
         if flag_param is None or len(flags) > 1:
-            raise ValueError(f"method {m.group(1)!r} takes no bare parameter {flags}")
+            raise ValueError(f"method {full_name!r}: {m.group(1)!r} takes no bare parameter {flags}")
         kwargs[flag_param] = flags[0]
     try:
         return factory(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"bad parameters for method {m.group(1)!r}: {err}") from None
+    except (TypeError, ValueError) as err:  # unknown keyword, wrong type or out of range, e.g. s=abc, k=0
+        raise ValueError(f"bad parameters for method {full_name!r}: {err}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ablations.base import AblationMethod, NodeBatch, TaskData, register
+from ablations.base import AblationMethod, NodeBatch, TaskData, param, register
 
 
 def _fill(value: torch.Tensor, batch: NodeBatch) -> torch.Tensor:
@@ -117,7 +117,7 @@ class ScaledResample(AblationMethod):
     """
 
     def __init__(self, s: float = 0.5):
-        self.s = float(s)
+        self.s = param(s, "s")
 
     @property
     def name(self) -> str:
@@ -135,7 +135,7 @@ class GaussianNoise(AblationMethod):
     """
 
     def __init__(self, scale: float = 3.0):
-        self.scale = float(scale)
+        self.scale = param(scale, "scale", low=0)
 
     @property
     def name(self) -> str:

@@ -18,7 +18,7 @@ import torch
 
 from abench.interventions import ablated_outputs_batched
 from abench.measures import cell_divergence
-from ablations.base import AblationMethod, NodeBatch, TaskData, register
+from ablations.base import AblationMethod, NodeBatch, TaskData, param, register
 from ablations.basic import _fill
 
 
@@ -32,8 +32,9 @@ class OptimalAblation(AblationMethod):
     per_position = False
 
     def __init__(self, lr: float = 0.02, max_steps: int = 100, patience: int = 10, tol: float = 1e-3, max_examples: int = 64):
-        self.lr, self.max_steps, self.patience, self.tol = float(lr), int(max_steps), int(patience), float(tol)
-        self.max_examples = int(max_examples)
+        self.lr, self.max_steps = param(lr, "lr", low=0, low_open=True), param(max_steps, "max_steps", int, low=0)
+        self.patience, self.tol = param(patience, "patience", int, low=1), param(tol, "tol", low=0)
+        self.max_examples = param(max_examples, "max_examples", int, low=1)
 
     def _start(self, data: TaskData, name: str) -> torch.Tensor:
         if self.per_position:

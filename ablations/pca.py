@@ -18,7 +18,7 @@ import warnings
 import torch
 from sklearn.decomposition import PCA
 
-from ablations.base import AblationMethod, NodeBatch, TaskData, register
+from ablations.base import AblationMethod, NodeBatch, TaskData, param, register
 
 PARTS = ("high", "complement")
 
@@ -29,9 +29,7 @@ class _PCABase(AblationMethod):
     def __init__(self, k: int = 1, part: str = "high"):
         if part not in PARTS:
             raise ValueError(f"part must be one of {PARTS}, got {part!r}")
-        if int(k) < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        self.k, self.part = int(k), part
+        self.k, self.part = param(k, "k", int, low=1), part
 
     @property
     def name(self) -> str:
@@ -41,6 +39,9 @@ class _PCABase(AblationMethod):
         self.mu_, self.proj_ = {}, {}
         for n in data.nodes:
             mus, projs = [], []
+            if self.k > data.acts[n.name][0].shape[-1]:  # else the projection would silently be the identity (or 0)
+                raise ValueError(f"{self.name}: k={self.k} exceeds the dimension {data.acts[n.name][0].shape[-1]} of node {n.name}; "
+                                 f"k must be at most the smallest node dimension of the task")
             for x in data.per_position(n.name):  # [n_p, d]
                 d = x.shape[1]
                 k = min(self.k, d, x.shape[0])

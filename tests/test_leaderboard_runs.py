@@ -13,7 +13,7 @@ from ablations import register
 from ablations.basic import Mean
 
 
-@register("mean")  # shadows the built-in: a deliberately worse "mean" for the regression check
+@register("mean", replace=True)  # shadows the built-in on purpose: a deliberately worse "mean" for the regression check
 class WorseMean(Mean):
     def ablate(self, batch):  # a no-op: every effect 0, so in- and out-of-circuit nodes tie
         return batch.clean.clone()

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from abench.bench import run_row
 from abench.effects import MethodError, node_effects
+from abench.measures import NUMERICAL_THRESHOLD
 from ablations import DEFAULT_METHODS, AblationMethod, NodeBatch, TaskData, make_method
 from ablations.basic import Mean, PositionMean, Resample, ResampleSameLength, Zero
 from tasks.base import InputSpec, Task
@@ -186,6 +187,16 @@ def test_constant_methods_leave_a_dead_node_unchanged(cd):
         assert eff.effect == 0 and eff.continuous <= ROUNDING_KL, f"{m.name} changed the output through dead {dead.name}: {eff}"
 
 
+# float32 rounding in the batched path relative to the outputs' scale: a replacement within
+# rounding of the clean activation moves an output by at most ~1e-3 of the outputs' largest magnitude
+# (seen: squared error 0.018 on outputs ~291, 1e-6 on outputs ~638, both from a mean of a constant)
+OUTPUT_RTOL = 1e-3
+
+
+def output_scale(data: TaskData) -> float:
+    return max(1.0, max(o.abs().max().item() for o in data.outputs))
+
+
 @MEDIUM
 @given(cd=with_special("const"))
 def test_mean_of_a_constant_activation_is_that_constant(cd):
@@ -204,14 +215,19 @@ def test_mean_of_a_constant_activation_is_that_constant(cd):
             batch = data.node_batch(node, g)
             assert_close(m.ablate(batch), batch.clean, 1e-6, f"{m.name} on constant {node.name}")
         eff = {e.name: e for e in node_effects(m, data)}[node.name]
-        assert eff.effect == 0 and eff.continuous <= 1e-6, f"{m.name} changed the output through constant {node.name}: {eff}"
+        scale = output_scale(data)
+        # KL of logits / squared error of values moved by rounding: both ~ (rtol * scale)^2
+        assert eff.continuous <= max(1e-6, (OUTPUT_RTOL * scale) ** 2 / 2), f"{m.name} changed the output through constant {node.name}: {eff}"
+        # a numerical prediction "changes" past 0.05 absolute: meaningless below the rounding floor of large outputs
+        if data.output == "categorical" or OUTPUT_RTOL * scale < NUMERICAL_THRESHOLD:
+            assert eff.effect == 0, f"{m.name} changed predictions through constant {node.name}: {eff}"
 
 
 # --------------------------------------------------------------------------- PCA
 
 
 @FAST
-@given(case=cases(), k=st.integers(1, 5))
+@given(case=cases(), k=st.integers(1, 4))  # up to d_head: a larger k is refused (below)
 def test_pca_high_and_complement_add_up(case, k):
     data = case.data
     self_hi, self_lo = make_method(f"pca_self[k={k},high]").fit(data), make_method(f"pca_self[k={k},complement]").fit(data)
@@ -229,6 +245,16 @@ def test_pca_high_and_complement_add_up(case, k):
         # each part on its own is a projection: doing it twice is doing it once
         once = self_hi.ablate(batch)
         assert_close(self_hi.ablate(replace(batch, clean=once)), once, 1e-5, "pca_self[high] twice")
+
+
+def test_pca_k_above_a_node_dimension_is_refused():
+    """k larger than a node's dimension would make the projection the identity (or 0): a failed row."""
+    data = _fixed_case(3).data
+    d = min(a[0].shape[-1] for a in data.acts.values())
+    for name in ("pca_self", "pca_resample"):
+        with pytest.raises(ValueError, match=rf"k={d + 1} exceeds the dimension {d} of node"):
+            make_method(f"{name}[k={d + 1}]").fit(data)
+        make_method(f"{name}[k={d}]").fit(data)
 
 
 # --------------------------------------------------------------------------- optimal
