@@ -43,13 +43,23 @@ SUMMARY_COLUMNS = {
 CIRCUIT_COLUMNS = ("faithfulness", "faithfulness_divergence", "completeness", "completeness_divergence", "normalised_faithfulness")
 
 
+def _version(dist: str, module) -> str:
+    """The installed distribution's version (transformer_lens has no ``__version__``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return getattr(module, "__version__", "unknown")
+
+
 def environment(device: str, extra: dict | None = None) -> dict:
     import torch
     import transformer_lens
 
     env = {
         "torch": torch.__version__,
-        "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+        "transformer_lens": _version("transformer-lens", transformer_lens),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": device,
@@ -292,6 +302,9 @@ def to_markdown(doc: dict) -> str:
     if doc.get("excluded_tasks"):
         lines += ["Left out of every summary (ground-truth check failed): "
                   + ", ".join(f"`{t}`" for t in doc["excluded_tasks"]), ""]
+    if doc.get("failed_tasks"):
+        lines += ["## Failed tasks", "", "Selected but not set up (load, data or ground-truth check failed): in no row or summary.", ""]
+        lines += [f"- `{t}` ({f['stage']}): {f['reason']}" for t, f in doc["failed_tasks"].items()] + [""]
     checks = doc.get("ground_truth_checks") or {}
     if checks:
         lines += ["## Ground-truth checks", "",

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from abench.ground_truth import check_task
 from abench.compare import compare, format_regressions
 from ablations import DEFAULT_METHODS, SCALE_SWEEP_METHODS, make_method
 from ablations.base import REGISTRATIONS
-from tasks.registry import load_task, resolve_task_names
+from tasks.registry import LOADERS, load_task, resolve_task_names
 
 ROWS_KEY = "abench_rows"
 
@@ -90,9 +92,14 @@ class Session:
         if config.getoption("--threads") < 1:
             raise pytest.UsageError("--threads must be >= 1")
         torch.set_num_threads(config.getoption("--threads"))
+        # every option that is only used at the end is checked now, before any task is loaded
         base = config.getoption("--compare")
-        if base and not Path(base).is_file():
-            raise pytest.UsageError(f"--compare: no baseline file {base!r} (write one with --save-baseline)")
+        self.baseline = read_baseline(base) if base else None
+        if config.getoption("--save-baseline"):
+            check_output_file("--save-baseline", config.getoption("--save-baseline"))
+        check_report_dir(config.getoption("--report-dir"))
+        if not config.getoption("--tolerance") >= 0:
+            raise pytest.UsageError(f"--tolerance must be >= 0, got {config.getoption('--tolerance')}")
         plugin_methods: list[str] = []
         for path in opt("--ablation-module"):
             plugin_methods += load_ablation_module(path)
@@ -112,25 +119,52 @@ class Session:
             try:
                 self.methods.append(make_method(n).name)
             except (KeyError, ValueError) as err:
-                raise pytest.UsageError(err.args[0]) from None
+                raise pytest.UsageError(f"--methods: {err.args[0]}") from None
         self.methods = list(dict.fromkeys(self.methods))
         self.data: dict[str, tuple] = {}
         self.rows: list[dict] = []
         self.speed: dict = {}
         self.checks: dict[str, dict] = {}  # task -> ground-truth check (tasks with a high-level model)
+        self.failed_tasks: dict[str, dict] = {}  # task -> {family, stage, reason}: set-up failed, cached
+        self._reported: set[str] = set()  # tasks whose set-up failure a method case already reported
+        self.setup_selected: set[str] = set()  # tasks whose test_task_setup is among the selected tests
 
     def cases(self) -> list[tuple[str, str]]:
         return [(t, m) for t in self.tasks for m in self.methods]
 
+    def setup_task(self, name: str) -> str | None:
+        """Load the task, build its data and check its ground truth, once per process (a failure
+        is cached too). Returns None, or the one-line reason it failed."""
+        if name not in self.data and name not in self.failed_tasks:
+            stage = "load"
+            try:
+                task = load_task(name, self.device)
+                opt = self.opt
+                stage = "data"
+                fit, ev = bench.task_data(task, opt("--n-fit"), opt("--n-eval"), opt("--bench-seed"))
+                stage = "ground-truth check"
+                check = check_task(task, ev)  # every leaderboard checks its own ground truth
+            except Exception as err:  # noqa: BLE001 - a broken task is reported, the others run
+                self.failed_tasks[name] = {"family": LOADERS[name][0] if name in LOADERS else None, "stage": stage,
+                                           "reason": task_failure_reason(err)}
+            else:
+                self.data[name] = (task, fit, ev)
+                if check is not None:
+                    self.checks[name] = check
+        failed = self.failed_tasks.get(name)
+        return None if failed is None else f"task {name} failed at {failed['stage']}: {failed['reason']}"
+
+    def method_case_reports(self, name: str) -> bool:
+        """Whether a method case of ``name`` reports (fails with) its set-up failure: only when
+        ``test_task_setup[name]`` is not selected (it reports it), and only once per process."""
+        first = name not in self._reported and name not in self.setup_selected
+        self._reported.add(name)
+        return first
+
     def task_and_data(self, name: str):
-        if name not in self.data:
-            task = load_task(name, self.device)
-            opt = self.opt
-            fit, ev = bench.task_data(task, opt("--n-fit"), opt("--n-eval"), opt("--bench-seed"))
-            self.data[name] = (task, fit, ev)
-            check = check_task(task, ev)  # every leaderboard checks its own ground truth
-            if check is not None:
-                self.checks[name] = check
+        reason = self.setup_task(name)
+        if reason:
+            raise TaskSetupError(reason)
         return self.data[name]
 
     def run_case(self, case: tuple[str, str]) -> dict:
@@ -151,7 +185,100 @@ class Session:
         )
         order = {t: i for i, t in enumerate(self.tasks)}
         checks = dict(sorted(self.checks.items(), key=lambda kv: order.get(kv[0], len(order))))
-        return leaderboard.build(self.sorted_rows(rows), env, {"speed": speed} if speed else None, checks)
+        extra = {"failed_tasks": dict(sorted(self.failed_tasks.items(), key=lambda kv: order.get(kv[0], len(order))))}
+        if speed:
+            extra["speed"] = speed
+        return leaderboard.build(self.sorted_rows(rows), env, extra, checks)
+
+
+class TaskSetupError(RuntimeError):
+    """A task could not be loaded, given data or checked; the message is the one-line reason."""
+
+
+def task_failure_reason(err: BaseException) -> str:
+    """One line: a load error's own message (it names the file and field), else type, message and where."""
+    from tasks.siit import SiitLoadError
+
+    if isinstance(err, SiitLoadError):
+        return str(err)
+    if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str):
+        return err.args[0]
+    return f"{type(err).__name__}: {err}{bench.raise_site(err)}".replace("\n", " ")
+
+
+def read_baseline(path: str) -> dict:
+    """The ``--compare`` baseline, read and checked for the shape ``compare`` needs: a usage error
+    naming the option, the file and what is wrong, before any work."""
+    from abench.compare import ROW_METRICS, SUMMARY_METRICS
+
+    def bad(what: str) -> pytest.UsageError:
+        return pytest.UsageError(f"--compare {path}: {what} (write a baseline with --save-baseline)")
+
+    p = Path(path)
+    if not p.is_file():
+        raise bad("no such baseline file")
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise bad(f"cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise bad(f"not JSON ({err})") from None
+
+    def number(v) -> bool:
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not isinstance(doc.get("summary_by_family"), dict):
+        got = type(doc).__name__ if not isinstance(doc, dict) else f"keys {sorted(doc)[:8]}"
+        raise bad(f"not a leaderboard (an object with 'rows': list and 'summary_by_family': object), got {got}")
+    for i, r in enumerate(doc["rows"]):
+        if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ("task", "method", "family")):
+            raise bad(f"row {i} needs string fields 'task', 'method' and 'family', got {str(r)[:80]}")
+        for m in ROW_METRICS:
+            if not number(r.get(m)):
+                raise bad(f"row {i} ({r['task']}-{r['method']}): {m} must be a number or null, got {r[m]!r}")
+    for fam, summ in doc["summary_by_family"].items():
+        if not isinstance(summ, list):
+            raise bad(f"summary_by_family[{fam!r}] must be a list, got {type(summ).__name__}")
+        for s in summ:
+            if not isinstance(s, dict) or not isinstance(s.get("method"), str):
+                raise bad(f"summary_by_family[{fam!r}]: every entry needs a string 'method', got {str(s)[:80]}")
+            for m in SUMMARY_METRICS:
+                if not number(s.get(m)):
+                    raise bad(f"summary_by_family[{fam!r}] method {s['method']}: {m} must be a number or null, got {s[m]!r}")
+    if not isinstance(doc.get("excluded_tasks") or {}, dict):
+        raise bad("excluded_tasks must be an object")
+    return doc
+
+
+def check_output_file(option: str, path: str) -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise pytest.UsageError(f"{option} {path}: is a folder, not a file")
+    if not p.parent.is_dir():
+        raise pytest.UsageError(f"{option} {path}: folder {str(p.parent)!r} does not exist")
+    if not os.access(p.parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise pytest.UsageError(f"{option} {path}: not writable")
+
+
+def check_report_dir(path: str) -> None:
+    """``--report-dir`` must be a folder that exists and takes a file, or one that can be created."""
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise pytest.UsageError(f"--report-dir {path}: exists and is not a folder")
+        try:
+            with tempfile.TemporaryFile(dir=p):
+                pass
+        except OSError as err:
+            raise pytest.UsageError(f"--report-dir {path}: not writable ({err.strerror or err})") from None
+        return
+    anc = p.absolute().parent
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise pytest.UsageError(f"--report-dir {path}: cannot be created ({str(anc)!r} is not a folder)")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise pytest.UsageError(f"--report-dir {path}: cannot be created ({str(anc)!r} is not writable)")
 
 
 def _split_methods(spec: str) -> list[str]:
@@ -182,10 +309,20 @@ def get_session(config: pytest.Config) -> Session:
     return config._abench
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    s = get_session(config)
+    s.setup_selected = {it.callspec.params["leaderboard_task"] for it in items
+                        if hasattr(it, "callspec") and "leaderboard_task" in it.callspec.params}
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "leaderboard_case" in metafunc.fixturenames:
         cases = get_session(metafunc.config).cases()
         metafunc.parametrize("leaderboard_case", cases, ids=[f"{t}-{m}" for t, m in cases])
+    if "leaderboard_task" in metafunc.fixturenames:
+        tasks = get_session(metafunc.config).tasks
+        metafunc.parametrize("leaderboard_task", tasks, ids=tasks)
 
 
 @pytest.fixture(scope="session")
@@ -198,6 +335,7 @@ def pytest_testnodedown(node, error) -> None:  # xdist controller: gather a work
     out = getattr(node, "workeroutput", {})
     s.rows += json.loads(out.get(ROWS_KEY, "[]"))
     s.checks.update(json.loads(out.get("abench_checks", "{}")))
+    s.failed_tasks.update(json.loads(out.get("abench_failed_tasks", "{}")))
     for k, v in json.loads(out.get("abench_speed", "{}")).items():
         s.speed[k] = v
 
@@ -211,8 +349,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput[ROWS_KEY] = json.dumps(s.rows)
         config.workeroutput["abench_speed"] = json.dumps(s.speed)
         config.workeroutput["abench_checks"] = json.dumps(s.checks)
+        config.workeroutput["abench_failed_tasks"] = json.dumps(s.failed_tasks)
         return
-    if not s.rows and not s.speed:
+    if not s.rows and not s.speed and not s.failed_tasks:
         return
     doc = s.document(s.rows, s.speed)
     s.written = leaderboard.write(doc, config.getoption("--report-dir"))
@@ -221,7 +360,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         Path(config.getoption("--save-baseline")).write_text(json.dumps(leaderboard.strip_volatile(doc), indent=1))
     base = config.getoption("--compare")
     if base:
-        s.regressions = compare(doc, json.loads(Path(base).read_text()), config.getoption("--tolerance"))
+        s.regressions = compare(doc, s.baseline, config.getoption("--tolerance"))
         if s.regressions:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -244,6 +383,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line("ground-truth checks (reference method separates the circuit; in-circuit LL effect = HL effect):")
         for check in checks.values():
             tr.write_line("  " + leaderboard.check_line(check))
+    for t, f in (s.doc.get("failed_tasks") or {}).items():
+        tr.write_line(f"FAILED TASK {t} ({f['stage']}; in no row or summary): {f['reason']}")
     failed = [r for r in s.doc["rows"] if r["status"] != "ok"]
     for r in failed:
         tr.write_line(f"FAILED ROW {r['task']}-{r['method']}: {r['error']}")

@@ -535,6 +535,11 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
     if doc.get("excluded_tasks"):
         items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape('; '.join(r))}</li>" for t, r in doc["excluded_tasks"].items())
         parts.append(f'<p class="note">Left out of every summary (ground-truth check failed):</p><ul class="meta">{items}</ul>')
+    if doc.get("failed_tasks"):
+        items = "".join(f"<li><code>{html.escape(t)}</code> ({html.escape(str(f.get('stage')))}): {html.escape(str(f.get('reason')))}</li>"
+                        for t, f in doc["failed_tasks"].items())
+        parts.append(f'<h2 id="failed-tasks">Failed tasks</h2><p class="note">Selected but not set up (load, data or '
+                     f'ground-truth check failed): in no row or summary.</p><ul class="meta">{items}</ul>')
     checks = doc.get("ground_truth_checks") or {}
     if checks:
         from abench.leaderboard import check_line, checks_frame

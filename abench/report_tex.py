@@ -134,6 +134,12 @@ def family_table(doc: dict, family: str | None, summary: list[dict], caption: st
         )
         if any_failed:
             caption += r" $^{\dagger}$: failed on at least one task (summarised over the rest)."
+        tables = doc.get("summary_by_family") or {}
+        failed = [t for t, f in (doc.get("failed_tasks") or {}).items()
+                  if f.get("family") == family or (family == doc.get("headline_family") and f.get("family") not in tables)]
+        if failed:
+            caption += (" Not set up (load, data or ground-truth check failed), in no number: "
+                        + ", ".join(r"\texttt{" + escape(t) + "}" for t in failed) + ".")
     lines = [
         r"% requires \usepackage{booktabs}",
         r"\begin{table}[t]",
