@@ -92,24 +92,8 @@ def ablated_outputs_batched(
     node, so values can be built lazily, e.g. with gradients for optimal ablation).
     ``resid_pre[layer]`` is the clean residual stream ``[b, pos, d_model]`` before each layer.
     """
-    get = replacements if callable(replacements) else (lambda n: replacements[n.name])
-    by_layer: dict[int, list[Node]] = defaultdict(list)
-    for node in nodes:
-        by_layer[node.layer].append(node)
-    outs: dict[str, torch.Tensor] = {}
-    for layer, layer_nodes in sorted(by_layer.items()):
-        resid = resid_pre[layer]
-        b = resid.shape[0]
-        per_chunk = max(1, max_rows // b)
-        for start in range(0, len(layer_nodes), per_chunk):
-            chunk = layer_nodes[start : start + per_chunk]
-            fwd_hooks = replacing_hooks([(node, slice(i * b, (i + 1) * b), get(node)) for i, node in enumerate(chunk)])
-            stacked = resid.repeat(len(chunk), 1, 1)
-            with model.hooks(fwd_hooks=fwd_hooks):
-                out = model(stacked, start_at_layer=layer)
-            for i, node in enumerate(chunk):
-                outs[node.name] = out[i * b : (i + 1) * b]
-    return outs
+    outs = ablated_outputs_sets_batched(model, resid_pre, [[node] for node in nodes], replacements, max_rows)
+    return {node.name: out for node, out in zip(nodes, outs)}
 
 
 # --------------------------------------------------------------------------- joint ablation of node sets

@@ -14,34 +14,43 @@ from ablations import make_method
 SPEED_TASK = "shuffle_dyck"
 
 
-def test_batched_vs_loop_all_node_effects(abench_session, benchmark):
-    task, fit, ev = abench_session.task_and_data(SPEED_TASK)
-    method = make_method("resample").fit(fit)
-    benchmark.group = "all-node effects"
-    batched = benchmark.pedantic(node_effects, args=(method, ev), kwargs={"batched": True}, rounds=3, iterations=1)
+def batched_vs_loop(benchmark, fn, method, ev) -> tuple[object, object, float, float]:
+    """``fn(method, ev, batched=...)`` timed both ways in one run: (batched result, loop result,
+    best batched seconds, best loop seconds). The batched path is timed by pytest-benchmark."""
+    batched = benchmark.pedantic(fn, args=(method, ev), kwargs={"batched": True}, rounds=3, iterations=1)
     t_batched = min(benchmark.stats.stats.data) if benchmark.stats else None
     loop_times = []
     for _ in range(2):
         t0 = time.perf_counter()
-        loop = node_effects(method, ev, batched=False)
+        loop = fn(method, ev, batched=False)
         loop_times.append(time.perf_counter() - t0)
     if t_batched is None:  # --benchmark-disable: time it ourselves
         t0 = time.perf_counter()
-        node_effects(method, ev, batched=True)
+        fn(method, ev, batched=True)
         t_batched = time.perf_counter() - t0
+    return batched, loop, t_batched, min(loop_times)
+
+
+def report(abench_session, benchmark, key: str, result: dict) -> None:
+    benchmark.extra_info.update(result)
+    abench_session.speed[key] = result
+    print(f"\n{key} on {SPEED_TASK}: {result}")
+
+
+def test_batched_vs_loop_all_node_effects(abench_session, benchmark):
+    task, fit, ev = abench_session.task_and_data(SPEED_TASK)
+    method = make_method("resample").fit(fit)
+    benchmark.group = "all-node effects"
+    batched, loop, t_batched, t_loop = batched_vs_loop(benchmark, node_effects, method, ev)
     assert [(a.name, round(a.effect, 6)) for a in batched] == [(b.name, round(b.effect, 6)) for b in loop]
-    ratio = min(loop_times) / t_batched
-    result = {
+    report(abench_session, benchmark, "batched_vs_loop", {
         "task": SPEED_TASK,
         "nodes": len(task.nodes),
         "examples": sum(t.shape[0] for t in ev.tokens),
         "batched_seconds": round(t_batched, 4),
-        "loop_seconds": round(min(loop_times), 4),
-        "ratio": round(ratio, 2),
-    }
-    benchmark.extra_info.update(result)
-    abench_session.speed["batched_vs_loop"] = result
-    print(f"\nbatched vs loop on {SPEED_TASK}: {result}")
+        "loop_seconds": round(t_loop, 4),
+        "ratio": round(t_loop / t_batched, 2),
+    })
 
 
 def test_batched_vs_loop_joint_ablation(abench_session, benchmark):
@@ -52,29 +61,15 @@ def test_batched_vs_loop_joint_ablation(abench_session, benchmark):
     task, fit, ev = abench_session.task_and_data(SPEED_TASK)
     method = make_method("resample").fit(fit)
     benchmark.group = "joint ablation"
-    batched = benchmark.pedantic(circuit_effects, args=(method, ev), kwargs={"batched": True}, rounds=3, iterations=1)
-    t_batched = min(benchmark.stats.stats.data) if benchmark.stats else None
-    loop_times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        loop = circuit_effects(method, ev, batched=False)
-        loop_times.append(time.perf_counter() - t0)
-    if t_batched is None:  # --benchmark-disable: time it ourselves
-        t0 = time.perf_counter()
-        circuit_effects(method, ev, batched=True)
-        t_batched = time.perf_counter() - t0
+    batched, loop, t_batched, t_loop = batched_vs_loop(benchmark, circuit_effects, method, ev)
     for key in ("faithfulness", "completeness", "faithfulness_divergence", "completeness_divergence"):
         assert abs(batched[key] - loop[key]) <= 1e-5, (key, batched[key], loop[key])
-    ratio = min(loop_times) / t_batched
-    result = {
+    report(abench_session, benchmark, "joint_batched_vs_loop", {
         "task": SPEED_TASK,
         "nodes": len(task.nodes),
         "node_sets": batched["n_node_sets"],
         "examples": sum(t.shape[0] for t in ev.tokens),
         "batched_seconds": round(t_batched, 4),
-        "loop_seconds": round(min(loop_times), 4),
-        "ratio": round(ratio, 2),
-    }
-    benchmark.extra_info.update(result)
-    abench_session.speed["joint_batched_vs_loop"] = result
-    print(f"\njoint ablation, batched vs loop on {SPEED_TASK}: {result}")
+        "loop_seconds": round(t_loop, 4),
+        "ratio": round(t_loop / t_batched, 2),
+    })
