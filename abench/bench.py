@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from abench.circuit import circuit_effects
+from abench.conventions import DEFAULT_CONVENTION, effect_setup
 from abench.effects import MethodError, node_effects
 from abench.guard import SharedState, describe
 from abench.separability import separability
@@ -53,9 +54,10 @@ class Timer:
             self.seconds = time.perf_counter() - self.t0
 
 
-def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskData) -> dict:
+def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskData, convention: str = DEFAULT_CONVENTION) -> dict:
     """Fit ``method`` on ``fit``, measure every node's effect on ``ev``. Never raises for a bad method:
-    its row gets ``status: failed`` and the reason."""
+    its row gets ``status: failed`` and the reason. ``convention``: the effect convention
+    (``abench.conventions``: ``suite`` or ``iit``; a next-token task scores its logit difference)."""
     row = {"task": task.name, "family": task.family, "ground_truth": task.ground_truth}
     device = str(task.model.cfg.device)
     shared = SharedState.of(fit, ev)  # what every method of this task sees, restored after each
@@ -65,8 +67,9 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
         with Timer(device) as t_fit:
             m.fit(fit)
         _check_shared(shared, m, "fit")
+        setup = effect_setup(task, m, ev, convention)  # scorer (and final-position ablation) of this task
         with Timer(device) as t_eff:
-            effects = node_effects(m, ev)
+            effects = node_effects(setup.method, ev, scorer=setup.scorer)
         with Timer(device) as t_circ:
             circuit = circuit_effects(m, ev)  # joint ablation: faithfulness, completeness, curve
         _check_shared(shared, m, "ablate")
@@ -82,6 +85,7 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     sep = separability(labels, [e.effect for e in effects])
     sep_c = separability(labels, [e.continuous for e in effects])
     row.update(status="ok", error=None, **sep)
+    row.update(setup.row_info)
     row["auroc_continuous"] = sep_c["auroc"]
     row.update(fit_seconds=t_fit.seconds, effect_seconds=t_eff.seconds, seconds=t_fit.seconds + t_eff.seconds)
     row["fit_seconds_per_node"] = t_fit.seconds / len(effects)

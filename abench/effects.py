@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from abench.interventions import DEFAULT_MAX_ROWS, ablated_outputs_batched, ablated_outputs_loop
-from abench.measures import cell_changed, cell_divergence
+from abench.measures import SuiteScorer, cell_changed, cell_divergence  # noqa: F401
 from ablations.base import AblationMethod, TaskData
 
 EFFECT_CONVENTION = "unconditional: all non-BOS cells (iit conditions on cells whose label the source would change)"
@@ -62,12 +62,15 @@ def replacements(method: AblationMethod, data: TaskData, group: int) -> dict[str
 
 
 def node_effects(
-    method: AblationMethod, data: TaskData, batched: bool = True, max_rows: int = DEFAULT_MAX_ROWS
+    method: AblationMethod, data: TaskData, batched: bool = True, max_rows: int = DEFAULT_MAX_ROWS, scorer=None
 ) -> list[NodeEffect]:
-    """Effects of a fitted method on every node, aggregated over all length groups."""
-    changed = {n.name: 0.0 for n in data.nodes}
-    diverg = {n.name: 0.0 for n in data.nodes}
-    cells = 0
+    """Effects of a fitted method on every node, aggregated over all length groups.
+
+    ``scorer``: the effect convention (default ``SuiteScorer``, the module docstring's; others in
+    ``abench.conventions``): per group and node it gives (effect num, den, continuous num, den),
+    summed over the groups and divided."""
+    scorer = scorer or SuiteScorer()
+    sums = {n.name: [0.0, 0, 0.0, 0] for n in data.nodes}
     with torch.no_grad():
         for g in range(data.n_groups):
             repl = replacements(method, data, g)
@@ -81,7 +84,6 @@ def node_effects(
             else:
                 outs = ablated_outputs_loop(data.model, data.tokens[g], data.nodes, repl)
             for n in data.nodes:
-                changed[n.name] += cell_changed(clean, outs[n.name], data.output)[:, 1:].sum().item()
-                diverg[n.name] += cell_divergence(clean, outs[n.name], data.output)[:, 1:].sum().item()
-            cells += clean.shape[0] * (clean.shape[1] - 1)
-    return [NodeEffect(n.name, n.in_circuit, changed[n.name] / cells, diverg[n.name] / cells) for n in data.nodes]
+                for i, v in enumerate(scorer.score(data, g, n, clean, outs[n.name])):
+                    sums[n.name][i] += v
+    return [NodeEffect(n.name, n.in_circuit, s[0] / s[1], s[2] / s[3]) for n, s in ((n, sums[n.name]) for n in data.nodes)]

@@ -24,3 +24,19 @@ def cell_divergence(clean: torch.Tensor, ablated: torch.Tensor, output: str) -> 
         logq = ablated.log_softmax(-1)
         return (logp.exp() * (logp - logq)).sum(-1)
     return (clean[..., 0] - ablated[..., 0]) ** 2
+
+
+class SuiteScorer:
+    """The suite's effect convention, as a scorer for ``abench.effects.node_effects``.
+
+    ``score`` returns ``(changed cells, cells, summed divergence, cells)`` over the non-BOS cells
+    of one length group; the effect is the ratio of the sums over all groups. Other conventions
+    (iit's, logit difference) are in ``abench.conventions``.
+    """
+
+    name = "suite"
+
+    def score(self, data, group: int, node, clean: torch.Tensor, ablated: torch.Tensor) -> tuple[float, int, float, int]:
+        cells = clean.shape[0] * (clean.shape[1] - 1)
+        return (cell_changed(clean, ablated, data.output)[:, 1:].sum().item(), cells,
+                cell_divergence(clean, ablated, data.output)[:, 1:].sum().item(), cells)

@@ -1,0 +1,218 @@
+"""Effect conventions: how the ablated outputs of one node become its effect.
+
+A *scorer* turns, per length group and node, the clean and ablated outputs into four sums
+``(effect numerator, effect denominator, continuous numerator, continuous denominator)``;
+``abench.effects.node_effects`` adds them over the groups and divides. Three scorers:
+
+- ``suite`` (default; ``abench.measures.SuiteScorer``): the fraction of (example, position)
+  cells, BOS excluded, whose prediction changes against the clean low-level (LL) output (argmax
+  for categorical outputs, |change| > 0.05 for numerical ones), pooled over all cells of all
+  groups; continuous: mean KL(clean || ablated) or squared error per cell.
+- ``iit`` (``--effect-convention iit``; ``IITScorer``): the number ``iit``'s evaluation reports
+  (``iit.utils.eval_ablations``). It needs high-level (HL) labels: SIIT tasks have their tracr
+  model, a tracr task is its own HL model (compiled exactly), a user task may give ``high_level``.
+
+  * Methods that patch from a source (``resample``, ``scaled_resample``, ``pca_resample``: the
+    row's resample source; ``resample_same_length``: the same-length derangement; ``cf_patch``:
+    the counterfactual; a plugin may set ``iit_source``) follow ``check_causal_effect``: only the
+    cells whose HL label differs between the base and its source count, and a cell scores when
+    the ablated LL prediction differs from the base's HL label (not from the clean LL output).
+  * Every other method (zero, mean, ...) follows ``check_causal_effect_on_ablation``
+    (``ablate_nodes``, relative change): only the cells where the clean LL prediction equals
+    the HL label count, and a cell scores when the ablated prediction no longer does.
+
+  Categorical outputs compare argmaxes with BOS excluded (iit's tracr label index ``[:, 1:]``);
+  numerical outputs use ``torch.isclose(atol=0.05)`` with BOS included, and the source's label
+  "differs" when it is not exactly equal. The ratio is taken per batch (here: per length group,
+  iit: per loader batch) with iit's ``+ 1e-12`` (``+ 1e-6`` for the relative-change form) in the
+  denominator, then averaged over batches with equal weight. The continuous effect stays the
+  suite's. Tasks without HL labels keep the suite's convention and say why in the row
+  (``effect_convention_note``).
+
+  Differences from ``suite``: the denominator (label-changing or correctly predicted cells, not
+  all cells), the reference (HL label, not clean LL output), BOS for numerical outputs, and the
+  per-batch average. For an exactly faithful model (LL = HL on every cell and interchange) a
+  resample effect is the fraction of label-changing cells whose HL output moves under the node's
+  interchange.
+- ``logit_diff`` (next-token tasks, ``task.info["scoring"]``; ``LogitDiffScorer``): the logit
+  difference LD = logit[correct] - logit[wrong] at the final position; effect = sum |LD_ablated -
+  LD_clean| / sum |LD_clean| over the prompts (the fraction of the clean logit difference moved),
+  continuous = mean (LD_ablated - LD_clean)^2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from abench.measures import NUMERICAL_THRESHOLD, SuiteScorer
+from ablations.base import AblationMethod, NodeBatch, TaskData
+from tasks.base import Node, Task
+
+CONVENTIONS = {
+    "suite": "suite: fraction of non-BOS cells whose prediction changes against the clean output, pooled over all cells",
+    "iit": "iit: check_causal_effect (source methods: cells whose high-level label differs between base and source; "
+    "ablated output vs the base's high-level label) / check_causal_effect_on_ablation (other methods: cells the "
+    "clean model gets right); per-batch ratios averaged; numerical: isclose atol 0.05, BOS included",
+}
+DEFAULT_CONVENTION = "suite"
+
+# where a method's replacement comes from, for iit's check_causal_effect (None: no source)
+IIT_SOURCES = {
+    "resample": "resample",
+    "scaled_resample": "resample",
+    "pca_resample": "resample",
+    "resample_same_length": "same_length",
+    "cf_patch": "counterfactual",
+}
+IIT_EPS = 1e-12  # iit's check_causal_effect denominator guard
+IIT_EPS_RELATIVE = 1e-6  # iit's ablate_nodes (relative_change) denominator guard
+
+
+class AtPositions(AblationMethod):
+    """Ablate only at ``position`` (e.g. -1, the final token); the clean activation elsewhere."""
+
+    def __init__(self, inner: AblationMethod, position: int = -1):
+        self.inner, self.position = inner, position
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def fit(self, data: TaskData) -> "AtPositions":
+        self.inner.fit(data)
+        return self
+
+    def ablate(self, batch: NodeBatch) -> torch.Tensor:
+        value = self.inner.ablate(batch)
+        if not isinstance(value, torch.Tensor) or value.shape != batch.clean.shape:
+            return value  # the engine reports the bad value
+        out = batch.clean.clone()
+        out[:, self.position] = value[:, self.position]
+        return out
+
+
+class LogitDiffScorer:
+    """Logit difference between two answer tokens at one position (see the module docstring)."""
+
+    name = "logit_diff"
+
+    def __init__(self, answers, position: int = -1):
+        self.answers_fn, self.position = answers, position
+        self._answers: dict[int, torch.Tensor] = {}
+
+    def answers(self, data: TaskData, group: int) -> torch.Tensor:
+        if group not in self._answers:
+            self._answers[group] = torch.as_tensor(self.answers_fn(data.tokens[group])).long().to(data.tokens[group].device)
+        return self._answers[group]
+
+    def logit_diff(self, out: torch.Tensor, ans: torch.Tensor) -> torch.Tensor:
+        last = out[:, self.position]
+        return last.gather(-1, ans[:, :1])[:, 0] - last.gather(-1, ans[:, 1:])[:, 0]
+
+    def score(self, data: TaskData, group: int, node: Node, clean: torch.Tensor, ablated: torch.Tensor):
+        ans = self.answers(data, group)
+        ld_c, ld_a = self.logit_diff(clean, ans), self.logit_diff(ablated, ans)
+        delta = ld_a - ld_c
+        return delta.abs().sum().item(), ld_c.abs().sum().item(), (delta ** 2).sum().item(), ld_c.numel()
+
+
+class IITScorer:
+    """iit's check_causal_effect / check_causal_effect_on_ablation (see the module docstring)."""
+
+    name = "iit"
+
+    def __init__(self, hl_model, output: str, data: TaskData, source: str | None):
+        self.output, self.source = output, source
+        with torch.no_grad():
+            self.hl_base = [hl_model(t) for t in data.tokens]
+            if source == "counterfactual":
+                self.hl_src = [hl_model(t) for t in data.cf_tokens]
+            elif source == "same_length":
+                self.hl_src = [h[p] for h, p in zip(self.hl_base, data.perms)]
+            elif source == "resample":
+                self.hl_src = []
+                for g, (src_group, src_row) in enumerate(data.sources):
+                    out = torch.empty_like(self.hl_base[g])
+                    n_pos = out.shape[1]
+                    for h in src_group.unique().tolist():
+                        rows = src_group == h
+                        out[rows] = self.hl_base[h][src_row[rows], :n_pos]
+                    self.hl_src.append(out)
+            else:
+                self.hl_src = None
+        self.suite = SuiteScorer()
+
+    def cell_ratio(self, clean: torch.Tensor, ablated: torch.Tensor, hl_base: torch.Tensor, hl_src: torch.Tensor | None) -> float:
+        """One batch's iit number (a Python float)."""
+        if self.output == "categorical":
+            label = hl_base.argmax(-1)[:, 1:]
+            ll_out = ablated.argmax(-1)[:, 1:]
+            ll_wrong = ll_out != label
+            if hl_src is not None:
+                counted = hl_src.argmax(-1)[:, 1:] != label
+            else:
+                counted = clean.argmax(-1)[:, 1:] == label
+        else:
+            label = hl_base[..., 0].float()
+            ll_wrong = ~torch.isclose(ablated[..., 0].float(), label, atol=NUMERICAL_THRESHOLD)
+            if hl_src is not None:
+                counted = hl_src[..., 0].float() != label
+            else:
+                counted = torch.isclose(clean[..., 0].float(), label, atol=NUMERICAL_THRESHOLD)
+        hits = (counted & ll_wrong).float().sum()
+        if hl_src is not None:  # check_causal_effect: Python floats
+            return hits.item() / (counted.float().sum().item() + IIT_EPS)
+        return (hits / (counted.float().sum() + IIT_EPS_RELATIVE)).item()  # ablate_nodes: a float32 tensor ratio
+
+    def score(self, data: TaskData, group: int, node: Node, clean: torch.Tensor, ablated: torch.Tensor):
+        ratio = self.cell_ratio(clean, ablated, self.hl_base[group], None if self.hl_src is None else self.hl_src[group])
+        _, _, cont, cells = self.suite.score(data, group, node, clean, ablated)
+        return ratio, 1, cont, cells
+
+
+@dataclass
+class EffectSetup:
+    """What ``bench.run_row`` measures a method with on one task: the (possibly position-restricted)
+    method, the scorer, and the row fields that record the convention."""
+
+    method: AblationMethod
+    scorer: object
+    row_info: dict = field(default_factory=dict)
+
+
+def high_level_model(task: Task):
+    """The model whose outputs are the task's HL labels, and why (or None and the reason)."""
+    hl = task.info.get("high_level")
+    if hl is not None:
+        return hl.model, "its high-level model"
+    if task.family == "tracr":
+        return task.model, "a tracr model is its own high-level model (compiled exactly)"
+    return None, f"task {task.name!r} has no high-level model (iit's convention compares with high-level labels)"
+
+
+def effect_setup(task: Task, method: AblationMethod, data: TaskData, convention: str = DEFAULT_CONVENTION) -> EffectSetup:
+    """The scorer and method for ``task`` under ``convention`` (``suite`` or ``iit``)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown effect convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
+    if task.info.get("ablate_at", "all") == "final":
+        method = AtPositions(method, -1)
+    scoring = task.info.get("scoring")
+    info = {"effect_convention": convention, "effect_convention_note": None}
+    if scoring is not None and scoring.get("kind") == "logit_diff":
+        info["effect_convention"] = "logit_diff"
+        if convention == "iit":
+            info["effect_convention_note"] = "iit's convention needs high-level labels; this next-token task is scored by its logit difference"
+        return EffectSetup(method, LogitDiffScorer(scoring["answers"], scoring.get("position", -1)), info)
+    if convention == "iit":
+        hl, why = high_level_model(task)
+        if hl is None:
+            info.update(effect_convention="suite", effect_convention_note=f"{why}: the suite's convention is used")
+            return EffectSetup(method, SuiteScorer(), info)
+        inner = method.inner if isinstance(method, AtPositions) else method
+        source = getattr(inner, "iit_source", IIT_SOURCES.get(getattr(inner, "base_name", None)))
+        form = "check_causal_effect" if source else "check_causal_effect_on_ablation"
+        info["effect_convention_note"] = f"iit {form}" + (f" ({source} source)" if source else "") + f"; labels: {why}"
+        return EffectSetup(method, IITScorer(hl, task.output, data, source), info)
+    return EffectSetup(method, SuiteScorer(), info)
