@@ -21,9 +21,11 @@ import torch
 from abench import bench, leaderboard
 from abench.ground_truth import check_task
 from abench.compare import compare, format_regressions
+from abench.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from ablations import DEFAULT_METHODS, SCALE_SWEEP_METHODS, make_method
 from ablations.base import REGISTRATIONS
 from tasks.registry import LOADERS, load_task, resolve_task_names
+from tasks.user_tasks import TaskSpecError, load_entry_point_tasks, load_task_file
 
 ROWS_KEY = "abench_rows"
 
@@ -51,6 +53,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--compare", default=None, metavar="BASELINE.json", help="fail when a row or method summary worsens beyond --tolerance")
     g.addoption("--tolerance", type=float, default=0.02, help="allowed worsening of AUROC, gap, FPR and out-of-circuit effect (default 0.02)")
     g.addoption("--save-baseline", default=None, metavar="BASELINE.json", help="write this run's leaderboard as a baseline")
+    g.addoption("--task-module", action="append", default=[], metavar="FILE.py", help="a Python file defining TASKS = [TaskSpec(...)]; "
+                "its tasks join the selection (without --tasks they are the selection)")
+    g.addoption("--effect-convention", default=DEFAULT_CONVENTION, choices=sorted(CONVENTIONS), help="suite (default): every non-BOS "
+                "cell against the clean output; iit: iit's check_causal_effect numbers (high-level labels; see abench/conventions.py)")
 
 
 def load_ablation_module(path: str) -> list[str]:
@@ -103,10 +109,22 @@ class Session:
         plugin_methods: list[str] = []
         for path in opt("--ablation-module"):
             plugin_methods += load_ablation_module(path)
+        module_tasks: list[str] = []
         try:
-            self.tasks = resolve_task_names(opt("--tasks"))
+            load_entry_point_tasks(self.device)  # installed task plugins: selectable by name / family
+            for path in opt("--task-module"):
+                try:
+                    module_tasks += load_task_file(path, self.device)
+                except TaskSpecError as err:
+                    raise TaskSpecError(f"--task-module {path}: {err}") from None
+        except TaskSpecError as err:
+            raise pytest.UsageError(str(err)) from None
+        self.convention = opt("--effect-convention")
+        try:
+            self.tasks = resolve_task_names(opt("--tasks")) if opt("--tasks") or not module_tasks else []
         except KeyError as err:
             raise pytest.UsageError(err.args[0]) from None
+        self.tasks = list(dict.fromkeys(self.tasks + module_tasks))
         spec = opt("--methods")
         names: list[str] = []
         for part in filter(None, (p.strip() for p in _split_methods(spec or "default"))):
@@ -169,7 +187,7 @@ class Session:
 
     def run_case(self, case: tuple[str, str]) -> dict:
         task, fit, ev = self.task_and_data(case[0])
-        row = bench.run_row(task, case[1], fit, ev)
+        row = bench.run_row(task, case[1], fit, ev, self.convention)
         self.rows.append(row)
         return row
 
@@ -188,6 +206,7 @@ class Session:
         extra = {"failed_tasks": dict(sorted(self.failed_tasks.items(), key=lambda kv: order.get(kv[0], len(order))))}
         if speed:
             extra["speed"] = speed
+        extra["effect_convention"] = CONVENTIONS[self.convention]
         return leaderboard.build(self.sorted_rows(rows), env, extra, checks)
 
 

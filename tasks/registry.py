@@ -57,3 +57,20 @@ def load_task(name: str, device: str = "cpu") -> Task:
     if name not in LOADERS:
         raise KeyError(f"unknown task {name!r}; valid names: {', '.join(LOADERS)}")
     return LOADERS[name][1](device)
+
+
+def register_task(name: str, family: str, loader: Callable[[str], Task], replace: bool = False) -> None:
+    """Add a task (``loader(device) -> Task``) under ``name``: resolvable by name, by family and
+    by ``all`` (``--task-module`` files, ``abench.tasks`` entry points, ``tasks.next_token``).
+    Families other than ``siit`` / ``tracr`` are not in the default selection."""
+    if name in LOADERS and not replace:
+        raise KeyError(f"task {name!r} is already registered")
+    LOADERS[name] = (family, loader)
+    load_task.cache_clear()
+
+
+# The next-token family (tasks/next_token.py): a tiny model with a planted name mover + backup head,
+# scored by logit difference. Selectable by name, by family (next_token) or all; not a default family.
+from tasks.next_token import FAMILY as NEXT_TOKEN_FAMILY, planted_backup_task  # noqa: E402
+
+register_task("next_token_planted", NEXT_TOKEN_FAMILY, lambda device: planted_backup_task(device))
