@@ -52,9 +52,10 @@ from tasks.base import Node, Task
 
 CONVENTIONS = {
     "suite": "suite: fraction of non-BOS cells whose prediction changes against the clean output, pooled over all cells",
-    "iit": "iit: check_causal_effect (source methods: cells whose high-level label differs between base and source; "
-    "ablated output vs the base's high-level label) / check_causal_effect_on_ablation (other methods: cells the "
-    "clean model gets right); per-batch ratios averaged; numerical: isclose atol 0.05, BOS included",
+    "iit": "iit convention (--effect-convention iit), which replaces that: iit's check_causal_effect for source methods "
+    "(only cells whose high-level label differs between base and source; ablated output vs the base's high-level label) "
+    "and check_causal_effect_on_ablation for the others (only cells the clean model gets right); per-batch ratios "
+    "averaged; numerical: isclose atol 0.05, BOS included; tasks without high-level labels keep the suite's convention",
 }
 DEFAULT_CONVENTION = "suite"
 

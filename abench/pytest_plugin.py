@@ -206,7 +206,8 @@ class Session:
         extra = {"failed_tasks": dict(sorted(self.failed_tasks.items(), key=lambda kv: order.get(kv[0], len(order))))}
         if speed:
             extra["speed"] = speed
-        extra["effect_convention"] = CONVENTIONS[self.convention]
+        if self.convention != DEFAULT_CONVENTION:  # the default keeps the leaderboard's own description
+            extra["effect_convention"] = CONVENTIONS[self.convention]
         return leaderboard.build(self.sorted_rows(rows), env, extra, checks)
 
 
