@@ -31,7 +31,7 @@ ROWS_KEY = "abench_rows"
 
 # Named selections; explicit --tasks/--methods/--n-fit/--n-eval override a preset's values.
 PRESETS = {
-    "ci": {"tasks": "siit_length,siit_sort_unique,siit_count_less_freq,reverse,frac_prevs,pair_balance", "methods": "default",
+    "ci": {"tasks": "siit,reverse,frac_prevs,pair_balance", "methods": "default",
            "n_fit": 64, "n_eval": 128},
 }
 

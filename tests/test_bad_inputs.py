@@ -150,7 +150,10 @@ def test_plugin_reusing_a_builtin_name_is_an_error_unless_replace(bench_inproces
 
 def run_bench(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pytest", str(BENCH), "-q", "-p", "no:cacheprovider", "--threads", "1", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
+    # a run inside a pytest-xdist worker (the README's `pytest -n 2 tests`) must not look like one:
+    # pytest-benchmark disables itself when PYTEST_XDIST_WORKER is set
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env={**base, **(env or {})})
 
 
 MUTATORS = '''
