@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from abench.interventions import DEFAULT_MAX_ROWS, ablated_outputs_batched, ablated_outputs_loop
-from abench.measures import SuiteScorer, cell_changed, cell_divergence  # noqa: F401
+from abench.measures import SuiteScorer
 from ablations.base import AblationMethod, TaskData
 
 EFFECT_CONVENTION = "unconditional: all non-BOS cells (iit conditions on cells whose label the source would change)"
@@ -86,4 +86,8 @@ def node_effects(
             for n in data.nodes:
                 for i, v in enumerate(scorer.score(data, g, n, clean, outs[n.name])):
                     sums[n.name][i] += v
-    return [NodeEffect(n.name, n.in_circuit, s[0] / s[1], s[2] / s[3]) for n, s in ((n, sums[n.name]) for n in data.nodes)]
+    effects = []
+    for n in data.nodes:
+        changed, cells, diverg, diverg_cells = sums[n.name]
+        effects.append(NodeEffect(n.name, n.in_circuit, changed / cells, diverg / diverg_cells))
+    return effects

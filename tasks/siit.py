@@ -17,15 +17,11 @@ The model is a plain HookedTransformer: ``model(tokens)`` gives the main output.
 batches of one length (no PAD), as the benchmark feeds them; sources may be longer, and a patch
 takes the source's first ``len(base) + 1`` positions. Same-length sources cannot vary anything
 that is constant within one length, so a model trained and checked only with them can compute
-length in a "bystander" unseen: the first shipped models did (cross-length SIIA of reverse's
-blocks.0 head 1 was 0.873, of length's blocks.1 MLP 0.721, at same-length SIIA >= 0.975), and
-the benchmark's mean-type methods, which pool activations over lengths, then see a real
-dependence on an out-of-circuit node. Cards therefore measure SIIA with sources of every length
->= the base's (``eval_pairs(cross_length=True)``, same length included), and IIA with
-same-length sources (the interchanges the benchmark makes); cross-length IIA, which asks the
-circuit nodes to follow the tracr program off the benchmark's distribution too, is recorded in
-the card but not part of the bar. Training matches: IIT rows use same-length sources, strict
-and aux rows longer ones.
+length in a "bystander" unseen, and its length-computing circuit nodes pass IIA trivially.
+Cards (protocol ``CARD_PROTOCOL``) therefore measure IIA and SIIA per node with sources of
+every length >= the base's (``eval_pairs(cross_length=True)``, same length included): the
+interchanges the benchmark's reference ``resample`` makes. The bar (``passes_bar``) reads the
+weakest node. Training uses the same interchanges for its IIT, strict and aux rows.
 """
 
 from __future__ import annotations
@@ -258,8 +254,8 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
     hooks_hl = sorted({h.hook_name for h, _ in circ})
     last = f"blocks.{ll.cfg.n_layers - 1}.hook_resid_post"
     tot = {"acc": [0, 0], "aux": [0, 0]}
-    iia = {l.name: [0, 0] for _, l in circ}
-    iia_x = {l.name: [0, 0] for _, l in circ}
+    iia = {l.name: [0, 0] for _, l in circ}  # every group
+    iia_same = {l.name: [0, 0] for _, l in circ}  # groups whose source has the base's length
     siia = {n.name: [0, 0] for n in bystanders}
     var = {n.name: [] for n in ll_node_list}
     for base, src in data:
@@ -277,9 +273,9 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
             hp = hl.run_with_hooks(base, fwd_hooks=patch_hooks([(h, allrows, allrows)], hl_src.cache_dict, base.shape[1]))
             lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(l, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
             c = cell_correct(lp, hp, hl_task.output, tol)
-            iia_x[l.name][0] += c.sum().item(); iia_x[l.name][1] += c.numel()
+            iia[l.name][0] += c.sum().item(); iia[l.name][1] += c.numel()
             if src.shape[1] == base.shape[1]:
-                iia[l.name][0] += c.sum().item(); iia[l.name][1] += c.numel()
+                iia_same[l.name][0] += c.sum().item(); iia_same[l.name][1] += c.numel()
         for n in bystanders:
             lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
             c = cell_correct(lp, hl_base, hl_task.output, tol)
@@ -303,8 +299,8 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
     in_vars = sorted(mean_var[l.name] for _, l in circ)
     med = in_vars[len(in_vars) // 2] if len(in_vars) % 2 else 0.5 * (in_vars[len(in_vars) // 2 - 1] + in_vars[len(in_vars) // 2])
     live = {k: v / med if med > 0 else float("nan") for k, v in mean_var.items()}
-    iia_sf = {k: frac(v) for k, v in iia.items()}
-    iia_f = {k: frac(v) for k, v in iia_x.items()}
+    iia_f = {k: frac(v) for k, v in iia.items()}
+    iia_sf = {k: frac(v) for k, v in iia_same.items()}
     siia_f = {k: frac(v) for k, v in siia.items()}
     return {
         "accuracy": frac(tot["acc"]),
