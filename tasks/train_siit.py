@@ -28,6 +28,23 @@ DEFAULT_ORDER = ["hist", "length", "frac_prevs", "reverse", "sort_unique", "pair
                  "sort_freq", "shuffle_dyck"]
 
 
+def ll_config_arg(name: str, task, previous: dict | None, arch: list[str]) -> dict | None:
+    """The LL config to train: the earlier run's when continuing, else the default with ``--arch`` overrides."""
+    if previous is not None:
+        if arch:
+            raise SystemExit("--arch cannot change the architecture of weights being continued (--continue-training)")
+        return previous["ll_config"]
+    if not arch:
+        return None
+    cfg = siit.ll_config_for(name, task.model)
+    for item in arch:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("n_heads", "d_model", "d_head", "d_mlp") or not value.isdigit():
+            raise SystemExit(f"--arch {item!r}: expected n_heads=, d_model=, d_head= or d_mlp= with a positive integer")
+        cfg[key] = int(value)
+    return cfg
+
+
 def run_one(name: str, args) -> dict:
     task = tracr_task(name, args.device)
     init, previous = None, None
@@ -39,7 +56,7 @@ def run_one(name: str, args) -> dict:
     t0 = time.time()
     ll, aux, info = train(task, seed=args.seed, device=args.device, max_steps=args.max_steps, batch=args.batch, lr=args.lr,
                           eval_every=args.eval_every, time_limit_s=args.time_limit, progress=not args.no_progress,
-                          init=init, ll_config=None if previous is None else previous["ll_config"], all_lengths=args.all_lengths_per_step, reinit_dead_after=args.reinit_dead_after,
+                          init=init, ll_config=ll_config_arg(name, task, previous, args.arch), all_lengths=args.all_lengths_per_step, reinit_dead_after=args.reinit_dead_after,
                           cross_length=not args.same_length_sources, aux_layer0=args.aux_layer0, **extra)
     wall = time.time() - t0
     record = {
@@ -165,6 +182,8 @@ def main(argv=None):
                     help="add a readout on blocks.0.hook_resid_post (tokens at p-1, p+1, p-2, p+2) that layer-0 bystanders must feed")
     ap.add_argument("--recard", action="store_true",
                     help="no training: re-evaluate the weights in --weights-dir with the current protocol and rewrite their cards")
+    ap.add_argument("--arch", action="append", default=[], metavar="KEY=N",
+                    help="override the LL architecture of a from-scratch run (n_heads, d_model, d_head, d_mlp); repeatable")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
