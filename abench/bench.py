@@ -12,7 +12,7 @@ import torch
 
 from abench.circuit import circuit_effects
 from abench.conventions import DEFAULT_CONVENTION, effect_setup
-from abench.effects import MethodError, node_effects
+from abench.effects import MethodError, joint_effects, node_effects
 from abench.guard import SharedState, describe
 from abench.separability import separability
 from ablations.base import AblationMethod, TaskData, make_method
@@ -70,6 +70,8 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
         setup = effect_setup(task, m, ev, convention)  # scorer (and final-position ablation) of this task
         with Timer(device) as t_eff:
             effects = node_effects(setup.method, ev, scorer=setup.scorer)
+        # named node sets the task declares (e.g. a name mover and its backup), ablated together
+        joint = joint_effects(setup.method, ev, task.info["joint_sets"], effects, scorer=setup.scorer) if task.info.get("joint_sets") else None
         with Timer(device) as t_circ:
             circuit = circuit_effects(m, ev)  # joint ablation: faithfulness, completeness, curve
         _check_shared(shared, m, "ablate")
@@ -91,6 +93,8 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     row["fit_seconds_per_node"] = t_fit.seconds / len(effects)
     row.update(circuit, circuit_seconds=t_circ.seconds)
     row["nodes"] = [asdict(e) for e in effects]
+    if joint is not None:
+        row["joint_effects"] = joint
     return row
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from abench.interventions import DEFAULT_MAX_ROWS, ablated_outputs_batched, ablated_outputs_loop
+from abench.interventions import DEFAULT_MAX_ROWS, ablated_outputs_batched, ablated_outputs_loop, ablated_outputs_sets_batched, ablated_outputs_sets_loop
 from abench.measures import SuiteScorer
 from ablations.base import AblationMethod, TaskData
 
@@ -91,3 +91,35 @@ def node_effects(
         changed, cells, diverg, diverg_cells = sums[n.name]
         effects.append(NodeEffect(n.name, n.in_circuit, changed / cells, diverg / diverg_cells))
     return effects
+
+
+def joint_effects(
+    method: AblationMethod, data: TaskData, sets: dict[str, list[str]], single: list[NodeEffect],
+    max_rows: int = DEFAULT_MAX_ROWS, scorer=None, batched: bool = True,
+) -> list[dict]:
+    """Effect of ablating each named node set together (one stacked pass per length group), under
+    the same scorer as the single-node effects ``single`` of the same fitted method.
+
+    Returns ``[{"name", "nodes", "effect", "continuous", "single_effects": {node: effect}}]``: a set
+    whose joint effect exceeds every member's single effect carries redundancy (a backup)."""
+    scorer = scorer or SuiteScorer()
+    by_name = {n.name: n for n in data.nodes}
+    unknown = [n for names in sets.values() for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"joint set node {unknown[0]!r} is not a node of the task")
+    node_sets = [[by_name[n] for n in names] for names in sets.values()]
+    sums = [[0.0, 0, 0.0, 0] for _ in node_sets]
+    with torch.no_grad():
+        for g in range(data.n_groups):
+            repl = replacements(method, data, g)
+            if batched:
+                outs = ablated_outputs_sets_batched(data.model, data.resid_pre[g], node_sets, repl, max_rows)
+            else:  # the reference: one hooked forward per set
+                outs = ablated_outputs_sets_loop(data.model, data.tokens[g], node_sets, repl)
+            for k, (nodes, out) in enumerate(zip(node_sets, outs)):
+                for i, v in enumerate(scorer.score(data, g, nodes, data.outputs[g], out)):
+                    sums[k][i] += v
+    single_of = {e.name: e.effect for e in single}
+    return [{"name": label, "nodes": list(names), "effect": s[0] / s[1], "continuous": s[2] / s[3],
+             "single_effects": {n: single_of[n] for n in names}}
+            for (label, names), s in zip(sets.items(), sums)]

@@ -69,7 +69,7 @@ def next_token_task(name: str, model, circuit: Sequence[str], vocab: Sequence, l
                     sample: Callable, answers: Callable, edit: Callable | None = None, bos: int = 0,
                     answer_tokens: Sequence[int] | None = None, ablate_at: str = "final", family: str = FAMILY,
                     ground_truth: str = "planted", ground_truth_meaning: str | None = None, device: str = "cpu",
-                    info: dict | None = None) -> Task:
+                    info: dict | None = None, joint: dict | None = None) -> Task:
     """A validated logit-difference task (see the module docstring). ``answers(tokens) -> [n, 2]``
     gives (correct, wrong) token ids; with ``answer_tokens`` they are mapped to the restricted outputs."""
     answer_fn = answers
@@ -88,7 +88,8 @@ def next_token_task(name: str, model, circuit: Sequence[str], vocab: Sequence, l
 
     spec = TaskSpec(name=name, family=family, model=model, circuit=list(circuit), vocab=list(vocab), lengths=lengths,
                     output="logit_diff", sample=sample, edit=edit, bos=bos, answers=answer_fn, ablate_at=ablate_at,
-                    ground_truth=ground_truth, ground_truth_meaning=ground_truth_meaning, info=dict(info or {}))
+                    ground_truth=ground_truth, ground_truth_meaning=ground_truth_meaning, info=dict(info or {}),
+                    joint=joint)
     return build_task(spec, device)
 
 
@@ -174,6 +175,7 @@ def planted_backup_task(device: str = "cpu", ablate_at: str = "final") -> Task:
         edit=_planted_edit, answers=_planted_answers, bos=BOS, ablate_at=ablate_at, device=device,
         ground_truth="planted", ground_truth_meaning=PLANTED_MEANING,
         info={"roles": {NAME_MOVER: "name mover", BACKUP: "backup name mover", READOUT: "readout MLP (saturating)"}},
+        joint={"name mover + backup": [NAME_MOVER, BACKUP]},
     )
 
 

@@ -31,6 +31,9 @@ Fields of ``TaskSpec`` (required ones marked *):
   check of SIIT tasks (when ``ground_truth == "resample"``) and ``--effect-convention iit``.
 - ``answers(tokens [n, L+1]) -> [n, 2]``: (correct, wrong) token ids per prompt (``logit_diff``);
   ``ablate_at``: ``all`` positions (default) or only the ``final`` one.
+- ``joint``: named node sets, ``{"name mover + backup": [node, node], ...}``, each ablated together
+  by every method; the leaderboard row reports each set's joint effect beside its members' single-node
+  effects (``joint_effects``), which shows redundancy that single-node ablation under-reports.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class TaskSpec:
     correspondence: Mapping[str, str] | None = None
     answers: Callable[[torch.Tensor], torch.Tensor] | None = None
     ablate_at: str = "all"
+    joint: Mapping[str, Sequence[str]] | None = None
     info: dict = field(default_factory=dict)
 
 
@@ -239,6 +243,10 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
     task_output = "categorical" if spec.output == "logit_diff" else spec.output
     info = dict(spec.info)
     info.update(ablate_at=spec.ablate_at, user_output=spec.output, ground_truth_meaning=spec.ground_truth_meaning)
+    if spec.joint is not None:
+        if not isinstance(spec.joint, Mapping) or not spec.joint:
+            _fail(name, "joint", "must be a non-empty dict: set name -> list of node names")
+        info["joint_sets"] = {str(k): _circuit_nodes(model, v, name, "joint") for k, v in spec.joint.items()}
     nodes = all_nodes(model, lambda layer, kind, head: Node(layer, kind, head).name in circuit)
     task = Task(name=name, family=spec.family, model=model, output=task_output, nodes=nodes, inputs=inputs,
                 encoding=encoding, ground_truth=spec.ground_truth, info=info)

@@ -71,6 +71,33 @@ def test_planted_joint_ablation_removes_the_behaviour(planted):
         assert torch.allclose(logit_diffs(task, t, sets[1]), torch.tensor(6.0), atol=1e-4)  # backup alone: unchanged
 
 
+def test_leaderboard_row_reports_the_joint_ablation_of_name_mover_and_backup(planted):
+    task, fit, ev = planted
+    for method in ("zero", "mean"):
+        row = bench.run_row(task, method, fit, ev)
+        (joint,) = row["joint_effects"]
+        assert joint["name"] == "name mover + backup" and joint["nodes"] == [NAME_MOVER, BACKUP]
+        assert joint["single_effects"][BACKUP] == 0.0  # alone, the backup looks like a bystander
+        assert joint["single_effects"][NAME_MOVER] < 0.6  # alone, the name mover leaves most of it
+        assert joint["effect"] > 0.95  # together: the logit difference is gone (mean may overshoot past 0)
+
+
+def test_joint_effects_batched_equal_the_per_set_loop(planted):
+    from abench.effects import joint_effects, node_effects
+
+    task, fit, ev = planted
+    for method in ("resample", "mean"):
+        m = make_method(method).fit(fit)
+        single = node_effects(m, ev)
+        sets = {"pair": [NAME_MOVER, BACKUP], "all three": [NAME_MOVER, BACKUP, READOUT], "one": [BACKUP]}
+        a = joint_effects(m, ev, sets, single, batched=True)
+        b = joint_effects(m, ev, sets, single, batched=False)
+        assert [x["effect"] for x in a] == pytest.approx([x["effect"] for x in b], abs=1e-6)
+        assert [x["continuous"] for x in a] == pytest.approx([x["continuous"] for x in b], rel=1e-5)
+        # a one-node set is that node's single-node effect
+        assert a[2]["effect"] == pytest.approx({e.name: e.effect for e in single}[BACKUP], abs=1e-6)
+
+
 def test_ablation_at_all_positions_gives_the_same_planted_effects(planted):
     task, fit, ev = planted
     every = planted_backup_task(ablate_at="all")
