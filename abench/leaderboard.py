@@ -15,12 +15,8 @@ from sklearn.metrics import roc_auc_score
 
 from abench.effects import EFFECT_CONVENTION
 from abench.separability import bootstrap_auroc, no_auroc_reason
+from tasks.base import GROUND_TRUTH
 
-GROUND_TRUTH = {
-    "weights": "a node is in the circuit when its weights are non-zero in the compiled tracr model",
-    "resample": "a node is in the circuit when SIIT trained it to implement a tracr node; the rest were trained "
-    "to be irrelevant under resample ablation",
-}
 
 # columns of the summary and the direction in which they are better
 SUMMARY_COLUMNS = {

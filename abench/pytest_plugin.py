@@ -24,8 +24,8 @@ from abench.compare import compare, format_regressions
 from abench.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from ablations import DEFAULT_METHODS, SCALE_SWEEP_METHODS, make_method
 from ablations.base import REGISTRATIONS
-from tasks.registry import LOADERS, load_task, resolve_task_names
-from tasks.user_tasks import TaskSpecError, load_entry_point_tasks, load_task_file
+from tasks.registry import LOADERS, load_entry_point_tasks, load_task, load_task_file, resolve_task_names
+from tasks.user_tasks import TaskSpecError
 
 ROWS_KEY = "abench_rows"
 

@@ -17,8 +17,8 @@ from typing import Callable, Literal, Sequence
 import torch
 from transformer_lens import HookedTransformer
 
-from abench.interventions import clean_run
-from tasks.base import Node
+from interventions.hooks import clean_run
+from interventions.nodes import Node
 
 
 @dataclass

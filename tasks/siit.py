@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from abench.interventions import node_activation, replacing_hooks
+from interventions.hooks import node_activation, replacing_hooks
+from interventions.measures import cell_changed
 from tasks.base import Node, Task, all_nodes
 from tasks.tracr_tasks import tracr_task
 
@@ -229,11 +230,9 @@ def input_variance(write: torch.Tensor) -> torch.Tensor:
 
 
 def cell_correct(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, tol: float | None = None) -> torch.Tensor:
-    """``[b, pos-1]`` booleans (BOS excluded): LL prediction equals HL prediction (numerical: within ``tol``)."""
-    ll_out, hl_out = ll_out[:, 1:], hl_out[:, 1:]
-    if output == "categorical":
-        return ll_out.argmax(-1) == hl_out.argmax(-1)
-    return (ll_out[..., 0] - hl_out[..., 0]).abs() < (NUM_TOL if tol is None else tol)
+    """``[b, pos-1]`` booleans (BOS excluded): the LL prediction has not changed from the HL one
+    (``interventions.measures.cell_changed``; numerical: within ``tol``, default ``NUM_TOL``)."""
+    return ~cell_changed(hl_out[:, 1:], ll_out[:, 1:], output, NUM_TOL if tol is None else tol)
 
 
 @torch.no_grad()
