@@ -1,18 +1,7 @@
-"""The ground floor: nodes, hook interventions and output measures.
+"""The ground floor: nodes (``nodes.py``), hook interventions (``hooks.py``), output measures
+(``measures.py``) and method specs (``methodspec.py``).
 
-``tasks``, ``ablations`` and ``abench`` import this package; it imports none of them
-(``tests/test_imports.py``).
+``tasks``, ``ablations`` and ``abench`` import these modules; they import none of those packages
+(``tests/test_imports.py``). This file imports nothing, so that ``methodspec`` can be read
+without torch (the report reads method names).
 """
-
-from interventions.hooks import (  # noqa: F401
-    DEFAULT_MAX_ROWS,
-    ablated_outputs_batched,
-    ablated_outputs_loop,
-    ablated_outputs_sets_batched,
-    ablated_outputs_sets_loop,
-    clean_run,
-    node_activation,
-    replacing_hooks,
-)
-from interventions.measures import NUMERICAL_THRESHOLD, cell_changed, cell_divergence  # noqa: F401
-from interventions.nodes import Node, all_nodes, resid_pre_name  # noqa: F401
