@@ -18,6 +18,7 @@ from abench.separability import separability
 from ablations.base import REGISTRY, AblationMethod, TaskData, make_method
 from interventions.methodspec import parse_spec
 from tasks.base import Task
+from tasks.seeds import derive
 
 DEFAULT_N_FIT = 128
 DEFAULT_N_EVAL = 256
@@ -26,8 +27,9 @@ DEFAULT_SEED = 0
 
 def task_data(task: Task, n_fit: int = DEFAULT_N_FIT, n_eval: int = DEFAULT_N_EVAL, seed: int = DEFAULT_SEED) -> tuple[TaskData, TaskData]:
     """Fit and eval splits of a task (disjoint seeds), with clean and counterfactual activations."""
-    fit = TaskData.build(task.model, task.output, task.nodes, *task.sample_with_counterfactual(n_fit, seed * 2 + 1), seed=seed * 2 + 1)
-    ev = TaskData.build(task.model, task.output, task.nodes, *task.sample_with_counterfactual(n_eval, seed * 2), seed=seed * 2)
+    fit_seed, eval_seed = derive(seed, "bench-fit"), derive(seed, "bench-eval")
+    fit = TaskData.build(task.model, task.output, task.nodes, *task.sample_with_counterfactual(n_fit, fit_seed), seed=fit_seed)
+    ev = TaskData.build(task.model, task.output, task.nodes, *task.sample_with_counterfactual(n_eval, eval_seed), seed=eval_seed)
     return fit, ev
 
 

@@ -19,6 +19,7 @@ from transformer_lens import HookedTransformer
 from interventions.hooks import clean_run
 from interventions.methodspec import parse_spec
 from interventions.nodes import Node
+from tasks.seeds import derive
 
 
 @dataclass
@@ -176,7 +177,7 @@ class TaskData:
 
     def node_batch(self, node: Node, group: int) -> NodeBatch:
         clean = self.acts[node.name][group]
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.node_index[node.name] * 1009 + group)
+        gen = torch.Generator().manual_seed(derive(self.seed, "ablation-noise", self.node_index[node.name], group))
         return NodeBatch(node, clean, self.source_acts(node.name, group), self.cf_acts[node.name][group], gen, group,
                          source_same_length=clean[self.perms[group]])
 

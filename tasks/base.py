@@ -15,6 +15,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interventions.nodes import Node, all_nodes  # noqa: F401  (re-exported: the task's node type)
+from tasks.seeds import derive
 
 Output = Literal["categorical", "numerical"]
 
@@ -120,7 +121,7 @@ class Task:
     def sample_with_counterfactual(self, n: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The data set of ``sample(n, seed)`` and, row for row, a minimal edit of each input."""
         raw = self.sample_raw(n, seed)
-        rng = random.Random(seed + 7919)
+        rng = random.Random(derive(seed, "counterfactual"))
         cf = [[self.inputs.counterfactual(rng, s) for s in group] for group in raw]
         return [self.encode(g) for g in raw], [self.encode(g) for g in cf]
 
