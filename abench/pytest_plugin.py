@@ -45,7 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--methods", default=None, help="comma-separated method names, e.g. zero,mean,'scaled_resample[s=0.5]'; 'default' = the built-in set")
     g.addoption("--scale-sweep", action="store_true", help="add the scaled-resample sweep s in 0,0.1,...,10")
     g.addoption("--ablation-module", action="append", default=[], metavar="FILE.py", help="a Python file registering extra methods; they join the leaderboard")
-    g.addoption("--report-dir", default="reports", help="folder for leaderboard.{json,md} (default: reports)")
+    g.addoption("--report-dir", default="reports", help="folder for leaderboard.{json,md,tex,html} (default: reports)")
     g.addoption("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     g.addoption("--threads", type=int, default=1, help="torch CPU threads (default 1: the models are tiny, and extra threads "
                 "only contend, e.g. with pytest-xdist workers)")

@@ -1,12 +1,12 @@
-"""All tasks by name, and the families they belong to."""
+"""All tasks by name and the families they belong to: tracr programs, shipped SIIT models (their
+cards are read when this module is imported), the next-token task, and the tasks of user files
+and entry points (``load_task_file``, ``load_entry_point_tasks``)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable
-
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tasks.base import Task, describe_ground_truth
 from tasks.next_token import FAMILY as NEXT_TOKEN_FAMILY, planted_backup_task
@@ -20,7 +20,7 @@ LOADERS: dict[str, tuple[str, Callable[[str], Task]]] = {
     name: ("tracr", lambda device, name=name: tracr_task(name, device)) for name in PROGRAMS
 }
 # SIIT models shipped under tasks/weights/siit whose card says they passed the bar (accuracy,
-# IIA, SIIA >= 99% and every bystander live); retrain with `python -m tasks.train_siit`.
+# IIA, SIIA >= 99% and every bystander live); retrain with `python -m tasks.siit`.
 SIIT_TASKS = siit_shipped()
 LOADERS.update({f"siit_{name}": ("siit", lambda device, name=name: siit_task(name, device)) for name in SIIT_TASKS})
 
