@@ -15,8 +15,10 @@ from abench.conventions import DEFAULT_CONVENTION, effect_setup
 from abench.effects import MethodError, joint_effects, node_effects
 from abench.guard import SharedState, describe
 from abench.separability import separability
-from ablations.base import AblationMethod, TaskData, make_method
+from ablations.base import REGISTRY, AblationMethod, TaskData, make_method
+from interventions.methodspec import parse_spec
 from tasks.base import Task
+from tasks.seeds import derive
 
 DEFAULT_N_FIT = 128
 DEFAULT_N_EVAL = 256
@@ -25,8 +27,9 @@ DEFAULT_SEED = 0
 
 def task_data(task: Task, n_fit: int = DEFAULT_N_FIT, n_eval: int = DEFAULT_N_EVAL, seed: int = DEFAULT_SEED) -> tuple[TaskData, TaskData]:
     """Fit and eval splits of a task (disjoint seeds), with clean and counterfactual activations."""
-    fit = TaskData.build(task.model, task.output, task.nodes, *task.sample_with_counterfactual(n_fit, seed * 2 + 1), seed=seed * 2 + 1)
-    ev = TaskData.build(task.model, task.output, task.nodes, *task.sample_with_counterfactual(n_eval, seed * 2), seed=seed * 2)
+    fit_seed, eval_seed = derive(seed, "bench-fit"), derive(seed, "bench-eval")
+    fit = TaskData.build(task.model, task.output, task.nodes, *task.sample_with_counterfactual(n_fit, fit_seed), seed=fit_seed)
+    ev = TaskData.build(task.model, task.output, task.nodes, *task.sample_with_counterfactual(n_eval, eval_seed), seed=eval_seed)
     return fit, ev
 
 
@@ -63,7 +66,7 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     shared = SharedState.of(fit, ev)  # what every method of this task sees, restored after each
     try:
         m = make_method(method) if isinstance(method, str) else method
-        row["method"] = m.name
+        row.update(method_fields(m.name))
         with Timer(device) as t_fit:
             m.fit(fit)
         _check_shared(shared, m, "fit")
@@ -77,7 +80,8 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
         _check_shared(shared, m, "ablate")
     except Exception as err:  # noqa: BLE001 - any failure of a method becomes its row's reason
         changed = shared.restore()  # e.g. an input edited in place before the per-batch check caught it
-        row.setdefault("method", method if isinstance(method, str) else getattr(method, "name", repr(method)))
+        if "method" not in row:
+            row.update(method_fields(method if isinstance(method, str) else getattr(method, "name", repr(method))))
         reason = (str(err) if isinstance(err, MethodError) else f"{type(err).__name__}: {err}") + raise_site(err)
         if changed:
             reason += f"; shared task data it changed was restored for the other methods: {describe(changed)}"
@@ -96,6 +100,20 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     if joint is not None:
         row["joint_effects"] = joint
     return row
+
+
+def method_fields(name: str) -> dict:
+    """A row's method: its full name and the parsed spec as data, ``method_base`` and ``params``
+    (the constructor's keyword arguments: ``scaled_resample[s=0.5]`` -> ``scaled_resample``,
+    ``{"s": 0.5}``; ``pca_resample[k=2,complement]`` -> ``{"k": 2, "part": "complement"}``)."""
+    spec = parse_spec(name)
+    if spec is None:
+        return {"method": name, "method_base": None, "params": {}}
+    try:
+        params = spec.kwargs(getattr(REGISTRY.get(spec.name), "flag_param", None))
+    except ValueError:
+        params = {**spec.params, "flags": list(spec.flags)}
+    return {"method": name, "method_base": spec.name, "params": params}
 
 
 def _check_shared(shared: SharedState, method: AblationMethod, stage: str) -> None:

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from abench.effects import replacements
-from abench.interventions import DEFAULT_MAX_ROWS, ablated_outputs_sets_batched, ablated_outputs_sets_loop
-from abench.measures import cell_changed, cell_divergence
+from interventions.hooks import DEFAULT_MAX_ROWS, ablated_outputs_sets_batched, ablated_outputs_sets_loop
+from interventions.measures import cell_changed, cell_divergence
 from ablations.base import AblationMethod, TaskData, make_method
 
 CURVE_ORDERS = 3  # seeded random orders of the out-of-circuit nodes

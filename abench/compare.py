@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-# metric -> +1 if higher is better, -1 if lower is better. Faithfulness and completeness are the
-# circuit-level (joint ablation) axis; a baseline without them (older runs) skips them.
-ROW_METRICS = {"auroc": 1, "gap": 1, "fpr_at_full_recall": -1, "mean_effect_out": -1, "faithfulness": 1, "completeness": 1}
-SUMMARY_METRICS = {"pooled_auroc": 1, "mean_auroc": 1, "mean_gap": 1, "mean_fpr_at_full_recall": -1, "mean_effect_out": -1,
-                   "mean_faithfulness": 1, "mean_completeness": 1}
+from abench.report.metrics import GATED
+
+# metric -> +1 if higher is better, -1 if lower is better: the gated entries of ``METRICS``, by
+# their row key and by their summary key. A baseline without a metric (older runs) skips it.
+ROW_METRICS = {m.row: m.sign for m in GATED if m.row}
+SUMMARY_METRICS = {m.key: m.sign for m in GATED}
 
 
 def _worse(metrics: dict, now: dict, base: dict, tol: float, where: str) -> list[dict]:

@@ -46,8 +46,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from abench.measures import NUMERICAL_THRESHOLD, SuiteScorer
+from abench.measures import SuiteScorer
 from ablations.base import AblationMethod, NodeBatch, TaskData
+from interventions.measures import NUMERICAL_THRESHOLD
 from tasks.base import Node, Task
 
 CONVENTIONS = {

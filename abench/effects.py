@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from abench.interventions import DEFAULT_MAX_ROWS, ablated_outputs_batched, ablated_outputs_loop, ablated_outputs_sets_batched, ablated_outputs_sets_loop
+from interventions.hooks import (DEFAULT_MAX_ROWS, ablated_outputs_batched, ablated_outputs_loop, ablated_outputs_sets_batched,
+                                  ablated_outputs_sets_loop)
 from abench.measures import SuiteScorer
 from ablations.base import AblationMethod, TaskData
 

@@ -1,8 +1,9 @@
-"""Rows -> leaderboard: per-method summary (pooled AUROC with a bootstrap interval), JSON and Markdown."""
+"""Rows -> the leaderboard document: per-method summary per family (pooled AUROC with a bootstrap
+interval, the means over tasks of every ``METRICS`` entry with a row key), ground-truth checks,
+environment; written by ``abench.report``."""
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -10,37 +11,13 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from abench import report
 from abench.effects import EFFECT_CONVENTION
+from abench.report.metrics import METRICS
 from abench.separability import bootstrap_auroc, no_auroc_reason
-
-GROUND_TRUTH = {
-    "weights": "a node is in the circuit when its weights are non-zero in the compiled tracr model",
-    "resample": "a node is in the circuit when SIIT trained it to implement a tracr node; the rest were trained "
-    "to be irrelevant under resample ablation",
-}
-
-# columns of the summary and the direction in which they are better
-SUMMARY_COLUMNS = {
-    "pooled_auroc": "up",
-    "mean_auroc": "up",
-    "mean_gap": "up",
-    "mean_fpr_at_full_recall": "down",
-    "mean_effect_out": "down",
-    "mean_effect_in": "up",
-    "mean_faithfulness": "up",
-    "mean_faithfulness_divergence": "down",
-    "mean_completeness": "up",
-    "mean_completeness_divergence": "up",
-    "mean_normalised_faithfulness": "up",
-    "seconds": "down",
-}
-
-# circuit-level (joint ablation) row columns, pooled per method as a mean over tasks with a
-# bootstrap 95% interval over tasks (abench.circuit)
-CIRCUIT_COLUMNS = ("faithfulness", "faithfulness_divergence", "completeness", "completeness_divergence", "normalised_faithfulness")
+from tasks.base import GROUND_TRUTH
 
 
 def _version(dist: str, module) -> str:
@@ -88,6 +65,19 @@ def bootstrap_mean(values: Iterable, n_boot: int = 1000, seed: int = 0) -> list[
     return [float(lo), float(hi)]
 
 
+def row_means(ok: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
+    """Every ``METRICS`` entry with a row key: its mean over ``ok`` rows (one per task) and, where
+    the metric has one, its 95% bootstrap interval over tasks (``<key>_ci95``)."""
+    out = {}
+    for metric in METRICS:
+        if metric.row:
+            values = [r.get(metric.row) for r in ok]
+            out[metric.key] = _mean(values)
+            if metric.ci:
+                out[metric.ci_key] = bootstrap_mean(values, n_boot, seed)
+    return out
+
+
 def summarize(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]:
     """Per method, over its ok rows: pooled AUROC (all tasks' nodes together) with a 95% bootstrap
     interval, means of the per-task metrics, the circuit-level means over tasks (faithfulness,
@@ -114,19 +104,7 @@ def summarize(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]
                 "pooled_auroc": pooled,
                 "pooled_auroc_ci95": list(ci) if ci else None,
                 "pooled_auroc_reason": reason,
-                "mean_auroc": _mean(r["auroc"] for r in ok),
-                "mean_gap": _mean(r["gap"] for r in ok),
-                "mean_fpr_at_full_recall": _mean(r["fpr_at_full_recall"] for r in ok),
-                "mean_effect_in": _mean(r["mean_effect_in"] for r in ok),
-                "mean_effect_out": _mean(r["mean_effect_out"] for r in ok),
-                **{
-                    k: v
-                    for col in CIRCUIT_COLUMNS
-                    for k, v in (
-                        (f"mean_{col}", _mean(r.get(col) for r in ok)),
-                        (f"mean_{col}_ci95", bootstrap_mean((r.get(col) for r in ok), n_boot, seed)),
-                    )
-                },
+                **row_means(ok, n_boot, seed),
                 "fit_seconds": float(sum(r["fit_seconds"] for r in ok)),
                 "effect_seconds": float(sum(r["effect_seconds"] for r in ok)),
                 "circuit_seconds": float(sum(r.get("circuit_seconds", 0.0) for r in ok)),
@@ -185,152 +163,9 @@ def build(rows: list[dict], env: dict, extra: dict | None = None, checks: dict[s
     return doc
 
 
-CIRCUIT_NOTE = (
-    "Circuit level (joint ablation, mean over tasks with a 95% bootstrap interval over tasks): faithful = fraction of "
-    "predictions unchanged when every out-of-circuit node is ablated together; complete = fraction changed when every "
-    "in-circuit node is ablated together; norm. faithful = (metric(circuit only) - metric(all ablated)) / "
-    "(metric(clean) - metric(all ablated)), metric = accuracy against the clean prediction (categorical) or -MSE (numerical)."
-)
-
-
-def _fmt(v, digits: int = 3) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def _ci(ci) -> str:
-    return "-" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
-
-
-def summary_frame(summary: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "method": s["method"],
-                "pooled AUROC": _fmt(s["pooled_auroc"]),
-                "95% CI": "-" if not s["pooled_auroc_ci95"] else f"[{s['pooled_auroc_ci95'][0]:.2f}, {s['pooled_auroc_ci95'][1]:.2f}]",
-                "mean AUROC": _fmt(s["mean_auroc"]),
-                "mean gap": _fmt(s["mean_gap"]),
-                "FPR@recall1": _fmt(s["mean_fpr_at_full_recall"]),
-                "effect in": _fmt(s["mean_effect_in"]),
-                "effect out": _fmt(s["mean_effect_out"]),
-                "faithful": _fmt(s.get("mean_faithfulness")),
-                "faithful CI": _ci(s.get("mean_faithfulness_ci95")),
-                "complete": _fmt(s.get("mean_completeness")),
-                "complete CI": _ci(s.get("mean_completeness_ci95")),
-                "norm. faithful": _fmt(s.get("mean_normalised_faithfulness")),
-                "tasks": s["n_tasks"],
-                "failed": s["n_failed"],
-                "seconds": _fmt(s["seconds"], 2),
-            }
-            for s in summary
-        ]
-    )
-
-
-def rows_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "task": r["task"],
-                "method": r["method"],
-                "status": r["status"],
-                "GT check": r.get("ground_truth_check") or "-",
-                "AUROC": _fmt(r.get("auroc")) if r["status"] == "ok" and r.get("auroc") is not None else (r.get("auroc_reason") or r.get("error") or "-"),
-                "gap": _fmt(r.get("gap")),
-                "FPR@recall1": _fmt(r.get("fpr_at_full_recall")),
-                "effect in": _fmt(r.get("mean_effect_in")),
-                "effect out": _fmt(r.get("mean_effect_out")),
-                "faithful": _fmt(r.get("faithfulness")),
-                "complete": _fmt(r.get("completeness")),
-                "norm. faithful": _fmt(r.get("normalised_faithfulness")) if r.get("normalised_faithfulness") is not None
-                else ("n/a" if r.get("normalised_faithfulness_reason") else "-"),
-                "fit s": _fmt(r.get("fit_seconds"), 2),
-                "effect s": _fmt(r.get("effect_seconds"), 2),
-                "circuit s": _fmt(r.get("circuit_seconds"), 2),
-            }
-            for r in rows
-        ]
-    )
-
-
-def checks_frame(check: dict) -> pd.DataFrame:
-    """One task's ground-truth check per node: reference (LL) effect and the HL node's effect."""
-    return pd.DataFrame(
-        [
-            {
-                "node": n["name"],
-                "in circuit": n["in_circuit"],
-                "HL node": n.get("hl_node", "-"),
-                "HL effect": _fmt(n.get("hl_effect")),
-                f"LL effect ({check['reference_method']})": _fmt(n["ll_effect"]),
-                "|LL - HL|": _fmt(n.get("abs_diff")),
-            }
-            for n in check["nodes"]
-        ]
-    )
-
-
-def check_line(check: dict) -> str:
-    verdict = "passed" if check["passed"] else "FAILED: " + "; ".join(check["reasons"])
-    return (f"{check['task']}: {verdict} (reference {check['reference_method']}: AUROC {_fmt(check['auroc'])}, "
-            f"gap {_fmt(check['gap'])}, max |LL - HL| {_fmt(check['max_abs_diff'])}, tolerance {check['hl_tolerance']})")
-
-
-def to_markdown(doc: dict) -> str:
-    env = doc["environment"]
-    lines = [
-        "# Ablation-method leaderboard",
-        "",
-        f"torch {env['torch']} on {env['device']} ({env.get('device_name') or '?'}), created {env['created_at']}.",
-        "",
-        f"Effect: fraction of non-BOS cells whose prediction changes when one node is ablated ({doc['effect_convention']}).",
-        "",
-        CIRCUIT_NOTE,
-        "",
-        "Ground truth per task family:",
-        "",
-    ]
-    lines += [f"- **{fam}**: {gt['intervention']} — {gt['meaning']}" for fam, gt in doc["ground_truth"].items()]
-    head = doc.get("headline_family")
-    for fam, summ in doc["summary_by_family"].items():
-        title = "the benchmark" if fam == head else "sanity family, not pooled with the benchmark"
-        lines += [f"## Family `{fam}` ({title}): methods pooled over its tasks, best first", "", summary_frame(summ).to_markdown(index=False), ""]
-    if doc.get("excluded_tasks"):
-        lines += ["Left out of every summary (ground-truth check failed): "
-                  + ", ".join(f"`{t}`" for t in doc["excluded_tasks"]), ""]
-    if doc.get("failed_tasks"):
-        lines += ["## Failed tasks", "", "Selected but not set up (load, data or ground-truth check failed): in no row or summary.", ""]
-        lines += [f"- `{t}` ({f['stage']}): {f['reason']}" for t, f in doc["failed_tasks"].items()] + [""]
-    checks = doc.get("ground_truth_checks") or {}
-    if checks:
-        lines += ["## Ground-truth checks", "",
-                  "Per task: the reference method must separate the circuit (AUROC 1, gap > 0) and every in-circuit node's "
-                  "effect must match its high-level (tracr) node's effect on the same interchanges.", ""]
-        for check in checks.values():
-            lines += [f"### `{check['task']}`", "", check_line(check), "", checks_frame(check).to_markdown(index=False), ""]
-    lines += ["## Rows (task x method)", "", rows_frame(doc["rows"]).to_markdown(index=False), ""]
-    for key, value in doc.items():
-        if key == "speed":
-            lines += ["## Speed", "", "```", json.dumps(value, indent=1), "```", ""]
-    return "\n".join(lines)
-
-
 def write(doc: dict, folder: str | Path) -> list[Path]:
-    """leaderboard.{json,md,tex,html} in ``folder``, all from ``doc``."""
-    from abench import report_html, report_tex  # report_html imports this module
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"leaderboard.{ext}" for ext in ("json", "md", "tex", "html")]
-    paths[0].write_text(json.dumps(doc, indent=1))
-    paths[1].write_text(to_markdown(doc))
-    paths[2].write_text(report_tex.to_latex(doc))
-    paths[3].write_text(report_html.to_html(doc), encoding="utf-8")
-    return paths
+    """leaderboard.{json,md,tex,html} in ``folder``, all from ``doc`` (``abench.report.write``)."""
+    return report.write(doc, folder)
 
 
 def strip_volatile(doc: dict) -> dict:

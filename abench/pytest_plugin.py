@@ -19,13 +19,15 @@ import pytest
 import torch
 
 from abench import bench, leaderboard
+from abench.report import tables
 from abench.ground_truth import check_task
 from abench.compare import compare, format_regressions
 from abench.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from ablations import DEFAULT_METHODS, SCALE_SWEEP_METHODS, make_method
 from ablations.base import REGISTRATIONS
-from tasks.registry import LOADERS, load_task, resolve_task_names
-from tasks.user_tasks import TaskSpecError, load_entry_point_tasks, load_task_file
+from interventions.methodspec import split_specs
+from tasks.registry import LOADERS, load_entry_point_tasks, load_task, load_task_file, resolve_task_names
+from tasks.user_tasks import TaskSpecError
 
 ROWS_KEY = "abench_rows"
 
@@ -43,7 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--methods", default=None, help="comma-separated method names, e.g. zero,mean,'scaled_resample[s=0.5]'; 'default' = the built-in set")
     g.addoption("--scale-sweep", action="store_true", help="add the scaled-resample sweep s in 0,0.1,...,10")
     g.addoption("--ablation-module", action="append", default=[], metavar="FILE.py", help="a Python file registering extra methods; they join the leaderboard")
-    g.addoption("--report-dir", default="reports", help="folder for leaderboard.{json,md} (default: reports)")
+    g.addoption("--report-dir", default="reports", help="folder for leaderboard.{json,md,tex,html} (default: reports)")
     g.addoption("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     g.addoption("--threads", type=int, default=1, help="torch CPU threads (default 1: the models are tiny, and extra threads "
                 "only contend, e.g. with pytest-xdist workers)")
@@ -127,7 +129,7 @@ class Session:
         self.tasks = list(dict.fromkeys(self.tasks + module_tasks))
         spec = opt("--methods")
         names: list[str] = []
-        for part in filter(None, (p.strip() for p in _split_methods(spec or "default"))):
+        for part in split_specs(spec or "default"):
             names += DEFAULT_METHODS if part == "default" else [part]
         if opt("--scale-sweep"):
             names += SCALE_SWEEP_METHODS
@@ -301,20 +303,6 @@ def check_report_dir(path: str) -> None:
         raise pytest.UsageError(f"--report-dir {path}: cannot be created ({str(anc)!r} is not writable)")
 
 
-def _split_methods(spec: str) -> list[str]:
-    """Split on commas outside brackets: ``a,pca_self[k=1,high]`` -> two names."""
-    parts, depth, cur = [], 0, ""
-    for ch in spec:
-        depth += ch == "["
-        depth -= ch == "]"
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return parts + [cur]
-
-
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -395,14 +383,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         gt = s.doc["ground_truth"][fam]
         tr.write_line(f"family {fam} (ground truth: {gt['intervention']}), pooled over its tasks, best first:")
         if summ:
-            tr.write_line(leaderboard.summary_frame(summ).to_string(index=False))
+            tr.write_line(tables.summary_frame(summ).to_string(index=False))
         else:
             tr.write_line("  (no task of this family to pool: see the ground-truth checks below)")
     checks = s.doc.get("ground_truth_checks") or {}
     if checks:
         tr.write_line("ground-truth checks (reference method separates the circuit; in-circuit LL effect = HL effect):")
         for check in checks.values():
-            tr.write_line("  " + leaderboard.check_line(check))
+            tr.write_line("  " + tables.check_line(check))
     for t, f in (s.doc.get("failed_tasks") or {}).items():
         tr.write_line(f"FAILED TASK {t} ({f['stage']}; in no row or summary): {f['reason']}")
     failed = [r for r in s.doc["rows"] if r["status"] != "ok"]

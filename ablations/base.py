@@ -8,7 +8,6 @@ nothing; ``mean``, ``pca_*``, ``noise`` and ``optimal`` learn from the task's fi
 
 from __future__ import annotations
 
-import ast
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -17,8 +16,10 @@ from typing import Callable, Literal, Sequence
 import torch
 from transformer_lens import HookedTransformer
 
-from abench.interventions import clean_run
-from tasks.base import Node
+from interventions.hooks import clean_run
+from interventions.methodspec import parse_spec
+from interventions.nodes import Node
+from tasks.seeds import derive
 
 
 @dataclass
@@ -176,7 +177,7 @@ class TaskData:
 
     def node_batch(self, node: Node, group: int) -> NodeBatch:
         clean = self.acts[node.name][group]
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.node_index[node.name] * 1009 + group)
+        gen = torch.Generator().manual_seed(derive(self.seed, "ablation-noise", self.node_index[node.name], group))
         return NodeBatch(node, clean, self.source_acts(node.name, group), self.cf_acts[node.name][group], gen, group,
                          source_same_length=clean[self.perms[group]])
 
@@ -277,38 +278,19 @@ def param(value, name: str, kind: type = float, low: float | None = None, low_op
     return kind(value)
 
 
-_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(.*)\])?$")
-
-
-def parse_params(text: str) -> tuple[dict, list[str]]:
-    """``"k=2,complement"`` -> ``({"k": 2}, ["complement"])``."""
-    kwargs, flags = {}, []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if "=" in part:
-            key, val = (s.strip() for s in part.split("=", 1))
-            try:
-                kwargs[key] = ast.literal_eval(val)
-            except (ValueError, SyntaxError):
-                kwargs[key] = val
-        else:
-            flags.append(part)
-    return kwargs, flags
-
-
 def make_method(full_name: str) -> AblationMethod:
-    """A fresh method from a name such as ``zero``, ``scaled_resample[s=0.5]``, ``pca_resample[k=2,complement]``."""
-    m = _NAME.match(full_name.strip())
-    if not m or m.group(1) not in REGISTRY:
+    """A fresh method from a spec such as ``zero``, ``scaled_resample[s=0.5]``, ``pca_resample[k=2,complement]``
+    (``interventions.methodspec.parse_spec``)."""
+    spec = parse_spec(full_name)
+    if spec is None or spec.name not in REGISTRY:
         raise KeyError(f"unknown ablation method {full_name!r}; valid names: {', '.join(sorted(REGISTRY))}")
-    factory = REGISTRY[m.group(1)]
-    if m.group(2) is None:
+    factory = REGISTRY[spec.name]
+    if not spec.bracketed:
         return factory()
-    kwargs, flags = parse_params(m.group(2))
-    if flags:
-        flag_param = getattr(factory, "flag_param", None)
-        if flag_param is None or len(flags) > 1:
-            raise ValueError(f"method {full_name!r}: {m.group(1)!r} takes no bare parameter {flags}")
-        kwargs[flag_param] = flags[0]
+    try:
+        kwargs = spec.kwargs(getattr(factory, "flag_param", None))
+    except ValueError as err:
+        raise ValueError(f"method {full_name!r}: {err}") from None
     try:
         return factory(**kwargs)
     except (TypeError, ValueError) as err:  # unknown keyword, wrong type or out of range, e.g. s=abc, k=0

@@ -1,4 +1,4 @@
-"""Constant and resampling ablations (definitions: shared/reference/methods.md)."""
+"""Constant and resampling ablations (each class states its definition; the README's method table cites the sources)."""
 
 from __future__ import annotations
 

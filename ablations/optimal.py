@@ -6,7 +6,7 @@ BOS excluded. Adam starts from the mean, so the result is never worse than mean 
 the fit data (the best value seen, the start included, is kept). Each node stops on its own
 when it has not improved for ``patience`` steps; a node whose mean ablation already costs
 nothing is done at step 0. All active nodes are optimised together in the batched passes of
-``abench.interventions`` (each node's loss depends only on its own constant).
+``interventions/hooks.py`` (each node's loss depends only on its own constant).
 
 Deviation from MIB (lr 1e-3, <= 1000 steps): lr 0.02 and <= 100 steps, on at most
 ``max_examples`` fit inputs, to keep the CPU benchmark within minutes.
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from abench.interventions import ablated_outputs_batched
-from abench.measures import cell_divergence
+from interventions.hooks import ablated_outputs_batched
+from interventions.measures import cell_divergence
 from ablations.base import AblationMethod, NodeBatch, TaskData, param, register
 from ablations.basic import _fill
 

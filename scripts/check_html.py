@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from abench.report_html import BrowserCheckError, browser_check  # noqa: E402
+from abench.report.browser_check import BrowserCheckError, browser_check  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

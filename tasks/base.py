@@ -14,43 +14,24 @@ from typing import Callable, Literal, Sequence
 import torch
 from transformer_lens import HookedTransformer
 
+from interventions.nodes import Node, all_nodes  # noqa: F401  (re-exported: the task's node type)
+from tasks.seeds import derive
+
 Output = Literal["categorical", "numerical"]
+
+# What each kind of ground truth means, for the report legend (``leaderboard.json`` ``ground_truth``).
+# Task files add their own with ``describe_ground_truth``.
+GROUND_TRUTH = {
+    "weights": "a node is in the circuit when its weights are non-zero in the compiled tracr model",
+    "resample": "a node is in the circuit when SIIT trained it to implement a tracr node; the rest were trained "
+    "to be irrelevant under resample ablation",
+}
+
+
+def describe_ground_truth(name: str, meaning: str) -> None:
+    """Give the ground truth ``name`` its meaning in the report legend (the first one given stays)."""
+    GROUND_TRUTH.setdefault(name, meaning)
 Tokens = list  # one raw input sequence (program vocabulary values, no BOS)
-
-
-@dataclass(frozen=True)
-class Node:
-    """One ablatable component: an attention head (its ``hook_z`` slice) or an MLP (``hook_post``).
-
-    ``name`` is a TransformerLens hook name plus a head index, so it can be pasted into a
-    notebook: ``blocks.1.attn.hook_z[2]``, ``blocks.0.mlp.hook_post``. A head is intervened on
-    through ``hook_z``: its output ``z @ W_O`` is a linear function of it, and patching ``z`` is
-    cheaper than patching ``hook_result``.
-    """
-
-    layer: int
-    kind: Literal["attn", "mlp"]
-    head: int | None = None
-    in_circuit: bool = False
-
-    @property
-    def hook_name(self) -> str:
-        return f"blocks.{self.layer}.attn.hook_z" if self.kind == "attn" else f"blocks.{self.layer}.mlp.hook_post"
-
-    @property
-    def name(self) -> str:
-        return f"{self.hook_name}[{self.head}]" if self.kind == "attn" else self.hook_name
-
-
-def all_nodes(model: HookedTransformer, in_circuit: Callable[[int, str, int | None], bool]) -> list[Node]:
-    """Every head and MLP of ``model``, in forward order, labelled by ``in_circuit(layer, kind, head)``."""
-    nodes: list[Node] = []
-    for layer in range(model.cfg.n_layers):
-        for head in range(model.cfg.n_heads):
-            nodes.append(Node(layer, "attn", head, in_circuit(layer, "attn", head)))
-        if not model.cfg.attn_only:
-            nodes.append(Node(layer, "mlp", None, in_circuit(layer, "mlp", None)))
-    return nodes
 
 
 @dataclass
@@ -140,7 +121,7 @@ class Task:
     def sample_with_counterfactual(self, n: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The data set of ``sample(n, seed)`` and, row for row, a minimal edit of each input."""
         raw = self.sample_raw(n, seed)
-        rng = random.Random(seed + 7919)
+        rng = random.Random(derive(seed, "counterfactual"))
         cf = [[self.inputs.counterfactual(rng, s) for s in group] for group in raw]
         return [self.encode(g) for g in raw], [self.encode(g) for g in cf]
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from tasks.base import InputSpec, Node, Task, all_nodes
+from tasks.base import Node, Task, all_nodes
 
 FILES = ("ll_model.pth", "ll_model_cfg.pkl", "edges.pkl", "meta.json")
 FAMILY = "interpbench"

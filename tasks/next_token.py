@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from tasks.base import Task
+from tasks.base import Task, describe_ground_truth
 from tasks.user_tasks import TaskSpec, build_task
 
 FAMILY = "next_token"
@@ -48,9 +48,7 @@ PLANTED_MEANING = "nodes outside the planted circuit write only where nothing in
 
 def _legend() -> None:
     """Give the report legend the meaning of ``planted`` (the controller of an xdist run never loads the task)."""
-    from abench import leaderboard
-
-    leaderboard.GROUND_TRUTH.setdefault("planted", PLANTED_MEANING)
+    describe_ground_truth("planted", PLANTED_MEANING)
 
 # --------------------------------------------------------------------------- any model
 

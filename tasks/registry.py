@@ -1,21 +1,26 @@
-"""All tasks by name, and the families they belong to."""
+"""All tasks by name and the families they belong to: tracr programs, shipped SIIT models (their
+cards are read when this module is imported), the next-token task, and the tasks of user files
+and entry points (``load_task_file``, ``load_entry_point_tasks``)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
-from tasks.base import Task
+from tasks.base import Task, describe_ground_truth
+from tasks.next_token import FAMILY as NEXT_TOKEN_FAMILY, planted_backup_task
 from tasks.siit import shipped as siit_shipped
 from tasks.siit import siit_task
 from tasks.tracr_programs import PROGRAMS
 from tasks.tracr_tasks import tracr_task
+from tasks.user_tasks import ENTRY_POINT_GROUP, TaskSpecError, build_tasks, import_task_file
 
 LOADERS: dict[str, tuple[str, Callable[[str], Task]]] = {
     name: ("tracr", lambda device, name=name: tracr_task(name, device)) for name in PROGRAMS
 }
 # SIIT models shipped under tasks/weights/siit whose card says they passed the bar (accuracy,
-# IIA, SIIA >= 99% and every bystander live); retrain with `python -m tasks.train_siit`.
+# IIA, SIIA >= 99% and every bystander live); retrain with `python -m tasks.siit`.
 SIIT_TASKS = siit_shipped()
 LOADERS.update({f"siit_{name}": ("siit", lambda device, name=name: siit_task(name, device)) for name in SIIT_TASKS})
 
@@ -71,6 +76,63 @@ def register_task(name: str, family: str, loader: Callable[[str], Task], replace
 
 # The next-token family (tasks/next_token.py): a tiny model with a planted name mover + backup head,
 # scored by logit difference. Selectable by name, by family (next_token) or all; not a default family.
-from tasks.next_token import FAMILY as NEXT_TOKEN_FAMILY, planted_backup_task  # noqa: E402
-
 register_task("next_token_planted", NEXT_TOKEN_FAMILY, lambda device: planted_backup_task(device))
+
+
+# --------------------------------------------------------------------------- user task files and entry points
+
+
+def register_user_tasks(tasks: Sequence[Task], source: str) -> list[str]:
+    """Put built tasks into the registry (``register_task``) and their ground-truth meanings into
+    the report legend. Returns their names."""
+    names = []
+    for task in tasks:
+        if task.name in LOADERS and task.name not in _USER_NAMES:
+            raise TaskSpecError(f"task {task.name!r}: field 'name': clashes with a task already in the suite ({source})")
+        built = {str(task.model.cfg.device): task}
+        register_task(task.name, task.family, lambda device, built=built, task=task: _on_device(built, task, device), replace=True)
+        _USER_NAMES.add(task.name)
+        meaning = task.info.get("ground_truth_meaning")
+        if meaning:
+            describe_ground_truth(task.ground_truth, meaning)
+        names.append(task.name)
+    return names
+
+
+_USER_NAMES: set[str] = set()  # registered from user files / entry points (may be replaced on reload)
+
+
+def _on_device(built: dict, task: Task, device: str) -> Task:
+    if device not in built:
+        import copy
+
+        t = copy.copy(task)
+        t.model = copy.deepcopy(task.model).to(device, print_details=False)
+        if "high_level" in task.info:
+            hl = copy.copy(task.info["high_level"])
+            hl.model = copy.deepcopy(hl.model).to(device, print_details=False)
+            t.info = dict(task.info, high_level=hl)
+        built[device] = t
+    return built[device]
+
+
+def load_task_file(path: str, device: str = "cpu") -> list[str]:
+    """``--task-module FILE.py``: import, validate, register; returns the task names it defined."""
+    module = import_task_file(path)
+    return register_user_tasks(build_tasks(module, Path(path).name, device), path)
+
+
+def load_entry_point_tasks(device: str = "cpu") -> list[str]:
+    """Tasks of installed packages (entry-point group ``abench.tasks``): registered, resolvable by
+    name or family, not part of the default selection."""
+    from importlib.metadata import entry_points
+
+    names = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        where = f"entry point {ep.name} ({ep.value})"
+        try:
+            obj = ep.load()
+        except Exception as err:  # noqa: BLE001
+            raise TaskSpecError(f"{where}: import failed: {type(err).__name__}: {err}") from None
+        names += register_user_tasks(build_tasks(obj, where, device), where)
+    return names

@@ -1,6 +1,6 @@
 """Compile tracr programs, convert them to exact HookedTransformers, and cache the weights.
 
-Conversion facts (verified, see shared/reference/ground-truth.md): bidirectional attention, no
+Conversion facts (checked against tracr's own ``model.apply`` by ``tests/test_tracr_exact.py``): bidirectional attention, no
 normalisation, relu MLPs, default attention scaling, tracr's zero-padded heads/neurons kept.
 The unembedding is built from the residual labels: one-hot onto ``"{label}:{value}"`` for a
 categorical output, onto ``"{label}"`` for a numerical one.

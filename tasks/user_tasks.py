@@ -50,7 +50,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from transformer_lens import HookedTransformer
 
-from tasks.base import InputSpec, Node, Task, all_nodes
+from tasks.base import InputSpec, Node, Task, all_nodes, describe_ground_truth
 
 OUTPUTS = ("categorical", "numerical", "logit_diff")
 REQUIRED = ("name", "family", "model", "circuit", "vocab", "lengths", "output")
@@ -237,9 +237,7 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
                 _fail(name, fld, f"returned {bad[0]!r}, which is not in vocab")
 
     if spec.ground_truth_meaning is not None:
-        from abench import leaderboard
-
-        leaderboard.GROUND_TRUTH.setdefault(spec.ground_truth, str(spec.ground_truth_meaning))
+        describe_ground_truth(spec.ground_truth, str(spec.ground_truth_meaning))
     task_output = "categorical" if spec.output == "logit_diff" else spec.output
     info = dict(spec.info)
     info.update(ablate_at=spec.ablate_at, user_output=spec.output, ground_truth_meaning=spec.ground_truth_meaning)
@@ -359,65 +357,6 @@ def import_task_file(path: str):
     except Exception as err:  # noqa: BLE001 - the user's file: report, do not trace
         raise TaskSpecError(f"import failed: {type(err).__name__}: {err}") from None
     return module
-
-
-def register_user_tasks(tasks: Sequence[Task], source: str) -> list[str]:
-    """Put built tasks into the registry (``tasks.registry.register_task``) and their ground-truth
-    meanings into the report legend. Returns their names."""
-    from abench import leaderboard
-    from tasks.registry import LOADERS, register_task
-
-    names = []
-    for task in tasks:
-        if task.name in LOADERS and task.name not in _USER_NAMES:
-            raise TaskSpecError(f"task {task.name!r}: field 'name': clashes with a task already in the suite ({source})")
-        built = {str(task.model.cfg.device): task}
-        register_task(task.name, task.family, lambda device, built=built, task=task: _on_device(built, task, device), replace=True)
-        _USER_NAMES.add(task.name)
-        meaning = task.info.get("ground_truth_meaning")
-        if meaning:
-            leaderboard.GROUND_TRUTH.setdefault(task.ground_truth, meaning)
-        names.append(task.name)
-    return names
-
-
-_USER_NAMES: set[str] = set()  # registered from user files / entry points (may be replaced on reload)
-
-
-def _on_device(built: dict, task: Task, device: str) -> Task:
-    if device not in built:
-        import copy
-
-        t = copy.copy(task)
-        t.model = copy.deepcopy(task.model).to(device, print_details=False)
-        if "high_level" in task.info:
-            hl = copy.copy(task.info["high_level"])
-            hl.model = copy.deepcopy(hl.model).to(device, print_details=False)
-            t.info = dict(task.info, high_level=hl)
-        built[device] = t
-    return built[device]
-
-
-def load_task_file(path: str, device: str = "cpu") -> list[str]:
-    """``--task-module FILE.py``: import, validate, register; returns the task names it defined."""
-    module = import_task_file(path)
-    return register_user_tasks(build_tasks(module, Path(path).name, device), path)
-
-
-def load_entry_point_tasks(device: str = "cpu") -> list[str]:
-    """Tasks of installed packages (entry-point group ``abench.tasks``): registered, resolvable by
-    name or family, not part of the default selection."""
-    from importlib.metadata import entry_points
-
-    names = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        where = f"entry point {ep.name} ({ep.value})"
-        try:
-            obj = ep.load()
-        except Exception as err:  # noqa: BLE001
-            raise TaskSpecError(f"{where}: import failed: {type(err).__name__}: {err}") from None
-        names += register_user_tasks(build_tasks(obj, where, device), where)
-    return names
 
 
 # --------------------------------------------------------------------------- a toy ground truth

@@ -5,7 +5,7 @@ import torch
 
 from abench.bench import task_data
 from abench.effects import node_effects
-from abench.interventions import ablated_outputs_batched, ablated_outputs_loop
+from interventions.hooks import ablated_outputs_batched, ablated_outputs_loop
 from ablations import make_method
 from tasks.registry import load_task
 from tasks.tracr_programs import PROGRAMS

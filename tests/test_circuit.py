@@ -10,7 +10,7 @@ import torch
 
 from abench.bench import task_data
 from abench.circuit import circuit_effects, curve_ks, curve_orders, reference_circuit
-from abench.interventions import ablated_outputs_sets_batched, ablated_outputs_sets_loop
+from interventions.hooks import ablated_outputs_sets_batched, ablated_outputs_sets_loop
 from ablations import make_method
 from ablations.base import FunctionMethod
 from tasks.registry import load_task

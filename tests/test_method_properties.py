@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from abench.bench import run_row
 from abench.effects import MethodError, node_effects
-from abench.measures import NUMERICAL_THRESHOLD
+from interventions.measures import NUMERICAL_THRESHOLD
 from ablations import DEFAULT_METHODS, AblationMethod, NodeBatch, TaskData, make_method
 from ablations.basic import Mean, PositionMean, Resample, ResampleSameLength, Zero
 from tasks.base import InputSpec, Task

@@ -61,8 +61,8 @@ def test_planted_joint_ablation_removes_the_behaviour(planted):
             out = task.model.run_with_hooks(t, fwd_hooks=[(nodes[NAME_MOVER].hook_name, hook), (nodes[BACKUP].hook_name, hook)])
         ld = logit_diffs(task, t, out)
         assert ld.abs().max().item() < 1e-5, ld  # the behaviour is gone
-        # the suite's joint-ablation engine (issue 14, abench.interventions) gives the same outputs
-        from abench.interventions import ablated_outputs_sets_batched
+        # the suite's joint-ablation engine (interventions/hooks.py) gives the same outputs
+        from interventions.hooks import ablated_outputs_sets_batched
 
         repl = replacements(zero, ev, g)
         with torch.no_grad():

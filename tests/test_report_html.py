@@ -19,7 +19,9 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from abench import leaderboard
-from abench.report_html import BrowserCheckError, browser_check, find_chromium, sweep_scale, to_html
+from abench.report.browser_check import BrowserCheckError, browser_check, find_chromium
+from abench.report.figures import sweep_scale
+from abench.report.html import to_html
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = json.loads((ROOT / "tests" / "data" / "report_doc.json").read_text())

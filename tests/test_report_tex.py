@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from abench.report_tex import COLUMNS, escape, standalone, to_latex
+from abench.report.tex import COLUMNS, escape, standalone, to_latex
 
 DOC = json.loads((Path(__file__).parent / "data" / "report_doc.json").read_text())
 

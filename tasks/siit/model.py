@@ -1,28 +1,5 @@
-"""SIIT tasks: trained transformers whose circuit is fixed by Strict Interchange Intervention Training.
-
-A *low-level* (LL) HookedTransformer (more heads, gelu, no layer norm, compressed residual) is
-trained so that for every node of the compiled tracr (*high-level*, HL) model one LL node at the
-same layer implements it (interchange interventions on the pair agree), while every other LL
-node is irrelevant to the main output under resample ablation. Ground truth is therefore
-``resample``: in-circuit = the LL nodes of the correspondence.
-
-Bystanders are kept *live*: an auxiliary readout (``aux.W_U``, not part of the benchmarked
-model) is trained to predict input-dependent targets (previous token, next token, "previous
-token equals this one") from a forward in which every in-circuit node is resample-ablated, so
-that information has to flow through the bystanders; a hinge term keeps each bystander's
-input-dependent output variance above a floor. ``liveness`` below measures it.
-
-Weights ship as ``tasks/weights/siit/<task>.safetensors`` (safetensors only) with a JSON card.
-The model is a plain HookedTransformer: ``model(tokens)`` gives the main output. Bases come in
-batches of one length (no PAD), as the benchmark feeds them; sources may be longer, and a patch
-takes the source's first ``len(base) + 1`` positions. Same-length sources cannot vary anything
-that is constant within one length, so a model trained and checked only with them can compute
-length in a "bystander" unseen, and its length-computing circuit nodes pass IIA trivially.
-Cards (protocol ``CARD_PROTOCOL``) therefore measure IIA and SIIA per node with sources of
-every length >= the base's (``eval_pairs(cross_length=True)``, same length included): the
-interchanges the benchmark's reference ``resample`` makes. The bar (``passes_bar``) reads the
-weakest node. Training uses the same interchanges for its IIT, strict and aux rows.
-"""
+"""SIIT models: the LL architecture and its correspondence with the tracr program, the aux
+readouts, the patching hooks, and the weights + card files (save, validate, load, the shipped set)."""
 
 from __future__ import annotations
 
@@ -30,7 +7,6 @@ import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -38,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from abench.interventions import node_activation, replacing_hooks
+from interventions.hooks import node_activation, replacing_hooks
 from tasks.base import Node, Task, all_nodes
 from tasks.tracr_tasks import tracr_task
 
 # $ABENCH_SIIT_WEIGHTS points the registry (and the trainer) at another folder, e.g. in tests
-WEIGHTS_DIR = Path(os.environ.get("ABENCH_SIIT_WEIGHTS") or Path(__file__).resolve().parent / "weights" / "siit")
+WEIGHTS_DIR = Path(os.environ.get("ABENCH_SIIT_WEIGHTS") or Path(__file__).resolve().parent.parent / "weights" / "siit")
 CARD_VERSION = 1
 # Test protocol of a card. 2: IIA and SIIA with sources of every length >= the base's, bar per node.
 # The registry ships only cards of this protocol that passed.
@@ -225,133 +201,6 @@ def input_variance(write: torch.Tensor) -> torch.Tensor:
     return write[:, 1:].var(dim=0, unbiased=False).sum(-1).mean()
 
 
-# --------------------------------------------------------------------------- metrics
-
-
-def cell_correct(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, tol: float | None = None) -> torch.Tensor:
-    """``[b, pos-1]`` booleans (BOS excluded): LL prediction equals HL prediction (numerical: within ``tol``)."""
-    ll_out, hl_out = ll_out[:, 1:], hl_out[:, 1:]
-    if output == "categorical":
-        return ll_out.argmax(-1) == hl_out.argmax(-1)
-    return (ll_out[..., 0] - hl_out[..., 0]).abs() < (NUM_TOL if tol is None else tol)
-
-
-@torch.no_grad()
-def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], corr: dict[str, str],
-             aux: dict[str, torch.Tensor] | None, data: list[tuple[torch.Tensor, torch.Tensor]], tol: float | None = None) -> dict:
-    """Accuracy, per-node IIA / SIIA, aux accuracy and per-node liveness on (base, source) groups.
-
-    ``iia`` and ``siia`` count every group: sources of every length >= the base's, the
-    interchanges the benchmark's reference ``resample`` makes. ``iia_same_length`` counts only
-    the groups whose source has the base's length (recorded, not a gate). ``tol``: numerical
-    tolerance (default ``NUM_TOL``)."""
-    hl = hl_task.model
-    hl_nodes = {n.name: n for n in hl_task.nodes}
-    ll_by_name = {n.name: n for n in ll_node_list}
-    circ = [(hl_nodes[h], ll_by_name[l]) for h, l in corr.items()]
-    bystanders = [n for n in ll_node_list if not n.in_circuit]
-    hooks_ll = sorted({n.hook_name for n in ll_node_list})
-    hooks_hl = sorted({h.hook_name for h, _ in circ})
-    last = f"blocks.{ll.cfg.n_layers - 1}.hook_resid_post"
-    tot = {"acc": [0, 0], "aux": [0, 0]}
-    iia = {l.name: [0, 0] for _, l in circ}  # every group
-    iia_same = {l.name: [0, 0] for _, l in circ}  # groups whose source has the base's length
-    siia = {n.name: [0, 0] for n in bystanders}
-    var = {n.name: [] for n in ll_node_list}
-    for base, src in data:
-        b = base.shape[0]
-        allrows = torch.arange(b)
-        hl_base = hl(base)
-        _, hl_src = hl.run_with_cache(src, names_filter=lambda n: n in hooks_hl)
-        ll_base, ll_cache = ll.run_with_cache(base, names_filter=lambda n: n in hooks_ll)
-        _, ll_src = ll.run_with_cache(src, names_filter=lambda n: n in hooks_ll)
-        c = cell_correct(ll_base, hl_base, hl_task.output, tol)
-        tot["acc"][0] += c.sum().item(); tot["acc"][1] += c.numel()
-        for n in ll_node_list:
-            var[n.name].append(input_variance(node_write(n, ll_cache[n.hook_name], ll)).item())
-        for h, l in circ:
-            hp = hl.run_with_hooks(base, fwd_hooks=patch_hooks([(h, allrows, allrows)], hl_src.cache_dict, base.shape[1]))
-            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(l, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
-            c = cell_correct(lp, hp, hl_task.output, tol)
-            iia[l.name][0] += c.sum().item(); iia[l.name][1] += c.numel()
-            if src.shape[1] == base.shape[1]:
-                iia_same[l.name][0] += c.sum().item(); iia_same[l.name][1] += c.numel()
-        for n in bystanders:
-            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
-            c = cell_correct(lp, hl_base, hl_task.output, tol)
-            siia[n.name][0] += c.sum().item(); siia[n.name][1] += c.numel()
-        if aux is not None:
-            store = {}
-            hooks = patch_hooks([(l, allrows, allrows) for _, l in circ], ll_src.cache_dict, base.shape[1])
-            hooks.append((last, lambda act, hook: store.__setitem__("r", act)))
-            if "aux.L0_W_U" in aux:
-                hooks.append(("blocks.0.hook_resid_post", lambda act, hook: store.__setitem__("r0", act)))
-            ll.run_with_hooks(base, fwd_hooks=hooks)
-            logits = store["r"] @ aux["aux.W_U"] + aux["aux.b_U"]
-            ok, n_cells = aux_logit_accuracy(logits, aux_targets(base, ll.cfg.d_vocab), aux_sizes(ll.cfg.d_vocab))
-            tot["aux"][0] += ok; tot["aux"][1] += n_cells
-            if "aux.L0_W_U" in aux:
-                logits0 = store["r0"] @ aux["aux.L0_W_U"] + aux["aux.L0_b_U"]
-                ok, n_cells = aux_logit_accuracy(logits0, aux0_targets(base, ll.cfg.d_vocab), aux0_sizes(ll.cfg.d_vocab))
-                tot["aux"][0] += ok; tot["aux"][1] += n_cells
-    frac = lambda a: a[0] / max(a[1], 1)
-    mean_var = {k: sum(v) / len(v) for k, v in var.items()}
-    in_vars = sorted(mean_var[l.name] for _, l in circ)
-    med = in_vars[len(in_vars) // 2] if len(in_vars) % 2 else 0.5 * (in_vars[len(in_vars) // 2 - 1] + in_vars[len(in_vars) // 2])
-    live = {k: v / med if med > 0 else float("nan") for k, v in mean_var.items()}
-    iia_f = {k: frac(v) for k, v in iia.items()}
-    iia_sf = {k: frac(v) for k, v in iia_same.items()}
-    siia_f = {k: frac(v) for k, v in siia.items()}
-    return {
-        "accuracy": frac(tot["acc"]),
-        "iia": sum(iia_f.values()) / len(iia_f),
-        "iia_min": min(iia_f.values()),
-        "iia_per_node": iia_f,
-        "iia_same_length": sum(iia_sf.values()) / len(iia_sf),
-        "iia_same_length_min": min(iia_sf.values()),
-        "iia_same_length_per_node": iia_sf,
-        "siia": sum(siia_f.values()) / max(len(siia_f), 1),
-        "siia_min": min(siia_f.values()) if siia_f else 1.0,
-        "aux_accuracy": frac(tot["aux"]) if aux is not None else None,
-        "siia_per_node": siia_f,
-        "liveness": live,
-        "liveness_min_out_of_circuit": min((live[n.name] for n in bystanders), default=float("nan")),
-        "median_in_circuit_write_variance": med,
-    }
-
-
-def bar_score(m: dict) -> float:
-    """The number the bar reads: min(accuracy, weakest in-circuit node's IIA, weakest bystander's SIIA)."""
-    return min(m["accuracy"], m["iia_min"], m["siia_min"])
-
-
-def passes_bar(m: dict) -> bool:
-    """Accuracy, every in-circuit node's IIA and every bystander's SIIA >= ``PASS_BAR``, every bystander live."""
-    return bar_score(m) >= PASS_BAR and m["liveness_min_out_of_circuit"] >= LIVE_THRESHOLD
-
-
-def eval_pairs(task: Task, n_per_length: int, seed: int, cross_length: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Held-out (base, source) groups, sources drawn independently.
-
-    One same-length group of ``n_per_length`` pairs per length; with ``cross_length`` also, for
-    each base length L, one group per longer source length Ls > L (``n_per_length`` split
-    between them, at least 16 each); patches take the source's first L + 1 positions
-    (``patch_hooks(n_pos=...)``).
-    """
-    import random
-
-    rng = random.Random(seed)
-    out = []
-    lo, hi = task.inputs.min_len, task.inputs.max_len
-    for L in range(lo, hi + 1):
-        longer = list(range(L + 1, hi + 1)) if cross_length else []
-        for Ls, n in [(L, n_per_length)] + [(Ls, max(16, n_per_length // len(longer))) for Ls in longer]:
-            base = task.encode([task.inputs.draw(rng, L) for _ in range(n)])
-            src = task.encode([task.inputs.draw(rng, Ls) for _ in range(n)])
-            out.append((base, src))
-    return out
-
-
 # --------------------------------------------------------------------------- save / load
 
 
@@ -420,7 +269,7 @@ def load(name: str, device: str = "cpu", weights_dir: Path | None = None) -> tup
 
     wpath, cpath = paths(name, weights_dir)
     if not wpath.exists() or not cpath.exists():
-        raise SiitLoadError(f"SIIT task {name!r}: missing {wpath if not wpath.exists() else cpath}; retrain with `python -m tasks.train_siit --task {name}`")
+        raise SiitLoadError(f"SIIT task {name!r}: missing {wpath if not wpath.exists() else cpath}; retrain with `python -m tasks.siit --task {name}`")
     try:
         card = json.loads(cpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

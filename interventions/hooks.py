@@ -7,7 +7,7 @@ the clean residual stream before the layer is repeated once per node along the b
 the model starts at that layer (``start_at_layer``), so nothing upstream is recomputed. Tests
 hold the two to 1e-5.
 
-Joint ablation of node sets (``abench.circuit``) has the same two paths: one full forward per set
+Joint ablation of node sets (``abench/circuit.py``) has the same two paths: one full forward per set
 with all its hooks (``ablated_outputs_sets_loop``), or sets stacked along the batch axis, each
 group of sets starting at its earliest layer (``ablated_outputs_sets_batched``).
 """
@@ -20,9 +20,10 @@ from typing import Callable, Mapping, Sequence
 import torch
 from transformer_lens import HookedTransformer
 
-from tasks.base import Node
+from interventions.nodes import Node, resid_pre_name
 
-# Forwards of a few hundred rows are fastest on a 2-core CPU (shared/reference/ground-truth.md).
+# Rows per stacked forward: passes of a few hundred rows were the fastest on the 2-core CPU the
+# suite was tuned on (benchmarks/test_speed.py reports the batched/loop ratio).
 DEFAULT_MAX_ROWS = 512
 
 
@@ -60,11 +61,11 @@ def clean_run(
     model: HookedTransformer, tokens: torch.Tensor, nodes: Sequence[Node]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor]]:
     """One clean forward: ``(outputs [b, pos, v], {node: activation [b, pos, d]}, {layer: resid_pre [b, pos, d_model]})``."""
-    hooks = {n.hook_name for n in nodes} | {f"blocks.{n.layer}.hook_resid_pre" for n in nodes}
+    hooks = {n.hook_name for n in nodes} | {resid_pre_name(n.layer) for n in nodes}
     with torch.no_grad():
         out, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
     acts = {n.name: node_activation(cache[n.hook_name], n).clone() for n in nodes}
-    resid = {n.layer: cache[f"blocks.{n.layer}.hook_resid_pre"] for n in nodes}
+    resid = {n.layer: cache[resid_pre_name(n.layer)] for n in nodes}
     return out, acts, resid
 
 

@@ -1,6 +1,7 @@
 """Leaderboard document -> a booktabs LaTeX results table (``leaderboard.tex``).
 
-One row per method of ``doc["summary"]`` (already sorted best first). Every column header carries
+One row per method of ``doc["summary"]`` (already sorted best first), one column per metric of
+``abench/report/metrics.py`` marked ``tex``. Every column header carries
 an arrow for its better direction and the best value of each column is set in bold (ties, compared
 at the printed precision, are all bold). The table needs ``\\usepackage{booktabs}`` in the preamble
 and nothing else.
@@ -8,19 +9,7 @@ and nothing else.
 
 from __future__ import annotations
 
-import math
-
-# (summary key, header, better direction, digits)
-COLUMNS = [
-    ("pooled_auroc", "Pooled AUROC", "up", 3),
-    ("mean_gap", "Gap", "up", 3),
-    ("mean_fpr_at_full_recall", "FPR@recall\\,1", "down", 3),
-    ("mean_effect_out", "Spurious effect", "down", 3),
-    ("mean_faithfulness", "Faithfulness", "up", 3),
-    ("mean_completeness", "Completeness", "up", 3),
-    ("mean_normalised_faithfulness", "Norm.\\ faithfulness", "up", 3),
-    ("seconds", "Time (s)", "down", 2),
-]
+from abench.report.metrics import TEX, best_values as _best_values, ci_text, value
 
 ARROW = {"up": r"$\uparrow$", "down": r"$\downarrow$"}
 
@@ -48,30 +37,27 @@ def escape(text: str) -> str:
     return "{}" + out if out.startswith("[") else out
 
 
-def _value(v) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return None if math.isnan(v) else v
+def header_label(label: str) -> str:
+    """A ``METRICS`` label as a LaTeX column header: escaped, first letter capitalised."""
+    return escape(label[:1].upper() + label[1:])
 
 
-def _best(values: list[float | None], direction: str, digits: int) -> float | None:
-    """The best value at the printed precision (None when the column has no value)."""
-    rounded = [round(v, digits) for v in values if v is not None]
-    if not rounded:
-        return None
-    return max(rounded) if direction == "up" else min(rounded)
+def _direction(m) -> str:
+    return "up" if m.higher_is_better else "down"
+
+
+# (summary key, header, better direction, digits): the LaTeX columns of ``METRICS``
+COLUMNS = [(m.key, header_label(m.label), _direction(m), m.digits) for m in TEX]
 
 
 def column_value(s: dict, key: str) -> float | None:
-    """A summary's value for a column; none at all for a method without a successful task (its
-    time of 0 s would otherwise look best)."""
-    return None if not s.get("n_tasks") else _value(s.get(key))
+    """A summary's value for a column (``metrics.value``: none without a successful task)."""
+    return value(s, key)
 
 
 def best_values(summary: list[dict]) -> dict[str, float | None]:
     """Per column key, the best value at the printed precision."""
-    return {key: _best([column_value(s, key) for s in summary], d, digits) for key, _, d, digits in COLUMNS}
+    return _best_values(summary, TEX)
 
 
 def _cell(v: float | None, digits: int, best: float | None) -> str:
@@ -105,12 +91,12 @@ def family_table(doc: dict, family: str | None, summary: list[dict], caption: st
             any_failed = True
             name += r"$^{\dagger}$"
         cells = [name]
-        for key, _, _, digits in COLUMNS:
-            v = column_value(s, key)
-            text = _cell(v, digits, best[key])
-            if key == "pooled_auroc" and v is not None and s.get("pooled_auroc_ci95"):
-                lo, hi = s["pooled_auroc_ci95"]
-                text += rf" {{\scriptsize [{lo:.2f}, {hi:.2f}]}}"
+        for m in TEX:
+            v = column_value(s, m.key)
+            text = _cell(v, m.digits, best[m.key])
+            ci = ci_text(s.get(m.ci_key)) if m.ci and v is not None else None
+            if ci:
+                text += rf" {{\scriptsize {ci}}}"
             cells.append(text)
         body.append(" & ".join(cells) + r" \\")
 
@@ -122,14 +108,8 @@ def family_table(doc: dict, family: str | None, summary: list[dict], caption: st
         caption = (
             f"Family {escape(str(family))} ({role}; ground truth: {escape(str(gt))}): ablation methods on {n_tasks} "
             f"task{'s' if n_tasks != 1 else ''} with known circuits, best first. "
-            r"Pooled AUROC: over all tasks' nodes (in-circuit nodes positive) with its 95\% bootstrap interval. "
-            r"Gap: lowest in-circuit minus highest out-of-circuit effect; FPR@recall\,1: share of out-of-circuit "
-            r"nodes flagged when every in-circuit node is; spurious effect: mean effect of out-of-circuit nodes "
-            r"(all three averaged over tasks). Faithfulness: share of predictions unchanged when every "
-            r"out-of-circuit node is ablated together; completeness: share changed when every in-circuit node is; "
-            r"normalised faithfulness: (metric(circuit only) $-$ metric(all ablated)) / (metric(clean) $-$ "
-            r"metric(all ablated)), metric = accuracy against the clean prediction or $-$MSE (means over tasks). "
-            r"Time: total fit and effect seconds. "
+            + " ".join(f"{header_label(m.label)}: {escape(m.description)}." for m in TEX)
+            + " Per-task metrics are means over tasks; pooled AUROC has its 95\\% bootstrap interval. "
             r"$\uparrow$/$\downarrow$: higher/lower is better; best in bold."
         )
         if any_failed:

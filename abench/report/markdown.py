@@ -1,0 +1,46 @@
+"""Leaderboard data -> ``leaderboard.md``."""
+
+from __future__ import annotations
+
+import json
+
+from abench.report.tables import CIRCUIT_NOTE, check_line, checks_frame, rows_frame, summary_frame
+
+
+def to_markdown(doc: dict) -> str:
+    env = doc["environment"]
+    lines = [
+        "# Ablation-method leaderboard",
+        "",
+        f"torch {env['torch']} on {env['device']} ({env.get('device_name') or '?'}), created {env['created_at']}.",
+        "",
+        f"Effect: fraction of non-BOS cells whose prediction changes when one node is ablated ({doc['effect_convention']}).",
+        "",
+        CIRCUIT_NOTE,
+        "",
+        "Ground truth per task family:",
+        "",
+    ]
+    lines += [f"- **{fam}**: {gt['intervention']} — {gt['meaning']}" for fam, gt in doc["ground_truth"].items()]
+    head = doc.get("headline_family")
+    for fam, summ in doc["summary_by_family"].items():
+        title = "the benchmark" if fam == head else "sanity family, not pooled with the benchmark"
+        lines += [f"## Family `{fam}` ({title}): methods pooled over its tasks, best first", "", summary_frame(summ).to_markdown(index=False), ""]
+    if doc.get("excluded_tasks"):
+        lines += ["Left out of every summary (ground-truth check failed): "
+                  + ", ".join(f"`{t}`" for t in doc["excluded_tasks"]), ""]
+    if doc.get("failed_tasks"):
+        lines += ["## Failed tasks", "", "Selected but not set up (load, data or ground-truth check failed): in no row or summary.", ""]
+        lines += [f"- `{t}` ({f['stage']}): {f['reason']}" for t, f in doc["failed_tasks"].items()] + [""]
+    checks = doc.get("ground_truth_checks") or {}
+    if checks:
+        lines += ["## Ground-truth checks", "",
+                  "Per task: the reference method must separate the circuit (AUROC 1, gap > 0) and every in-circuit node's "
+                  "effect must match its high-level (tracr) node's effect on the same interchanges.", ""]
+        for check in checks.values():
+            lines += [f"### `{check['task']}`", "", check_line(check), "", checks_frame(check).to_markdown(index=False), ""]
+    lines += ["## Rows (task x method)", "", rows_frame(doc["rows"]).to_markdown(index=False), ""]
+    for key, value in doc.items():
+        if key == "speed":
+            lines += ["## Speed", "", "```", json.dumps(value, indent=1), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Leaderboard data -> tables (pandas frames) shared by the markdown, HTML and terminal reports."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from abench.report.metrics import ROW_SHOWN, SHOWN, ci_text, value
+
+CIRCUIT_NOTE = (
+    "Circuit level (joint ablation, mean over tasks with a 95% bootstrap interval over tasks): faithful = fraction of "
+    "predictions unchanged when every out-of-circuit node is ablated together; complete = fraction changed when every "
+    "in-circuit node is ablated together; norm. faithful = (metric(circuit only) - metric(all ablated)) / "
+    "(metric(clean) - metric(all ablated)), metric = accuracy against the clean prediction (categorical) or -MSE (numerical)."
+)
+
+
+def fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def summary_frame(summary: list[dict]) -> pd.DataFrame:
+    """One row per method: every shown metric (``METRICS``), its 95% interval where it has one."""
+    records = []
+    for s in summary:
+        rec = {"method": s["method"]}
+        for m in SHOWN:
+            rec[m.label] = fmt(value(s, m.key), m.digits)
+            if m.ci:
+                rec[f"{m.label} 95% CI"] = ci_text(s.get(m.ci_key) if s.get("n_tasks") else None) or "-"
+        rec["tasks"] = s["n_tasks"]
+        rec["failed"] = s["n_failed"]
+        records.append(rec)
+    return pd.DataFrame(records)
+
+
+def _row_cell(r: dict, key: str, digits: int) -> str:
+    v = r.get(key)
+    if v is None and r.get(f"{key}_reason"):
+        return "n/a"
+    return fmt(v, digits)
+
+
+def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per (task, method): its status, every shown metric's row value, timings and why a value is missing."""
+    return pd.DataFrame(
+        [
+            {
+                "task": r["task"],
+                "method": r["method"],
+                "status": r["status"],
+                "GT check": r.get("ground_truth_check") or "-",
+                **{m.label: _row_cell(r, m.row, m.digits) for m in ROW_SHOWN},
+                "fit s": fmt(r.get("fit_seconds"), 2),
+                "effect s": fmt(r.get("effect_seconds"), 2),
+                "circuit s": fmt(r.get("circuit_seconds"), 2),
+                "note": r.get("error") or r.get("auroc_reason") or "",
+            }
+            for r in rows
+        ]
+    )
+
+
+def checks_frame(check: dict) -> pd.DataFrame:
+    """One task's ground-truth check per node: reference (LL) effect and the HL node's effect."""
+    return pd.DataFrame(
+        [
+            {
+                "node": n["name"],
+                "in circuit": n["in_circuit"],
+                "HL node": n.get("hl_node", "-"),
+                "HL effect": fmt(n.get("hl_effect")),
+                f"LL effect ({check['reference_method']})": fmt(n["ll_effect"]),
+                "|LL - HL|": fmt(n.get("abs_diff")),
+            }
+            for n in check["nodes"]
+        ]
+    )
+
+
+def check_line(check: dict) -> str:
+    verdict = "passed" if check["passed"] else "FAILED: " + "; ".join(check["reasons"])
+    return (f"{check['task']}: {verdict} (reference {check['reference_method']}: AUROC {fmt(check['auroc'])}, "
+            f"gap {fmt(check['gap'])}, max |LL - HL| {fmt(check['max_abs_diff'])}, tolerance {check['hl_tolerance']})")

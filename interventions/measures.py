@@ -1,0 +1,30 @@
+"""Per-cell comparisons of two outputs of the same inputs (the causal-effect definitions).
+
+A cell is one (example, position); callers drop BOS (position 0). The benchmark compares the
+clean and the ablated output (``abench/measures.py``, ``abench/circuit.py``); SIIT evaluation
+compares the low-level output with the high-level one (``tasks/siit/evaluate.py``, a cell is
+correct when it has not changed, with the card's tolerance).
+"""
+
+from __future__ import annotations
+
+import torch
+
+NUMERICAL_THRESHOLD = 0.05  # iit / InterpBench: a numerical prediction "changes" past this
+
+
+def cell_changed(clean: torch.Tensor, ablated: torch.Tensor, output: str, threshold: float = NUMERICAL_THRESHOLD) -> torch.Tensor:
+    """``[b, pos]`` bool: did the prediction change? Categorical: the argmax differs; numerical:
+    ``|diff|`` is not within ``threshold`` (a NaN counts as changed)."""
+    if output == "categorical":
+        return clean.argmax(-1) != ablated.argmax(-1)
+    return ~((clean[..., 0] - ablated[..., 0]).abs() <= threshold)
+
+
+def cell_divergence(clean: torch.Tensor, ablated: torch.Tensor, output: str) -> torch.Tensor:
+    """``[b, pos]``: KL(clean || ablated) of the softmaxed outputs, or the squared error."""
+    if output == "categorical":
+        logp = clean.log_softmax(-1)
+        logq = ablated.log_softmax(-1)
+        return (logp.exp() * (logp - logq)).sum(-1)
+    return (clean[..., 0] - ablated[..., 0]) ** 2

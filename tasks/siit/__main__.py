@@ -1,0 +1,119 @@
+"""Train SIIT models: ``python -m tasks.siit --task frac_prevs --device cpu`` (or ``--task all``).
+
+Writes ``tasks/weights/siit/<task>.safetensors`` and ``<task>.json`` (card: LL config,
+correspondence, the run's ``SiitConfig`` under ``config``, seed, steps, wall time, device,
+held-out accuracy / IIA / SIIA, per-node liveness) and prints the card. A model that misses the
+bar is still written, with ``"passed": false``, and is not loaded by the registry. ``--recard``
+re-evaluates existing weights under the current protocol without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import asdict
+
+import torch
+
+from tasks.siit import model as siit
+from tasks.siit.evaluate import make_card
+from tasks.siit.train import SiitConfig, add_config_arguments, config_from_args, train
+from tasks.tracr_programs import PROGRAMS
+from tasks.tracr_tasks import tracr_task
+
+# Cheapest first (small tracr models).
+DEFAULT_ORDER = ["hist", "length", "frac_prevs", "reverse", "sort_unique", "pair_balance", "count_less_freq", "sort",
+                 "sort_freq", "shuffle_dyck"]
+
+
+def ll_config_arg(name: str, task, previous: dict | None, arch: list[str]) -> dict | None:
+    """The LL config to train: the earlier run's when continuing, else the default with ``--arch`` overrides."""
+    if previous is not None:
+        if arch:
+            raise SystemExit("--arch cannot change the architecture of weights being continued (--continue-training)")
+        return previous["ll_config"]
+    if not arch:
+        return None
+    cfg = siit.ll_config_for(name, task.model)
+    for item in arch:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("n_heads", "d_model", "d_head", "d_mlp") or not value.isdigit():
+            raise SystemExit(f"--arch {item!r}: expected n_heads=, d_model=, d_head= or d_mlp= with a positive integer")
+        cfg[key] = int(value)
+    return cfg
+
+
+def run_one(name: str, config: SiitConfig, args) -> dict:
+    task = tracr_task(name, args.device)
+    init, previous = None, None
+    if args.continue_training:
+        prev_ll, prev_aux, previous = siit.load(name, args.device, args.weights_dir)
+        init = ({k: v for k, v in prev_ll.state_dict().items()}, prev_aux)
+    t0 = time.time()
+    ll, aux, info = train(task, config, device=args.device, progress=not args.no_progress, init=init,
+                          ll_config=ll_config_arg(name, task, previous, args.arch))
+    wall = time.time() - t0
+    record = {
+        "seed": config.seed,
+        "steps": info["steps"],
+        "best_step": info["best_step"],
+        "wall_time_s": round(wall, 1),
+        "continued_from": None if previous is None else {
+            k: previous.get(k) for k in ("steps", "best_step", "wall_time_s", "hyperparameters", "accuracy", "iia", "iia_min_node", "siia",
+                                         "siia_min_node", "liveness_min_out_of_circuit", "protocol", "test_sources", "continued_from")},
+        "device": args.device if args.device != "cpu" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "hyperparameters": info["hyperparameters"],
+        "config": asdict(config),
+        "reinitialised_bystanders": info["reinitialised"],
+        "history": info["history"],
+    }
+    card = make_card(task, ll, aux, info["ll_config"], info["correspondence"], record, config.test_n)
+    siit.save(name, ll, aux, card, args.weights_dir)
+    return card
+
+
+def recard(name: str, config: SiitConfig, args) -> dict:
+    """Re-evaluate shipped weights with the current test protocol and rewrite the card (training record kept)."""
+    task = tracr_task(name, args.device)
+    ll, aux, old = siit.load(name, args.device, args.weights_dir)
+    keep = ("seed", "steps", "best_step", "wall_time_s", "continued_from", "device", "hyperparameters", "config",
+            "reinitialised_bystanders", "history")
+    record = {k: old.get(k) for k in keep if k != "config" or k in old}
+    record["recarded"] = {"earlier_card": {k: old.get(k) for k in ("test_sources", "protocol", "accuracy", "iia", "iia_min_node", "siia", "siia_min_node", "liveness_min_out_of_circuit", "passed")},
+                          "note": "weights unchanged; metrics recomputed with the current tasks.siit.evaluate and test data"}
+    card = make_card(task, ll, aux, old["ll_config"], old["correspondence"], record, config.test_n)
+    siit.save(name, ll, aux, card, args.weights_dir)
+    return card
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tasks.siit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="all", help="tracr program name, comma list, or 'all'")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_config_arguments(ap)  # every hyperparameter: the fields of SiitConfig
+    ap.add_argument("--weights-dir", default=None, help="write here instead of tasks/weights/siit")
+    ap.add_argument("--continue-training", action="store_true",
+                    help="start from the shipped weights of the task (the card records the earlier run under continued_from)")
+    ap.add_argument("--recard", action="store_true",
+                    help="no training: re-evaluate the weights in --weights-dir with the current protocol and rewrite their cards")
+    ap.add_argument("--arch", action="append", default=[], metavar="KEY=N",
+                    help="override the LL architecture of a from-scratch run (n_heads, d_model, d_head, d_mlp); repeatable")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    config = config_from_args(args)
+    torch.set_num_threads(args.threads)
+    names = DEFAULT_ORDER if args.task == "all" else [t.strip() for t in args.task.split(",")]
+    for n in names:
+        if n not in PROGRAMS:
+            ap.error(f"unknown task {n!r}; valid: {', '.join(PROGRAMS)}")
+    for n in names:
+        card = recard(n, config, args) if args.recard else run_one(n, config, args)
+        short = {k: v for k, v in card.items() if k not in ("history", "shapes")}
+        print(json.dumps(short, indent=1))
+
+
+if __name__ == "__main__":
+    main()

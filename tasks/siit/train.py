@@ -1,0 +1,359 @@
+"""The SIIT training loop (``tasks/siit/__init__.py`` says what is trained and why).
+
+Per step, for one random input length (or, with ``all_lengths``, for every length, the batch
+split evenly and gradients averaged; no PAD: each sub-batch holds one length), n base and n
+source inputs from the task's precondition-respecting sampler, and one stacked LL forward of
+4n rows:
+
+* rows 0..n:   clean base  -> behaviour loss vs HL(base), and the liveness hinge;
+* rows n..2n:  each row patches one random in-circuit LL node with its source activation ->
+               IIT loss vs HL(base) with the corresponding HL node patched the same way;
+* rows 2n..3n: each row resample-ablates one random out-of-circuit LL node -> strict loss vs HL(base);
+* rows 3n..4n: every in-circuit node resample-ablated -> aux loss of the aux readout (prev/next
+               token, prev == current), so aux information must flow through bystanders.
+
+A bystander that stays below the liveness threshold for ``reinit_dead_after`` consecutive
+evaluations has its weights redrawn from the init distribution (recorded in the card).
+
+Cross-entropy for categorical outputs, MSE for numerical ones; BOS excluded. Adam, cosine lr
+decay (over the step budget or the time budget, whichever runs out first), grad-norm clipping; held-out evaluation every ``eval_every`` steps, the best checkpoint
+(by min(accuracy, IIA, SIIA)) is kept; stops early once all three reach ``target``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tasks.base import Task
+from tasks.seeds import derive
+from tasks.siit import model as siit
+from tasks.siit.evaluate import bar_score, cell_correct, eval_pairs, evaluate
+
+NUM_LOSS_SCALE = 100.0
+
+
+def _loss(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, num_scale: float = NUM_LOSS_SCALE) -> torch.Tensor:
+    ll_out, hl_out = ll_out[:, 1:], hl_out[:, 1:]
+    if output == "categorical":
+        return F.cross_entropy(ll_out.reshape(-1, ll_out.shape[-1]), hl_out.argmax(-1).reshape(-1))
+    # scaled so a numerical error of 0.1 costs about what a confident CE mistake does (else the aux CE dominates)
+    return num_scale * F.mse_loss(ll_out, hl_out)
+
+
+@torch.no_grad()
+def reinit_node(ll, node, gen: torch.Generator, opt: torch.optim.Optimizer) -> None:
+    """Redraw one bystander's weights from the LL init (normal, std ``initializer_range``; biases 0) and reset their Adam state.
+
+    A bystander whose attention saturates on a constant pattern gets almost no gradient from the
+    liveness hinge (reverse's blocks.0 head 1 sat at liveness 0.02 for 1000+ steps, at hinge weight 1
+    and 5); redrawing it, as SAE training resamples dead latents, lets strict training teach the rest
+    of the model to ignore a live node instead.
+    """
+    std = ll.cfg.initializer_range
+    blk = ll.blocks[node.layer]
+    if node.kind == "attn":
+        h = node.head
+        params = [(blk.attn.W_Q, h), (blk.attn.W_K, h), (blk.attn.W_V, h), (blk.attn.W_O, h)]
+        biases = [(blk.attn.b_Q, h), (blk.attn.b_K, h), (blk.attn.b_V, h)]
+    else:
+        params = [(blk.mlp.W_in, None), (blk.mlp.W_out, None)]
+        biases = [(blk.mlp.b_in, None)]
+    for k, (p, idx) in enumerate(params + biases):
+        target = p if idx is None else p[idx]
+        if k < len(params):
+            target.copy_(torch.randn(target.shape, generator=gen).to(p.device) * std)
+        else:
+            target.zero_()
+        state = opt.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                (state[key] if idx is None else state[key][idx]).zero_()
+
+
+
+def _option(default, help: str, flag: str | None = None):
+    """A ``SiitConfig`` field with its command-line help (and its option name when not ``--<field-name>``)."""
+    return field(default=default, metadata={"help": help, **({"flag": flag} if flag else {})})
+
+
+@dataclass
+class SiitConfig:
+    """Every hyperparameter of a SIIT run, in one place: ``python -m tasks.siit`` generates its
+    options from these fields (``--max-steps`` for ``max_steps``), ``train`` reads them and the
+    card stores ``asdict(config)`` under ``config``."""
+
+    seed: int = _option(0, "seed of the LL init, the training draws and the card's test data")
+    max_steps: int = _option(3000, "optimizer steps at most")
+    batch: int = _option(256, "(base, source) pairs per step")
+    lr: float = _option(3e-3, "peak learning rate (cosine decay to 5%%)")
+    eval_every: int = _option(100, "steps between held-out evaluations (checkpoint selection, early stop)")
+    eval_n: int = _option(128, "held-out examples per length for checkpoint selection")
+    test_n: int = _option(256, "held-out examples per length for the card")
+    time_limit: float | None = _option(None, "seconds of training per task (then the best checkpoint is kept)")
+    w_iit: float = _option(1.0, "weight of the IIT loss")
+    w_strict: float = _option(0.4, "weight of the strict loss")
+    w_aux: float = _option(0.5, "weight of the aux readout loss")
+    w_live: float = _option(1.0, "weight of the bystander liveness hinge")
+    live_floor: float = _option(0.25, "liveness hinge floor (variance ratio to the median in-circuit node)")
+    clip: float = _option(1.0, "gradient-norm clip")
+    target: float = _option(0.993, "early stop once min(accuracy, min-node IIA, min-node SIIA) reaches this")
+    num_loss_scale: float = _option(NUM_LOSS_SCALE, "multiplier of the MSE loss on numerical outputs")
+    same_length_sources: bool = _option(
+        False, "draw sources of the base's length only (blind to length computed in bystanders; cards without "
+        "hyperparameters.sources were trained so)")
+    all_lengths_per_step: bool = _option(
+        False, "each step averages the gradients of every input length (steadier for numerical frac_prevs, but in "
+        "from-scratch runs of reverse and sort it killed every layer-0 bystander head); default: one random "
+        "length per step (cards without hyperparameters.lengths_per_step were trained so)")
+    reinit_dead_after: int = _option(
+        3, "redraw a bystander's weights after this many consecutive evals below the liveness threshold (0: never)")
+    aux_layer0: bool = _option(
+        False, "add a readout on blocks.0.hook_resid_post (tokens at p-1, p+1, p-2, p+2) that layer-0 bystanders must feed")
+
+    def hyperparameters(self, output: str, continued: bool) -> dict:
+        """The card's description of the recipe (``hyperparameters``)."""
+        return {
+            "batch": self.batch, "lr": self.lr, "max_steps": self.max_steps, "time_limit_s": self.time_limit, "optimizer": "Adam",
+            "lr_schedule": "cosine to 5% over max_steps or time_limit_s, whichever runs out first"
+                           + ("; linear warm-up over 200 steps (continued from trained weights)" if continued else ""),
+            "grad_clip": self.clip,
+            "numerical_mse_scale": self.num_loss_scale if output == "numerical" else None,
+            "loss_weights": {"behaviour": 1.0, "iit": self.w_iit, "strict": self.w_strict, "aux": self.w_aux, "live": self.w_live},
+            "live_floor": self.live_floor,
+            "live_hinge": "mean over bystanders of relu(sqrt(live_floor) - sqrt(var / median in-circuit var))",
+            "eval_every": self.eval_every, "eval_examples_per_length": self.eval_n, "early_stop_target": self.target,
+            "lengths_per_step": "all (batch split evenly, gradients averaged)" if self.all_lengths_per_step else "one, drawn at random",
+            "reinit_dead_bystander_after_evals": self.reinit_dead_after or None,
+            "aux_layer0": "readout on blocks.0.hook_resid_post of tokens at p-1, p+1, p-2, p+2 (circuit-ablated rows)"
+            if self.aux_layer0 else None,
+            "sources": "IIT, strict and aux rows: each row's source length drawn uniformly from [base length, max_len] (the "
+                       "benchmark's resample draw), first base-length+1 positions patched" if not self.same_length_sources
+            else "same length as the base",
+            "selection": "best held-out min(accuracy, min-node IIA, min-node SIIA), sources of every length >= the base's",
+        }
+
+
+_ARG_TYPES = {"int": int, "float": float, "float | None": float}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per ``SiitConfig`` field: ``--field-name`` (a flag for a bool), its default and help."""
+    for f in fields(SiitConfig):
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            assert f.default is False, f.name  # a store_true flag
+            parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, dest=f.name, type=_ARG_TYPES[f.type], default=f.default,
+                                help=f.metadata["help"] + " (default %(default)s)")
+
+
+def config_from_args(args: argparse.Namespace) -> SiitConfig:
+    return SiitConfig(**{f.name: getattr(args, f.name) for f in fields(SiitConfig)})
+
+
+class _Run:
+    """One training run's fixed parts: models, nodes, hooks, aux readouts, random streams.
+
+    Built in the order the draws happen (torch seed, input stream, LL init, aux init), so a run
+    is reproducible from ``config.seed``.
+    """
+
+    def __init__(self, hl_task: Task, config: SiitConfig, device: str, init: tuple[dict, dict] | None, ll_config: dict | None):
+        self.task, self.config, self.device = hl_task, config, device
+        torch.manual_seed(config.seed)
+        self.rng = random.Random(config.seed)
+        self.hl = hl_task.model.to(device)
+        # continuing: the earlier run's config
+        self.cfg = dict(ll_config) if ll_config is not None else siit.ll_config_for(hl_task.name, self.hl)
+        self.ll = siit.build_ll(self.cfg, device=device, seed=config.seed)
+        self.corr = siit.correspondence(hl_task, self.ll)
+        self.nodes = siit.ll_nodes(self.ll, self.corr.values())
+        hl_by = {n.name: n for n in hl_task.nodes}
+        ll_by = {n.name: n for n in self.nodes}
+        self.circ_hl = [hl_by[h] for h in self.corr]
+        self.circ_ll = [ll_by[name] for name in self.corr.values()]
+        self.bys = [n for n in self.nodes if not n.in_circuit]
+        self.hl_hooks = sorted({n.hook_name for n in self.circ_hl})
+        self.ll_hooks = sorted({n.hook_name for n in self.nodes})
+        self.last = f"blocks.{self.cfg['n_layers'] - 1}.hook_resid_post"
+        self.sizes = siit.aux_sizes(self.cfg["d_vocab"])
+        self.sizes0 = siit.aux0_sizes(self.cfg["d_vocab"])
+        self.gen = torch.Generator().manual_seed(config.seed)
+        d_model = self.cfg["d_model"]
+        self.aux = {
+            "aux.W_U": (torch.randn(d_model, sum(self.sizes), generator=self.gen) / math.sqrt(d_model)).to(device).requires_grad_(),
+            "aux.b_U": torch.zeros(sum(self.sizes), device=device, requires_grad=True),
+        }
+        if config.aux_layer0:  # a second readout on blocks.0.hook_resid_post: relative-position token copies, a job for layer-0 bystanders
+            self.aux["aux.L0_W_U"] = (torch.randn(d_model, sum(self.sizes0), generator=self.gen) / math.sqrt(d_model)).to(device).requires_grad_()
+            self.aux["aux.L0_b_U"] = torch.zeros(sum(self.sizes0), device=device, requires_grad=True)
+        if init is not None:  # continue training from (LL state dict, aux tensors)
+            self.ll.load_state_dict(init[0], strict=False)
+            with torch.no_grad():
+                for k in self.aux:
+                    if k in init[1]:  # a readout the earlier run lacked keeps its fresh init
+                        self.aux[k].copy_(init[1][k].to(device))
+        self.lengths = list(range(hl_task.inputs.min_len, hl_task.inputs.max_len + 1))
+
+    def length_losses(self, L: int, n: int):
+        """Loss and running metrics on ``n`` (base, source) pairs of length ``L``: one stacked LL forward of 4n rows."""
+        task, config, rng, gen, device, ll = self.task, self.config, self.rng, self.gen, self.device, self.ll
+        circ_ll, bys = self.circ_ll, self.bys
+        base = task.encode([task.inputs.draw(rng, L) for _ in range(n)])
+        # each row's source has a length drawn uniformly from [L, max_len] (the benchmark's resample
+        # draw); a longer source varies what the base's length fixes. Patches take its first L + 1
+        # positions. Sources are run grouped by length; their prefixes are stacked row by row.
+        src_lengths = sorted(rng.randint(L, self.lengths[-1]) if not config.same_length_sources else L for _ in range(n))
+        srcs = [task.encode([task.inputs.draw(rng, Ls) for _ in range(src_lengths.count(Ls))])
+                for Ls in sorted(set(src_lengths))]
+        rows = torch.arange(n, device=device)
+        pick_c = torch.randint(len(circ_ll), (n,), generator=gen).to(device)
+        pick_b = torch.randint(len(bys), (n,), generator=gen).to(device)
+        with torch.no_grad():
+            hl_src = siit.prefix_cache(self.hl, srcs, self.hl_hooks, L + 1)
+            hl_assign = [(h, n + rows[pick_c == i], rows[pick_c == i]) for i, h in enumerate(self.circ_hl)]
+            hl_out = self.hl.run_with_hooks(torch.cat([base, base]), fwd_hooks=siit.patch_hooks(hl_assign, hl_src))
+            hl_base, hl_iit = hl_out[:n], hl_out[n:]
+            ll_src = siit.prefix_cache(ll, srcs, self.ll_hooks, L + 1)
+        assign = [(node, n + rows[pick_c == i], rows[pick_c == i]) for i, node in enumerate(circ_ll)]
+        assign_x = [(node, 2 * n + rows[pick_b == i], rows[pick_b == i]) for i, node in enumerate(bys)]
+        assign_x += [(node, 3 * n + rows, rows) for node in circ_ll]
+        store: dict[str, torch.Tensor] = {}
+        hooks = siit.patch_hooks(assign + assign_x, ll_src)
+
+        def keep(act, hook):
+            store[hook.name] = act[:n]
+
+        def keep_as(key):
+            return lambda act, hook: store.__setitem__(key, act)
+
+        hooks += [(h, keep) for h in self.ll_hooks]
+        hooks.append((self.last, keep_as("last")))
+        if config.aux_layer0:
+            hooks.append(("blocks.0.hook_resid_post", keep_as("r0")))
+        out = ll.run_with_hooks(torch.cat([base, base, base, base]), fwd_hooks=hooks)
+        output, scale = task.output, config.num_loss_scale
+        l_beh = _loss(out[:n], hl_base, output, scale)
+        l_iit = _loss(out[n:2 * n], hl_iit, output, scale)
+        l_strict = _loss(out[2 * n:3 * n], hl_base, output, scale)
+        # aux readout on the all-circuit-ablated rows: the last resid of rows 3n..4n
+        aux, d_vocab = self.aux, self.cfg["d_vocab"]
+        logits = store["last"][3 * n:] @ aux["aux.W_U"] + aux["aux.b_U"]
+        l_aux = siit.aux_block_ce(logits, siit.aux_targets(base, d_vocab), self.sizes)
+        if config.aux_layer0:
+            logits0 = store["r0"][3 * n:] @ aux["aux.L0_W_U"] + aux["aux.L0_b_U"]
+            l_aux = 0.5 * (l_aux + siit.aux_block_ce(logits0, siit.aux0_targets(base, d_vocab), self.sizes0))
+        vars_ = {node.name: siit.input_variance(siit.node_write(node, store[node.hook_name], ll)) for node in self.nodes}
+        med = torch.quantile(torch.stack([vars_[node.name] for node in circ_ll]), 0.5).detach().clamp_min(1e-6)  # same median as evaluate
+        # hinge on the std ratio: a variance hinge has a vanishing gradient at a dead (zero-weight) node
+        l_live = torch.stack([F.relu(config.live_floor ** 0.5 - (vars_[node.name] / med + 1e-8).sqrt()) for node in bys]).mean()
+        loss = l_beh + config.w_iit * l_iit + config.w_strict * l_strict + config.w_aux * l_aux + config.w_live * l_live
+        with torch.no_grad():
+            metrics = {
+                "loss": loss.item(), "aux": l_aux.item(), "live": l_live.item(),
+                "acc": cell_correct(out[:n], hl_base, output).float().mean().item(),
+                "iia": cell_correct(out[n:2 * n], hl_iit, output).float().mean().item(),
+                "siia": cell_correct(out[2 * n:3 * n], hl_base, output).float().mean().item(),
+            }
+        return loss, metrics
+
+
+def _set_lr(opt: torch.optim.Optimizer, config: SiitConfig, step: int, elapsed: float, warmup_steps: int) -> None:
+    """Cosine decay to 5% over the run; with a time limit, over whichever budget runs out first.
+
+    Continuing from trained weights: a linear warm-up, since a fresh Adam's first steps move every
+    weight by ~lr at once (frac_prevs fell from accuracy 1.0 to 0.42 in 100 steps without it)."""
+    done = step / config.max_steps
+    if config.time_limit:
+        done = max(done, elapsed / config.time_limit)
+    warm = min(1.0, step / warmup_steps) if warmup_steps else 1.0
+    for g in opt.param_groups:
+        g["lr"] = warm * config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0))))
+
+
+def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: bool = True,
+          init: tuple[dict, dict] | None = None, ll_config: dict | None = None):
+    """Train an LL model for ``hl_task`` under ``config``; returns ``(ll, aux, info)`` with the best checkpoint.
+
+    ``init``: (LL state dict, aux tensors) to continue from; ``ll_config``: the LL architecture
+    (default ``model.ll_config_for``)."""
+    run = _Run(hl_task, config, device, init, ll_config)
+    ll, aux, bys, name = run.ll, run.aux, run.bys, hl_task.name
+    hyper = config.hyperparameters(hl_task.output, continued=init is not None)
+    warmup_steps = 200 if init is not None else 0
+    params = list(ll.parameters()) + list(aux.values())
+    opt = torch.optim.Adam(params, lr=config.lr)
+    eval_data = eval_pairs(hl_task, config.eval_n, seed=derive(config.seed, "siit-selection"),
+                           cross_length=not config.same_length_sources)
+    best = {"score": -1.0}
+    history = []
+    reinits: list[dict] = []
+    t0 = time.time()
+    ema = {}
+    bar = tqdm(range(1, config.max_steps + 1), disable=not progress, desc=f"siit {name}", mininterval=2.0)
+    # all_lengths_per_step: one optimizer step averages the gradients of every input length (batch //
+    # n_lengths pairs each) instead of one random length with the whole batch. One-length steps made
+    # numerical frac_prevs oscillate (held-out accuracy 0.90-1.00 between evals at lr 3e-4); all-length
+    # steps, in from-scratch runs of reverse and 6-head sort, drove every layer-0 bystander head
+    # to liveness < 0.01 (one-length steps kept them at 0.2-0.3). Default: one length per step.
+    per_length = max(1, config.batch // len(run.lengths)) if config.all_lengths_per_step else config.batch
+    dead_evals = {node.name: 0 for node in bys}
+    for step in bar:
+        ll.train()
+        opt.zero_grad(set_to_none=True)
+        step_lengths = run.lengths if config.all_lengths_per_step else [run.rng.choice(run.lengths)]
+        sums: dict[str, float] = {}
+        for L in step_lengths:
+            loss, metrics = run.length_losses(L, per_length)
+            (loss / len(step_lengths)).backward()
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v / len(step_lengths)
+        torch.nn.utils.clip_grad_norm_(params, config.clip)
+        _set_lr(opt, config, step, time.time() - t0, warmup_steps)
+        opt.step()
+        for k, v in sums.items():
+            ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
+        bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
+        if step % config.eval_every == 0 or step == config.max_steps:
+            ll.eval()
+            m = evaluate(hl_task, ll, run.nodes, run.corr, {k: v.detach() for k, v in aux.items()}, eval_data)
+            score = bar_score(m)
+            history.append({"step": step, "wall_s": round(time.time() - t0, 1), "accuracy": m["accuracy"], "iia": m["iia"],
+                            "siia": m["siia"], "aux_accuracy": m["aux_accuracy"], "live_min": m["liveness_min_out_of_circuit"]})
+            tqdm.write(f"[{name}] step {step} {time.time() - t0:.0f}s acc {m['accuracy']:.4f} iia {m['iia']:.4f} (min {m['iia_min']:.3f}) "
+                       f"siia {m['siia']:.4f} (min {m['siia_min']:.3f}) aux {m['aux_accuracy']:.3f} live_min {m['liveness_min_out_of_circuit']:.3f}")
+            live_ok = m["liveness_min_out_of_circuit"] >= siit.LIVE_THRESHOLD
+            score_key = score + (1.0 if live_ok else 0.0)
+            if score_key > best["score"]:
+                best = {"score": score_key, "step": step, "state": copy.deepcopy(ll.state_dict()),
+                        "aux": {k: v.detach().clone() for k, v in aux.items()}}
+            if score >= config.target and live_ok:
+                break
+            if config.time_limit is not None and time.time() - t0 > config.time_limit:
+                tqdm.write(f"[{name}] time limit {config.time_limit:.0f}s reached")
+                break
+            # after checkpoint selection: the kept state is the evaluated one
+            if config.reinit_dead_after:
+                for node in bys:
+                    dead_evals[node.name] = dead_evals[node.name] + 1 if m["liveness"][node.name] < siit.LIVE_THRESHOLD else 0
+                    if dead_evals[node.name] >= config.reinit_dead_after:
+                        reinit_node(ll, node, run.gen, opt)
+                        reinits.append({"step": step, "node": node.name, "liveness": m["liveness"][node.name]})
+                        tqdm.write(f"[{name}] re-initialised dead bystander {node.name} (liveness {m['liveness'][node.name]:.3f})")
+                        dead_evals[node.name] = 0
+    bar.close()
+    ll.load_state_dict(best["state"])
+    ll.eval()
+    info = {"steps": step, "best_step": best["step"], "wall_s": time.time() - t0, "history": history, "ll_config": run.cfg,
+            "correspondence": run.corr, "hyperparameters": hyper, "reinitialised": reinits}
+    return ll, best["aux"], info

@@ -1,0 +1,123 @@
+"""The import graph of the suite's packages is one-way: no cycle between files or packages.
+
+Every ``import`` / ``from ... import`` of every module of ``interventions/``, ``tasks/``,
+``ablations/`` and ``abench/`` is read with ``ast``, including imports inside functions (a lazy
+import that closes a cycle is still a cycle). Packages are layered, lowest first:
+``interventions`` (nodes, hooks, measures) < ``tasks`` < ``ablations`` < ``abench``; a module may
+import only its own package or a lower one.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ("interventions", "tasks", "ablations", "abench")
+
+
+def module_files() -> dict[str, Path]:
+    out = {}
+    for pkg in LAYERS:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = path
+    return out
+
+
+def imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
+    """The suite's modules that ``name`` imports (anywhere in the file)."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from pkg import mod` imports the module pkg.mod
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:  # `import a.b.c` of a name inside a module
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    files = module_files()
+    return {name: imports_of(name, path, set(files)) for name, path in files.items()}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(edges.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(edges):
+        if n not in state:
+            found = visit(n)
+            if found:
+                return found
+    return None
+
+
+def test_graph_sees_every_package():
+    g = graph()
+    assert {n.split(".")[0] for n in g} == set(LAYERS)
+    assert "interventions.hooks" in g["ablations.base"]  # a real edge is found
+
+
+def test_no_cycle_between_files():
+    cycle = find_cycle(graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_cycle_between_packages():
+    pkg_edges: dict[str, set[str]] = {}
+    for src, targets in graph().items():
+        pkg_edges.setdefault(src.split(".")[0], set()).update(t.split(".")[0] for t in targets if t.split(".")[0] != src.split(".")[0])
+    cycle = find_cycle(pkg_edges)
+    assert cycle is None, "package import cycle: " + " -> ".join(cycle)
+
+
+def test_imports_go_only_downwards():
+    rank = {pkg: i for i, pkg in enumerate(LAYERS)}
+    upward = sorted(
+        f"{src} imports {dst}"
+        for src, targets in graph().items()
+        for dst in targets
+        if rank[dst.split(".")[0]] > rank[src.split(".")[0]]
+    )
+    assert not upward, "imports from a lower package to a higher one:\n" + "\n".join(upward)
+
+
+def test_interventions_is_the_ground_floor():
+    bad = sorted(f"{src} imports {dst}" for src, targets in graph().items() if src.split(".")[0] == "interventions"
+                 for dst in targets if dst.split(".")[0] != "interventions")
+    assert not bad, "\n".join(bad)
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
