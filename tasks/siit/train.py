@@ -118,6 +118,8 @@ class SiitConfig:
         3, "redraw a bystander's weights after this many consecutive evals below the liveness threshold (0: never)")
     aux_layer0: bool = _option(
         False, "add a readout on blocks.0.hook_resid_post (tokens at p-1, p+1, p-2, p+2) that layer-0 bystanders must feed")
+    w_attn: float = _option(
+        0.0, "weight of the attention-pattern loss: each in-circuit LL head's pattern against its tracr head's (0: off)")
 
     def hyperparameters(self, output: str, continued: bool) -> dict:
         """The card's description of the recipe (``hyperparameters``)."""
@@ -138,6 +140,8 @@ class SiitConfig:
             "sources": "IIT, strict and aux rows: each row's source length drawn uniformly from [base length, max_len] (the "
                        "benchmark's resample draw), first base-length+1 positions patched" if not self.same_length_sources
             else "same length as the base",
+            "attention_pattern_loss": {"weight": self.w_attn, "what": "cross-entropy of each in-circuit LL head's attention "
+                                       "pattern (non-BOS queries, clean base rows) against its tracr head's pattern"} if self.w_attn else None,
             "selection": "best held-out min(accuracy, min-node IIA, min-node SIIA), sources of every length >= the base's",
         }
 
@@ -184,6 +188,10 @@ class _Run:
         self.circ_ll = [ll_by[name] for name in self.corr.values()]
         self.bys = [n for n in self.nodes if not n.in_circuit]
         self.hl_hooks = sorted({n.hook_name for n in self.circ_hl})
+        # in-circuit head pairs whose attention pattern is supervised (w_attn > 0): tracr's
+        # SelectorWidth attends to BOS plus the selected keys, so its output encodes the count
+        # alone; left to itself the LL finds e.g. count / length, which a longer source's patch misreads
+        self.attn_pairs = [(h, l) for h, l in zip(self.circ_hl, self.circ_ll) if h.kind == "attn"] if config.w_attn else []
         self.ll_hooks = sorted({n.hook_name for n in self.nodes})
         self.last = f"blocks.{self.cfg['n_layers'] - 1}.hook_resid_post"
         self.sizes = siit.aux_sizes(self.cfg["d_vocab"])
@@ -222,7 +230,10 @@ class _Run:
         with torch.no_grad():
             hl_src = siit.prefix_cache(self.hl, srcs, self.hl_hooks, L + 1)
             hl_assign = [(h, n + rows[pick_c == i], rows[pick_c == i]) for i, h in enumerate(self.circ_hl)]
-            hl_out = self.hl.run_with_hooks(torch.cat([base, base]), fwd_hooks=siit.patch_hooks(hl_assign, hl_src))
+            hl_pat: dict[str, torch.Tensor] = {}
+            pat_hooks = [(f"blocks.{layer}.attn.hook_pattern", lambda act, hook: hl_pat.__setitem__(hook.name, act[:n]))
+                         for layer in sorted({h.layer for h, _ in self.attn_pairs})]
+            hl_out = self.hl.run_with_hooks(torch.cat([base, base]), fwd_hooks=siit.patch_hooks(hl_assign, hl_src) + pat_hooks)
             hl_base, hl_iit = hl_out[:n], hl_out[n:]
             ll_src = siit.prefix_cache(ll, srcs, self.ll_hooks, L + 1)
         assign = [(node, n + rows[pick_c == i], rows[pick_c == i]) for i, node in enumerate(circ_ll)]
@@ -238,6 +249,7 @@ class _Run:
             return lambda act, hook: store.__setitem__(key, act)
 
         hooks += [(h, keep) for h in self.ll_hooks]
+        hooks += [(f"blocks.{layer}.attn.hook_pattern", keep) for layer in sorted({l.layer for _, l in self.attn_pairs})]
         hooks.append((self.last, keep_as("last")))
         if config.aux_layer0:
             hooks.append(("blocks.0.hook_resid_post", keep_as("r0")))
@@ -258,6 +270,12 @@ class _Run:
         # hinge on the std ratio: a variance hinge has a vanishing gradient at a dead (zero-weight) node
         l_live = torch.stack([F.relu(config.live_floor ** 0.5 - (vars_[node.name] / med + 1e-8).sqrt()) for node in bys]).mean()
         loss = l_beh + config.w_iit * l_iit + config.w_strict * l_strict + config.w_aux * l_aux + config.w_live * l_live
+        if self.attn_pairs:
+            l_attn = torch.stack([
+                -(hl_pat[f"blocks.{h.layer}.attn.hook_pattern"][:, h.head, 1:]
+                  * store[f"blocks.{l.layer}.attn.hook_pattern"][:, l.head, 1:].clamp_min(1e-9).log()).sum(-1).mean()
+                for h, l in self.attn_pairs]).mean()
+            loss = loss + config.w_attn * l_attn
         with torch.no_grad():
             metrics = {
                 "loss": loss.item(), "aux": l_aux.item(), "live": l_live.item(),
