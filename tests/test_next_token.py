@@ -82,6 +82,21 @@ def test_leaderboard_row_reports_the_joint_ablation_of_name_mover_and_backup(pla
         assert joint["effect"] > 0.95  # together: the logit difference is gone (mean may overshoot past 0)
 
 
+def test_joint_ablation_table_in_markdown_and_html(planted):
+    from abench import leaderboard
+    from abench.report.html import to_html
+    from abench.report.markdown import to_markdown
+
+    task, fit, ev = planted
+    rows = [bench.run_row(task, "zero", fit, ev)]
+    doc = leaderboard.build(rows, leaderboard.environment("cpu"))
+    md = to_markdown(doc)
+    assert "## Joint ablation of declared node sets" in md
+    line = next(l for l in md.splitlines() if l.startswith("| next_token_planted") and "name mover + backup" in l)
+    assert f"{BACKUP} 0.000" in line and f"{NAME_MOVER} 0.500" in line
+    assert "Joint ablation of declared node sets" in to_html(doc)
+
+
 def test_joint_effects_batched_equal_the_per_set_loop(planted):
     from abench.effects import joint_effects, node_effects
 

@@ -29,7 +29,7 @@ from plotly.offline import get_plotlyjs
 from abench.report.figures import (faithfulness_curve_figure, method_colors, method_effect_figure, methods_of, ok_rows,
                                    out_effect_figure, roc_figure, sweep_figure, sweep_scale)
 from abench.report.metrics import SHOWN, best_values, ci_text, is_best, value
-from abench.report.tables import CIRCUIT_NOTE, check_line, checks_frame, rows_frame
+from abench.report.tables import CIRCUIT_NOTE, JOINT_NOTE, check_line, checks_frame, joint_frame, rows_frame
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -220,6 +220,10 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
     if failed:
         items = "".join(f"<li><code>{html.escape(r['task'])}-{html.escape(r['method'])}</code>: {html.escape(str(r.get('error')))}</li>" for r in failed)
         parts.append(f'<p class="note">Failed rows:</p><ul class="meta">{items}</ul>')
+    joint = joint_frame(doc["rows"])
+    if joint is not None:
+        parts.append(f'<h2>Joint ablation of declared node sets</h2><p class="meta">{html.escape(JOINT_NOTE)}</p>'
+                     + joint.to_html(index=False, classes="rows", border=0, escape=True))
     rows_html = rows_frame(doc["rows"]).to_html(index=False, classes="rows", border=0, escape=True)
     parts.append(f"<details><summary>All rows (task × method)</summary>{rows_html}</details>")
 

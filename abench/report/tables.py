@@ -85,3 +85,24 @@ def check_line(check: dict) -> str:
     verdict = "passed" if check["passed"] else "FAILED: " + "; ".join(check["reasons"])
     return (f"{check['task']}: {verdict} (reference {check['reference_method']}: AUROC {fmt(check['auroc'])}, "
             f"gap {fmt(check['gap'])}, max |LL - HL| {fmt(check['max_abs_diff'])}, tolerance {check['hl_tolerance']})")
+
+
+JOINT_NOTE = ("Node sets a task declares (e.g. a name mover and its backup) ablated together, beside each member "
+              "ablated alone under the same method: a set whose joint effect exceeds every member's carries redundancy "
+              "that single-node ablation under-reports.")
+
+
+def joint_frame(rows: list[dict]) -> pd.DataFrame | None:
+    """One line per (task, method, declared node set): joint effect and each member's single-node effect; None if no row has sets."""
+    lines = [
+        {
+            "task": r["task"],
+            "method": r["method"],
+            "node set": j["name"],
+            "joint effect": fmt(j["effect"]),
+            "single-node effects": ", ".join(f"{n} {fmt(e)}" for n, e in j["single_effects"].items()),
+        }
+        for r in rows if r.get("status") == "ok"
+        for j in r.get("joint_effects") or []
+    ]
+    return pd.DataFrame(lines) if lines else None
