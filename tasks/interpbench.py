@@ -20,7 +20,7 @@ In-circuit nodes come from the edges: a head is in the circuit when any edge nam
 hooks (``hook_result[h]``, ``hook_z[h]``, ``hook_q/k/v[h]`` ...; the suite patches it through
 ``hook_z[h]``), an MLP when any edge names ``blocks.L.mlp.*`` or ``blocks.L.hook_mlp_in/out``.
 The high-level model is not in the layout: an exported folder names its tracr program in
-``meta.json``; for a real InterpBench case pass ``program=`` (one of ``tasks.tracr_programs``,
+``meta.json``; for a real InterpBench case pass ``program=`` (one of ``tasks.tracr.programs``,
 e.g. ``frac_prevs`` for case 3) and, for the ground-truth check, ``correspondence=``.
 
 Export: ``python -m tasks.export_interpbench DIR`` writes every shipped SIIT model there
@@ -252,8 +252,8 @@ def interpbench_task(folder: str | Path, device: str = "cpu", program: str | Non
     Inputs, encoding and the high-level model come from the tracr program (``program=``, or
     ``meta.json``'s ``program`` for a folder this suite exported). With a correspondence
     (``correspondence=`` or ``meta.json``'s) the task gets the ground-truth check of SIIT tasks."""
-    from tasks.tracr_programs import PROGRAMS
-    from tasks.tracr_tasks import tracr_task
+    from tasks.tracr.programs import PROGRAMS
+    from tasks.tracr.compiled import tracr_task
 
     folder = Path(folder)
     model, edges, meta = load_case(folder, device)

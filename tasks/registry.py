@@ -12,8 +12,8 @@ from tasks.base import Task, describe_ground_truth
 from tasks.next_token import FAMILY as NEXT_TOKEN_FAMILY, planted_backup_task
 from tasks.siit import shipped as siit_shipped
 from tasks.siit import siit_task
-from tasks.tracr_programs import PROGRAMS
-from tasks.tracr_tasks import tracr_task
+from tasks.tracr.programs import PROGRAMS
+from tasks.tracr.compiled import tracr_task
 from tasks.user_tasks import ENTRY_POINT_GROUP, TaskSpecError, build_tasks, import_task_file
 
 LOADERS: dict[str, tuple[str, Callable[[str], Task]]] = {

@@ -8,7 +8,7 @@ from abench.effects import node_effects
 from interventions.hooks import ablated_outputs_batched, ablated_outputs_loop
 from ablations import make_method
 from tasks.registry import load_task
-from tasks.tracr_programs import PROGRAMS
+from tasks.tracr.programs import PROGRAMS
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))

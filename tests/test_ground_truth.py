@@ -43,7 +43,7 @@ def test_shipped_model_passes_its_ground_truth_check(name):
 
 def test_high_level_effects_use_the_same_interchanges_as_the_low_level_model():
     """The tracr model scored as its own "LL" model (identity correspondence) gives identical effects."""
-    from tasks.tracr_tasks import tracr_task
+    from tasks.tracr.compiled import tracr_task
 
     hl = tracr_task("length")
     circ = {n.name: n.name for n in hl.nodes if n.in_circuit}

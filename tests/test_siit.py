@@ -155,7 +155,7 @@ def test_cross_length_patch_takes_the_source_prefix():
 
 
 def test_cross_length_pairs_cover_every_longer_source():
-    from tasks.tracr_tasks import tracr_task
+    from tasks.tracr.compiled import tracr_task
 
     hl = tracr_task("length")
     lo, hi = hl.inputs.min_len, hl.inputs.max_len

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tasks.registry import load_task
-from tasks.tracr_programs import PROGRAMS
-from tasks.tracr_tasks import compile_program
+from tasks.tracr.programs import PROGRAMS
+from tasks.tracr.compiled import compile_program
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
@@ -63,7 +63,7 @@ def test_sampler_varies_length_and_respects_preconditions():
 
 
 def test_compiled_weights_are_cached(tmp_path, monkeypatch):
-    from tasks import tracr_tasks
+    from tasks.tracr import compiled as tracr_tasks
 
     monkeypatch.setenv("ABENCH_CACHE", str(tmp_path))
     spec = PROGRAMS["length"]

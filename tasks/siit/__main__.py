@@ -20,8 +20,8 @@ import torch
 from tasks.siit import model as siit
 from tasks.siit.evaluate import make_card
 from tasks.siit.train import SiitConfig, add_config_arguments, config_from_args, train
-from tasks.tracr_programs import PROGRAMS
-from tasks.tracr_tasks import tracr_task
+from tasks.tracr.programs import PROGRAMS
+from tasks.tracr.compiled import tracr_task
 
 # Cheapest first (small tracr models).
 DEFAULT_ORDER = ["hist", "length", "frac_prevs", "reverse", "sort_unique", "pair_balance", "count_less_freq", "sort",

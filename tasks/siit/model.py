@@ -16,7 +16,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interventions.hooks import node_activation, replacing_hooks
 from tasks.base import Node, Task, all_nodes
-from tasks.tracr_tasks import tracr_task
+from tasks.tracr.compiled import tracr_task
 
 # $ABENCH_SIIT_WEIGHTS points the registry (and the trainer) at another folder, e.g. in tests
 WEIGHTS_DIR = Path(os.environ.get("ABENCH_SIIT_WEIGHTS") or Path(__file__).resolve().parent.parent / "weights" / "siit")

@@ -22,13 +22,13 @@ from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from tasks.base import Task, all_nodes
-from tasks.tracr_programs import PROGRAMS, ProgramSpec
+from tasks.tracr.programs import PROGRAMS, ProgramSpec
 
 CACHE_VERSION = 1
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ABENCH_CACHE", Path(__file__).resolve().parent.parent / ".cache")) / "tracr"
+    return Path(os.environ.get("ABENCH_CACHE", Path(__file__).resolve().parents[2] / ".cache")) / "tracr"
 
 
 def compile_program(spec: ProgramSpec):
