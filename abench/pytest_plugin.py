@@ -203,7 +203,10 @@ class Session:
         )
         order = {t: i for i, t in enumerate(self.tasks)}
         checks = dict(sorted(self.checks.items(), key=lambda kv: order.get(kv[0], len(order))))
-        extra = {"failed_tasks": dict(sorted(self.failed_tasks.items(), key=lambda kv: order.get(kv[0], len(order))))}
+        # "selection": the serial order of tasks and methods, so `python -m abench merge` can put the rows of
+        # shards (pytest-split groups, --tasks subsets) back in the order one process writes them
+        extra = {"selection": {"tasks": list(self.tasks), "methods": list(self.methods)},
+                 "failed_tasks": dict(sorted(self.failed_tasks.items(), key=lambda kv: order.get(kv[0], len(order))))}
         if speed:
             extra["speed"] = speed
         if self.convention != DEFAULT_CONVENTION:  # the default keeps the leaderboard's own description
