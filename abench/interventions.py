@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from transformer_lens import HookedTransformer
 
+from abench.memory import rows_within_budget
 from tasks.base import Node
 
 # Forwards of a few hundred rows are fastest on a 2-core CPU (shared/reference/ground-truth.md).
@@ -139,7 +140,8 @@ def ablated_outputs_sets_batched(
     for layer, idx in sorted(by_start.items()):
         resid = resid_pre[layer]
         b = resid.shape[0]
-        per_chunk = max(1, max_rows // b)
+        # rows per forward: the speed cap max_rows, or fewer under --max-batch-mb (abench.memory)
+        per_chunk = max(1, rows_within_budget(model, resid.shape[1], max_rows) // b)
         for start in range(0, len(idx), per_chunk):
             chunk = idx[start : start + per_chunk]
             holders: dict[str, list[int]] = defaultdict(list)  # node -> positions in the chunk of the sets holding it

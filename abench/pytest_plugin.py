@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from abench import bench, leaderboard
+from abench import bench, leaderboard, memory
 from abench.ground_truth import check_task
 from abench.compare import compare, format_regressions
 from abench.conventions import CONVENTIONS, DEFAULT_CONVENTION
@@ -47,6 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     g.addoption("--threads", type=int, default=1, help="torch CPU threads (default 1: the models are tiny, and extra threads "
                 "only contend, e.g. with pytest-xdist workers)")
+    g.addoption("--max-batch-mb", type=float, default=None, help="memory budget of one stacked forward in MiB (default: a "
+                "quarter of the device's free memory); smaller budgets run more, smaller forwards, same numbers")
     g.addoption("--n-fit", type=int, default=None, help=f"inputs methods fit on, per task (default {bench.DEFAULT_N_FIT})")
     g.addoption("--n-eval", type=int, default=None, help=f"inputs effects are measured on, per task (default {bench.DEFAULT_N_EVAL})")
     g.addoption("--bench-seed", type=int, default=bench.DEFAULT_SEED, help="seed of the data sets and derangements")
@@ -95,6 +97,11 @@ class Session:
         self.device = opt("--device") or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise pytest.UsageError("--device cuda: no CUDA device is available")
+        self.device = memory.worker_device(self.device)  # xdist worker gwN -> GPU N mod count (abench.memory)
+        try:
+            memory.set_max_batch_mb(config.getoption("--max-batch-mb"))
+        except ValueError as err:
+            raise pytest.UsageError(str(err)) from None
         if config.getoption("--threads") < 1:
             raise pytest.UsageError("--threads must be >= 1")
         torch.set_num_threads(config.getoption("--threads"))
