@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from abench import bench, leaderboard
+from interventions import memory
 from abench.report import tables
 from abench.ground_truth import check_task
 from abench.compare import compare, format_regressions
@@ -49,6 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     g.addoption("--threads", type=int, default=1, help="torch CPU threads (default 1: the models are tiny, and extra threads "
                 "only contend, e.g. with pytest-xdist workers)")
+    g.addoption("--max-batch-mb", type=float, default=None, help="memory budget of one stacked forward in MiB (default: a "
+                "quarter of the device's free memory); smaller budgets run more, smaller forwards, same numbers")
     g.addoption("--n-fit", type=int, default=None, help=f"inputs methods fit on, per task (default {bench.DEFAULT_N_FIT})")
     g.addoption("--n-eval", type=int, default=None, help=f"inputs effects are measured on, per task (default {bench.DEFAULT_N_EVAL})")
     g.addoption("--bench-seed", type=int, default=bench.DEFAULT_SEED, help="seed of the data sets and derangements")
@@ -97,6 +100,11 @@ class Session:
         self.device = opt("--device") or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise pytest.UsageError("--device cuda: no CUDA device is available")
+        self.device = memory.worker_device(self.device)  # xdist worker gwN -> GPU N mod count (interventions.memory)
+        try:
+            memory.set_max_batch_mb(config.getoption("--max-batch-mb"))
+        except ValueError as err:
+            raise pytest.UsageError(str(err)) from None
         if config.getoption("--threads") < 1:
             raise pytest.UsageError("--threads must be >= 1")
         torch.set_num_threads(config.getoption("--threads"))
@@ -205,7 +213,10 @@ class Session:
         )
         order = {t: i for i, t in enumerate(self.tasks)}
         checks = dict(sorted(self.checks.items(), key=lambda kv: order.get(kv[0], len(order))))
-        extra = {"failed_tasks": dict(sorted(self.failed_tasks.items(), key=lambda kv: order.get(kv[0], len(order))))}
+        # "selection": the serial order of tasks and methods, so `python -m abench merge` can put the rows of
+        # shards (pytest-split groups, --tasks subsets) back in the order one process writes them
+        extra = {"selection": {"tasks": list(self.tasks), "methods": list(self.methods)},
+                 "failed_tasks": dict(sorted(self.failed_tasks.items(), key=lambda kv: order.get(kv[0], len(order))))}
         if speed:
             extra["speed"] = speed
         if self.convention != DEFAULT_CONVENTION:  # the default keeps the leaderboard's own description

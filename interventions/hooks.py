@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from transformer_lens import HookedTransformer
 
+from interventions.memory import rows_within_budget
 from interventions.nodes import Node, resid_pre_name
 
 # Rows per stacked forward: passes of a few hundred rows were the fastest on the 2-core CPU the
@@ -140,7 +141,8 @@ def ablated_outputs_sets_batched(
     for layer, idx in sorted(by_start.items()):
         resid = resid_pre[layer]
         b = resid.shape[0]
-        per_chunk = max(1, max_rows // b)
+        # rows per forward: the speed cap max_rows, or fewer under --max-batch-mb (interventions.memory)
+        per_chunk = max(1, rows_within_budget(model, resid.shape[1], max_rows) // b)
         for start in range(0, len(idx), per_chunk):
             chunk = idx[start : start + per_chunk]
             holders: dict[str, list[int]] = defaultdict(list)  # node -> positions in the chunk of the sets holding it

@@ -1,0 +1,125 @@
+"""Merge the ``leaderboard.json`` of several shards into the one leaderboard and its reports.
+
+``python -m abench merge shard*/leaderboard.json --report-dir DIR``: the shards are runs of
+``pytest benchmarks`` over parts of one selection (CI jobs under ``pytest-split --splits N
+--group i``, machines given ``--tasks`` subsets, ...). The merged document is what one process
+running the whole selection writes, timings aside: rows in the selection's order (tasks, then
+methods, as recorded in each shard's ``selection``), the ground-truth checks, failed tasks and
+speed entries of every shard, and every summary recomputed from the rows by
+``leaderboard.build`` (the bootstrap is seeded, so it is the same). ``tests/test_merge.py`` holds
+it equal to the serial run.
+
+Refused, with one line naming the shards: a (task, method) row in two shards, shards run with
+different data settings (seed, n_fit, n_eval), effect conventions, or ground-truth checks of one
+task that disagree. Other environment differences (machine, device name, threads) are reported;
+the first shard's environment is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from abench import leaderboard
+
+# environment fields that change the numbers: shards must agree on them
+SETTINGS = ("seed", "n_fit", "n_eval")
+# top-level keys every shard must share (the effect convention, the ground truth per family)
+SHARED_KEYS = ("effect_convention",)
+
+
+class MergeError(ValueError):
+    """Shards that cannot be one leaderboard; the message says which and why."""
+
+
+def _ordered_union(lists) -> list:
+    return list(dict.fromkeys(x for lst in lists for x in lst))
+
+
+def merge(docs: list[dict], names: list[str] | None = None) -> tuple[dict, list[str]]:
+    """``(merged leaderboard document, notes)`` from the shards' documents (in the given order)."""
+    if not docs:
+        raise MergeError("no shard to merge")
+    names = names or [f"shard {i}" for i in range(len(docs))]
+    notes: list[str] = []
+    env0 = docs[0]["environment"]
+    for name, doc in zip(names[1:], docs[1:]):
+        env = doc["environment"]
+        for k in SETTINGS:
+            if env.get(k) != env0.get(k):
+                raise MergeError(f"{name}: {k} = {env.get(k)!r}, {names[0]}: {env0.get(k)!r}; shards must use the same data")
+        for k in SHARED_KEYS:
+            if doc.get(k) != docs[0].get(k):
+                raise MergeError(f"{name}: {k} differs from {names[0]}'s ({doc.get(k)!r} vs {docs[0].get(k)!r})")
+        diff = sorted(k for k in set(env) | set(env0) if k != "created_at" and env.get(k) != env0.get(k))
+        if diff:
+            notes.append(f"{name}: environment differs from {names[0]} in {', '.join(diff)} (kept {names[0]}'s)")
+
+    tasks = _ordered_union(d.get("selection", {}).get("tasks", []) for d in docs)
+    methods = _ordered_union(d.get("selection", {}).get("methods", []) for d in docs)
+    tasks = _ordered_union([tasks, (r["task"] for d in docs for r in d["rows"])])  # shards without a selection
+    methods = _ordered_union([methods, (r["method"] for d in docs for r in d["rows"])])
+
+    rows, seen = [], {}
+    for name, doc in zip(names, docs):
+        for r in doc["rows"]:
+            key = (r["task"], r["method"])
+            if key in seen:
+                raise MergeError(f"row {key[0]}-{key[1]} is in both {seen[key]} and {name}: shards must not overlap")
+            seen[key] = name
+            r = {k: v for k, v in r.items() if k != "ground_truth_check"}  # rebuilt by leaderboard.build
+            rows.append(r)
+    rows.sort(key=lambda r: (tasks.index(r["task"]), methods.index(r["method"])))
+
+    checks: dict[str, dict] = {}
+    failed: dict[str, dict] = {}
+    speed: dict = {}
+    for name, doc in zip(names, docs):
+        for t, c in (doc.get("ground_truth_checks") or {}).items():
+            if t in checks and leaderboard.strip_volatile(checks[t]) != leaderboard.strip_volatile(c):
+                raise MergeError(f"task {t}: the ground-truth checks of two shards disagree (the other one and {name})")
+            checks.setdefault(t, c)
+        for t, f in (doc.get("failed_tasks") or {}).items():
+            failed.setdefault(t, f)
+        speed.update(doc.get("speed") or {})
+
+    def in_order(d: dict) -> dict:
+        return dict(sorted(d.items(), key=lambda kv: tasks.index(kv[0]) if kv[0] in tasks else len(tasks)))
+
+    extra = {"selection": {"tasks": tasks, "methods": methods}, "failed_tasks": in_order(failed)}
+    if speed:
+        extra["speed"] = speed
+    conv = docs[0].get("effect_convention")
+    doc = leaderboard.build(rows, env0, extra, in_order(checks))
+    doc["effect_convention"] = conv  # a shard run with --effect-convention iit carries iit's description
+    return doc, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m abench merge", description=__doc__.split("\n\n")[0])
+    p.add_argument("shards", nargs="+", metavar="LEADERBOARD.json", help="each shard's leaderboard.json, in selection order")
+    p.add_argument("--report-dir", default="reports", help="where leaderboard.{json,md,tex,html} are written (default: reports)")
+    args = p.parse_args(argv)
+    docs = []
+    for path in args.shards:
+        try:
+            docs.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            print(f"merge: {path}: cannot read a leaderboard ({err})", file=sys.stderr)
+            return 2
+        if not isinstance(docs[-1], dict) or not isinstance(docs[-1].get("rows"), list):
+            print(f"merge: {path}: not a leaderboard.json (no 'rows' list)", file=sys.stderr)
+            return 2
+    try:
+        doc, notes = merge(docs, list(args.shards))
+    except MergeError as err:
+        print(f"merge: {err}", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"note: {note}")
+    written = leaderboard.write(doc, args.report_dir)
+    print(f"merged {len(docs)} shards, {len(doc['rows'])} rows, {len(doc['selection']['tasks'])} tasks; wrote "
+          + ", ".join(str(w) for w in written))
+    return 0
