@@ -32,10 +32,10 @@ class NodeEffect:
     continuous: float
 
 
-def replacements(method: AblationMethod, data: TaskData, group: int) -> dict[str, torch.Tensor]:
-    """Every node's replacement value on one length group, checked: ``{node: [b, pos, d]}``."""
+def replacements(method: AblationMethod, data: TaskData, group: int, nodes=None) -> dict[str, torch.Tensor]:
+    """The replacement value of every node (or of ``nodes``) on one length group, checked: ``{node: [b, pos, d]}``."""
     out = {}
-    for node in data.nodes:
+    for node in data.nodes if nodes is None else nodes:
         batch = data.node_batch(node, group)
         inputs = (batch.clean, batch.source, batch.counterfactual, batch.source_same_length)
         # An in-place edit bumps a tensor's version counter (views share their base's): no clone of
@@ -108,10 +108,11 @@ def joint_effects(
     if unknown:
         raise ValueError(f"joint set node {unknown[0]!r} is not a node of the task")
     node_sets = [[by_name[n] for n in names] for names in sets.values()]
+    members = list({n.name: n for s in node_sets for n in s}.values())
     sums = [[0.0, 0, 0.0, 0] for _ in node_sets]
     with torch.no_grad():
         for g in range(data.n_groups):
-            repl = replacements(method, data, g)
+            repl = replacements(method, data, g, members)  # only the sets' nodes
             if batched:
                 outs = ablated_outputs_sets_batched(data.model, data.resid_pre[g], node_sets, repl, max_rows)
             else:  # the reference: one hooked forward per set
