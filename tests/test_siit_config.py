@@ -87,3 +87,33 @@ def test_attention_pattern_loss_pulls_in_circuit_heads_toward_tracr():
     kl = {w: pattern_ce(r[0]) for w, r in runs.items()}
     print("KL(tracr || LL) of the layer-0 head after 100 steps:", kl)
     assert kl[10.0] < 0.8 * kl[0.0]  # measured: 0.364 vs 0.541
+
+
+def test_a_paused_and_resumed_run_gives_the_weights_of_an_uninterrupted_one(tmp_path):
+    """Training is resumable across sessions: a run paused after 20 steps (checkpoint at every
+    evaluation) and resumed gives bit-identical weights, history and best step to one run
+    straight through; a resume under other settings is refused, naming them."""
+    import torch
+
+    from tasks.siit.train import checkpoint_paths, train
+    from tasks.tracr.compiled import tracr_task
+
+    hl = tracr_task("hist")
+    config = SiitConfig(max_steps=40, eval_every=10, eval_n=8, batch=32, target=2.0)  # target 2: never stops early
+    straight = train(hl, config, progress=False)
+    ckpt = tmp_path / "ckpt" / "hist"
+    first = train(hl, config, progress=False, checkpoint=ckpt, pause_after_steps=20, extra={"note": "kept"})
+    assert first[2]["paused"] and first[2]["steps"] == 20
+    assert all(p.exists() for p in checkpoint_paths(ckpt))
+    with pytest.raises(ValueError, match="other settings.*lr"):
+        train(hl, SiitConfig(**{**config.__dict__, "lr": 1e-3}), progress=False, checkpoint=ckpt, resume=True)
+    resumed = train(hl, config, progress=False, checkpoint=ckpt, resume=True)
+    assert not resumed[2]["paused"] and resumed[2]["steps"] == 40
+    assert resumed[2]["extra"] == {"note": "kept"}
+    assert [s["first_step"] for s in resumed[2]["sessions"]] == [1, 21]
+    a, b = straight[0].state_dict(), resumed[0].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(straight[1][k], resumed[1][k]) for k in straight[1])
+    strip = lambda h: [{k: v for k, v in e.items() if k != "wall_s"} for e in h]  # noqa: E731
+    assert strip(straight[2]["history"]) == strip(resumed[2]["history"])
+    assert straight[2]["best_step"] == resumed[2]["best_step"]

@@ -5,6 +5,11 @@ correspondence, the run's ``SiitConfig`` under ``config``, seed, steps, wall tim
 held-out accuracy / IIA / SIIA, per-node liveness) and prints the card. A model that misses the
 bar is still written, with ``"passed": false``, and is not loaded by the registry. ``--recard``
 re-evaluates existing weights under the current protocol without training.
+
+Runs are resumable: at every evaluation the full run state (weights, Adam moments, random
+streams, best checkpoint, history) is written to ``<weights dir>/checkpoints/<task>.{safetensors,json}``;
+``--pause-after SECONDS`` ends a session there, and ``--resume`` (same options) goes on, giving
+the weights an uninterrupted run would. The checkpoint is deleted once the card is written.
 """
 
 from __future__ import annotations
@@ -12,14 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
 from tasks.siit import model as siit
 from tasks.siit.evaluate import make_card
-from tasks.siit.train import SiitConfig, add_config_arguments, config_from_args, train
+from tasks.siit.train import SiitConfig, add_config_arguments, checkpoint_paths, config_from_args, train
 from tasks.tracr.programs import PROGRAMS
 from tasks.tracr.compiled import tracr_task
 
@@ -45,32 +50,47 @@ def ll_config_arg(name: str, task, previous: dict | None, arch: list[str]) -> di
     return cfg
 
 
-def run_one(name: str, config: SiitConfig, args) -> dict:
+def checkpoint_path(name: str, args) -> Path:
+    """Where a run of ``name`` keeps its resumable state: ``<weights dir>/checkpoints/<name>``."""
+    return Path(args.weights_dir or siit.WEIGHTS_DIR) / "checkpoints" / name
+
+
+def run_one(name: str, config: SiitConfig, args) -> dict | None:
     task = tracr_task(name, args.device)
-    init, previous = None, None
+    init, previous, continued_from = None, None, None
+    ckpt = checkpoint_path(name, args)
     if args.continue_training:
         prev_ll, prev_aux, previous = siit.load(name, args.device, args.weights_dir)
         init = ({k: v for k, v in prev_ll.state_dict().items()}, prev_aux)
-    t0 = time.time()
+        continued_from = {k: previous.get(k) for k in (
+            "steps", "best_step", "wall_time_s", "hyperparameters", "accuracy", "iia", "iia_min_node", "siia",
+            "siia_min_node", "liveness_min_out_of_circuit", "protocol", "test_sources", "continued_from")}
     ll, aux, info = train(task, config, device=args.device, progress=not args.no_progress, init=init,
-                          ll_config=ll_config_arg(name, task, previous, args.arch))
-    wall = time.time() - t0
+                          ll_config=None if args.resume else ll_config_arg(name, task, previous, args.arch),
+                          checkpoint=ckpt, resume=args.resume, pause_after_steps=args.pause_after_steps,
+                          pause_after_s=args.pause_after, extra={"continued_from": continued_from})
+    if info["paused"]:
+        print(f"{name}: paused at step {info['steps']} after {info['wall_s']:.0f}s of training; "
+              f"go on with `python -m tasks.siit --task {name} --resume` and the same options")
+        return None
+    wall = info["wall_s"]
     record = {
         "seed": config.seed,
         "steps": info["steps"],
         "best_step": info["best_step"],
         "wall_time_s": round(wall, 1),
-        "continued_from": None if previous is None else {
-            k: previous.get(k) for k in ("steps", "best_step", "wall_time_s", "hyperparameters", "accuracy", "iia", "iia_min_node", "siia",
-                                         "siia_min_node", "liveness_min_out_of_circuit", "protocol", "test_sources", "continued_from")},
+        "continued_from": info["extra"]["continued_from"],  # from the checkpoint when resumed
         "device": args.device if args.device != "cpu" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "hyperparameters": info["hyperparameters"],
         "config": asdict(config),
         "reinitialised_bystanders": info["reinitialised"],
+        "sessions": info["sessions"],
         "history": info["history"],
     }
     card = make_card(task, ll, aux, info["ll_config"], info["correspondence"], record, config.test_n)
     siit.save(name, ll, aux, card, args.weights_dir)
+    for f in checkpoint_paths(ckpt):  # the run is complete: its resumable state has done its job
+        f.unlink(missing_ok=True)
     return card
 
 
@@ -100,6 +120,13 @@ def main(argv=None):
                     help="no training: re-evaluate the weights in --weights-dir with the current protocol and rewrite their cards")
     ap.add_argument("--arch", action="append", default=[], metavar="KEY=N",
                     help="override the LL architecture of a from-scratch run (n_heads, d_model, d_head, d_mlp); repeatable")
+    ap.add_argument("--resume", action="store_true",
+                    help="go on with the run whose checkpoint is in <weights dir>/checkpoints/<task> (written at every "
+                         "evaluation), with the same options")
+    ap.add_argument("--pause-after", type=float, default=None, metavar="SECONDS",
+                    help="stop this session at the first evaluation after SECONDS, keeping the checkpoint (no card is written)")
+    ap.add_argument("--pause-after-steps", type=int, default=None, metavar="N",
+                    help="stop this session at the first evaluation after N steps, keeping the checkpoint")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -109,8 +136,12 @@ def main(argv=None):
     for n in names:
         if n not in PROGRAMS:
             ap.error(f"unknown task {n!r}; valid: {', '.join(PROGRAMS)}")
+    if args.resume and (args.continue_training or args.arch or args.recard):
+        ap.error("--resume takes weights and architecture from the checkpoint: drop --continue-training / --arch / --recard")
     for n in names:
         card = recard(n, config, args) if args.recard else run_one(n, config, args)
+        if card is None:
+            continue
         short = {k: v for k, v in card.items() if k not in ("history", "shapes")}
         print(json.dumps(short, indent=1))
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -299,16 +301,91 @@ def _set_lr(opt: torch.optim.Optimizer, config: SiitConfig, step: int, elapsed: 
         g["lr"] = warm * config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0))))
 
 
+CHECKPOINT_VERSION = 1
+
+
+def checkpoint_paths(path: Path) -> tuple[Path, Path]:
+    """``<path>.safetensors`` (tensors) and ``<path>.json`` (everything else) of one run's checkpoint."""
+    path = Path(path)
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def _save_checkpoint(path: Path, run: "_Run", opt: torch.optim.Optimizer, loop: dict) -> None:
+    """Everything a run needs to go on bit for bit: LL and aux weights, Adam moments, both random
+    streams, the best checkpoint so far and the loop's bookkeeping. Safetensors for tensors, JSON
+    for the rest (no pickles); written to temporary names, then renamed, so a kill mid-write
+    leaves the previous checkpoint intact."""
+    from safetensors.torch import save_file
+
+    tpath, jpath = checkpoint_paths(path)
+    tpath.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"ll.{k}": v for k, v in run.ll.state_dict().items() if not k.endswith(("IGNORE", ".mask"))}
+    tensors.update({f"aux.{k}": v for k, v in run.aux.items()})
+    tensors.update({f"best.ll.{k}": v for k, v in loop["best"]["state"].items() if not k.endswith(("IGNORE", ".mask"))})
+    tensors.update({f"best.aux.{k}": v for k, v in loop["best"]["aux"].items()})
+    for i, st in opt.state_dict()["state"].items():
+        tensors.update({f"opt.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v) for k, v in st.items()})
+    tensors["gen_state"] = run.gen.get_state()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {
+        "checkpoint_version": CHECKPOINT_VERSION, "task": run.task.name, "config": asdict(run.config),
+        "ll_config": run.cfg, "continued": loop["continued"], "step": loop["step"], "elapsed_s": loop["elapsed"],
+        "best": {"score": loop["best"]["score"], "step": loop["best"]["step"]}, "history": loop["history"],
+        "reinits": loop["reinits"], "dead_evals": loop["dead_evals"], "ema": loop["ema"],
+        "rng_state": [run.rng.getstate()[0], list(run.rng.getstate()[1]), run.rng.getstate()[2]],
+        "sessions": loop["sessions"], "extra": loop["extra"],
+    }
+    save_file(tensors, str(tpath.with_name(tpath.name + ".tmp")))
+    jpath.with_name(jpath.name + ".tmp").write_text(json.dumps(meta) + "\n")
+    tpath.with_name(tpath.name + ".tmp").replace(tpath)
+    jpath.with_name(jpath.name + ".tmp").replace(jpath)
+
+
+def read_checkpoint(path: Path, config: "SiitConfig") -> tuple[dict, dict[str, torch.Tensor]]:
+    """(JSON part, tensors) of a checkpoint written by ``train(checkpoint=path)``; refuses one whose
+    task configuration differs from ``config`` (a resumed run is the same run, or it is not resumed)."""
+    from safetensors.torch import load_file
+
+    tpath, jpath = checkpoint_paths(path)
+    if not tpath.exists() or not jpath.exists():
+        raise FileNotFoundError(f"no checkpoint to resume at {tpath} / {jpath}")
+    meta = json.loads(jpath.read_text())
+    if meta.get("checkpoint_version") != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint {jpath}: version {meta.get('checkpoint_version')!r}, this code reads {CHECKPOINT_VERSION}")
+    differ = {k: (v, asdict(config).get(k)) for k, v in meta["config"].items() if asdict(config).get(k) != v}
+    if differ:
+        raise ValueError(f"checkpoint {jpath} was written with other settings; resume with the same ones "
+                         f"(checkpoint vs now: {differ})")
+    return meta, load_file(str(tpath), device="cpu")
+
+
 def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: bool = True,
-          init: tuple[dict, dict] | None = None, ll_config: dict | None = None):
+          init: tuple[dict, dict] | None = None, ll_config: dict | None = None, checkpoint: Path | None = None,
+          resume: bool = False, pause_after_steps: int | None = None, pause_after_s: float | None = None,
+          extra: dict | None = None):
     """Train an LL model for ``hl_task`` under ``config``; returns ``(ll, aux, info)`` with the best checkpoint.
 
     ``init``: (LL state dict, aux tensors) to continue from; ``ll_config``: the LL architecture
-    (default ``model.ll_config_for``)."""
+    (default ``model.ll_config_for``). ``checkpoint``: a path stem where the full run state is
+    written at every evaluation; ``resume``: go on from it (same config, same draws: a resumed run
+    gives the weights of an uninterrupted one). ``pause_after_steps`` / ``pause_after_s``: stop
+    this session at the first evaluation past either, after writing the checkpoint, and return
+    ``info["paused"] = True`` (the budgets of ``config`` count training time over all sessions).
+    ``extra``: JSON-able facts about the run kept in the checkpoint and returned as ``info["extra"]``
+    (on resume, the checkpoint's)."""
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<path>")
+    meta = tensors = None
+    if resume:
+        meta, tensors = read_checkpoint(checkpoint, config)
+        if init is not None or (ll_config is not None and ll_config != meta["ll_config"]):
+            raise ValueError("a resumed run takes its weights and architecture from the checkpoint; do not pass init / ll_config")
+        ll_config = meta["ll_config"]
     run = _Run(hl_task, config, device, init, ll_config)
     ll, aux, bys, name = run.ll, run.aux, run.bys, hl_task.name
-    hyper = config.hyperparameters(hl_task.output, continued=init is not None)
-    warmup_steps = 200 if init is not None else 0
+    continued = meta["continued"] if meta else init is not None
+    hyper = config.hyperparameters(hl_task.output, continued=continued)
+    warmup_steps = 200 if continued else 0
     params = list(ll.parameters()) + list(aux.values())
     opt = torch.optim.Adam(params, lr=config.lr)
     eval_data = eval_pairs(hl_task, config.eval_n, seed=derive(config.seed, "siit-selection"),
@@ -316,16 +393,43 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
     best = {"score": -1.0}
     history = []
     reinits: list[dict] = []
-    t0 = time.time()
     ema = {}
-    bar = tqdm(range(1, config.max_steps + 1), disable=not progress, desc=f"siit {name}", mininterval=2.0)
+    dead_evals = {node.name: 0 for node in bys}
+    first_step, elapsed0, sessions = 1, 0.0, []
+    if meta is not None:  # restore everything _save_checkpoint wrote
+        with torch.no_grad():
+            ll.load_state_dict({k[3:]: v.to(device) for k, v in tensors.items() if k.startswith("ll.")}, strict=False)
+            for k in aux:
+                aux[k].copy_(tensors[f"aux.{k}"].to(device))
+        opt_sd = opt.state_dict()
+        opt_sd["state"] = {}
+        for key, v in tensors.items():
+            if key.startswith("opt."):
+                _, i, field_ = key.split(".", 2)
+                opt_sd["state"].setdefault(int(i), {})[field_] = v.to(device) if field_ != "step" else v
+        opt.load_state_dict(opt_sd)
+        run.gen.set_state(tensors["gen_state"])
+        run.rng.setstate((meta["rng_state"][0], tuple(meta["rng_state"][1]), meta["rng_state"][2]))
+        best = {"score": meta["best"]["score"], "step": meta["best"]["step"],
+                "state": {k[8:]: v.to(device) for k, v in tensors.items() if k.startswith("best.ll.")},
+                "aux": {k[9:]: v.to(device) for k, v in tensors.items() if k.startswith("best.aux.")}}
+        history, reinits, ema, dead_evals = meta["history"], meta["reinits"], meta["ema"], meta["dead_evals"]
+        first_step, elapsed0, sessions = meta["step"] + 1, meta["elapsed_s"], meta["sessions"]
+        extra = meta["extra"]
+        tqdm.write(f"[{name}] resumed from {checkpoint} at step {meta['step']} ({elapsed0:.0f}s trained)")
+    sessions = sessions + [{"first_step": first_step}]
+    t0 = time.time() - elapsed0  # elapsed training time counts every session
+    t_session = time.time()
+    paused = False
+    step = first_step - 1
+    bar = tqdm(range(first_step, config.max_steps + 1), initial=first_step - 1, total=config.max_steps, disable=not progress,
+               desc=f"siit {name}", mininterval=2.0)
     # all_lengths_per_step: one optimizer step averages the gradients of every input length (batch //
     # n_lengths pairs each) instead of one random length with the whole batch. One-length steps made
     # numerical frac_prevs oscillate (held-out accuracy 0.90-1.00 between evals at lr 3e-4); all-length
     # steps, in from-scratch runs of reverse and 6-head sort, drove every layer-0 bystander head
     # to liveness < 0.01 (one-length steps kept them at 0.2-0.3). Default: one length per step.
     per_length = max(1, config.batch // len(run.lengths)) if config.all_lengths_per_step else config.batch
-    dead_evals = {node.name: 0 for node in bys}
     for step in bar:
         ll.train()
         opt.zero_grad(set_to_none=True)
@@ -369,9 +473,21 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
                         reinits.append({"step": step, "node": node.name, "liveness": m["liveness"][node.name]})
                         tqdm.write(f"[{name}] re-initialised dead bystander {node.name} (liveness {m['liveness'][node.name]:.3f})")
                         dead_evals[node.name] = 0
+            if checkpoint is not None and step < config.max_steps:
+                sessions[-1]["last_step"] = step
+                _save_checkpoint(checkpoint, run, opt, {
+                    "continued": continued, "step": step, "elapsed": time.time() - t0, "best": best, "history": history,
+                    "reinits": reinits, "dead_evals": dead_evals, "ema": ema, "sessions": sessions, "extra": extra or {}})
+                if ((pause_after_steps is not None and step - first_step + 1 >= pause_after_steps)
+                        or (pause_after_s is not None and time.time() - t_session >= pause_after_s)):
+                    tqdm.write(f"[{name}] paused at step {step}; checkpoint {checkpoint} (go on with --resume)")
+                    paused = True
+                    break
     bar.close()
+    sessions[-1]["last_step"] = step
     ll.load_state_dict(best["state"])
     ll.eval()
     info = {"steps": step, "best_step": best["step"], "wall_s": time.time() - t0, "history": history, "ll_config": run.cfg,
-            "correspondence": run.corr, "hyperparameters": hyper, "reinitialised": reinits}
+            "correspondence": run.corr, "hyperparameters": hyper, "reinitialised": reinits, "paused": paused,
+            "sessions": sessions, "extra": extra or {}}
     return ll, best["aux"], info
