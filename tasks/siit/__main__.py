@@ -29,8 +29,8 @@ from tasks.tracr.programs import PROGRAMS
 from tasks.tracr.compiled import tracr_task
 
 # Cheapest first (small tracr models).
-DEFAULT_ORDER = ["hist", "length", "frac_prevs", "reverse", "sort_unique", "pair_balance", "count_less_freq", "sort",
-                 "sort_freq", "shuffle_dyck"]
+DEFAULT_ORDER = ["hist", "length", "count_a", "first_runs", "first_count", "frac_prevs", "first_frac", "reverse", "sort_unique",
+                 "pair_balance", "count_less_freq", "sort", "sort_freq", "shuffle_dyck"]
 
 
 def ll_config_arg(name: str, task, previous: dict | None, arch: list[str]) -> dict | None:

@@ -50,6 +50,7 @@ ARCH_OVERRIDES: dict[str, dict] = {
     "reverse": {"n_heads": 5},
     "frac_prevs": {"d_model": 32, "d_mlp": 128},
     "pair_balance": {"d_model": 32, "d_mlp": 128},
+    "first_frac": {"d_model": 32, "d_mlp": 128},
 }
 
 

@@ -1,6 +1,7 @@
 """The tracr programs the suite compiles, each with the input distribution it needs.
 
-Every program comes from ``tracr.compiler.lib``. Samplers respect each program's precondition
+Most programs come from ``tracr.compiler.lib``; ``first_count``, ``first_runs`` and ``first_frac``
+are written here (``make_first_*``). Samplers respect each program's precondition
 (``sort_unique``: distinct tokens; ``shuffle_dyck``: half of the inputs balanced, or labels
 would barely vary) and lengths vary, so length-dependent components are visible.
 """
@@ -77,6 +78,51 @@ def _dyck_sampler(pairs: list[str]):
     return vocab, sample
 
 
+def _first_token(rasp):
+    """The first input token, at every position: one head attending to position 0."""
+    return rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, lambda k, q: k == 0), rasp.tokens).named("first")
+
+
+def _shift_clamped(rasp, sop, name: str):
+    """``sop`` one position back (position 0 keeps its own value, so no position is None)."""
+    return rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, lambda k, q: k == max(q - 1, 0)), sop).named(name)
+
+
+def make_first_count():
+    """Written here (categorical, 5 nodes over 3 layers): at every position, how many other tokens
+    equal the first token. L0: head reads the first token, MLP compares; L1: SelectorWidth (head +
+    MLP) counts; L2: MLP subtracts the first token itself."""
+    from tracr.rasp import rasp
+
+    same = rasp.SequenceMap(lambda t, f: 1 if t == f else 0, rasp.tokens, _first_token(rasp)).named("same_as_first")
+    count = rasp.SelectorWidth(rasp.Select(same, same, lambda k, q: k == 1)).named("n_same")
+    return rasp.Map(lambda c: c - 1, count).named("others_like_first")
+
+
+def make_first_runs():
+    """Written here (categorical, 6 nodes over 3 layers, no counting): at every position, how many of
+    (this token, the one before) and (the one before, the one before that) are both equal to the
+    first token. L0: head reads the first token, MLP compares; L1: head shifts, MLP ANDs; L2: head
+    shifts, MLP adds. Position 0 reads itself where a shift would fall off the start."""
+    from tracr.rasp import rasp
+
+    same = rasp.SequenceMap(lambda t, f: 1 if t == f else 0, rasp.tokens, _first_token(rasp)).named("same_as_first")
+    pair = rasp.SequenceMap(lambda a, b: a * b, same, _shift_clamped(rasp, same, "prev_same")).named("pair_same")
+    return rasp.SequenceMap(lambda a, b: a + b, pair, _shift_clamped(rasp, pair, "prev_pair")).named("runs_of_first")
+
+
+def make_first_frac():
+    """Written here (numerical output, 4 nodes over 3 layers): the fraction of tokens equal to the
+    first token. L0: head reads the first token, MLP compares; L1: MLP maps to a number; L2: head
+    averages it over every position."""
+    from tracr.rasp import rasp
+
+    same = rasp.SequenceMap(lambda t, f: 1 if t == f else 0, rasp.tokens, _first_token(rasp)).named("same_as_first")
+    same_num = rasp.numerical(rasp.Map(lambda s: s, same)).named("same_num")
+    select_all = rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.TRUE)
+    return rasp.numerical(rasp.Aggregate(select_all, same_num, default=0)).named("frac_same_as_first")
+
+
 def _specs() -> dict[str, ProgramSpec]:
     def lib():
         from tracr.compiler import lib as _lib
@@ -129,6 +175,12 @@ def _specs() -> dict[str, ProgramSpec]:
             InputSpec(dyck_vocab, 6, sample=dyck_sample),
             "categorical",
         ),
+        # inputs up to length 8
+        ProgramSpec("count_a", lambda: lib()[0].make_count(lib()[1].tokens, "a"), InputSpec(["a", "b", "c"], 8), "categorical"),
+        # written in this project
+        ProgramSpec("first_count", make_first_count, InputSpec(["a", "b", "c"], 8), "categorical"),
+        ProgramSpec("first_runs", make_first_runs, InputSpec(["a", "b"], 6), "categorical"),
+        ProgramSpec("first_frac", make_first_frac, InputSpec(["a", "b", "c"], 6), "numerical"),
     ]
     return {s.name: s for s in specs}
 
