@@ -44,8 +44,8 @@ def ll_config_arg(name: str, task, previous: dict | None, arch: list[str]) -> di
     cfg = siit.ll_config_for(name, task.model)
     for item in arch:
         key, sep, value = item.partition("=")
-        if not sep or key not in ("n_heads", "d_model", "d_head", "d_mlp") or not value.isdigit():
-            raise SystemExit(f"--arch {item!r}: expected n_heads=, d_model=, d_head= or d_mlp= with a positive integer")
+        if not sep or key not in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp") or not value.isdigit():
+            raise SystemExit(f"--arch {item!r}: expected n_layers=, n_heads=, d_model=, d_head= or d_mlp= with a positive integer")
         cfg[key] = int(value)
     return cfg
 
@@ -119,7 +119,7 @@ def main(argv=None):
     ap.add_argument("--recard", action="store_true",
                     help="no training: re-evaluate the weights in --weights-dir with the current protocol and rewrite their cards")
     ap.add_argument("--arch", action="append", default=[], metavar="KEY=N",
-                    help="override the LL architecture of a from-scratch run (n_heads, d_model, d_head, d_mlp); repeatable")
+                    help="override the LL architecture of a from-scratch run (n_layers, n_heads, d_model, d_head, d_mlp; extra layers hold bystanders only); repeatable")
     ap.add_argument("--resume", action="store_true",
                     help="go on with the run whose checkpoint is in <weights dir>/checkpoints/<task> (written at every "
                          "evaluation), with the same options")
