@@ -1,7 +1,8 @@
 """The tracr programs the suite compiles, each with the input distribution it needs.
 
-Most programs come from ``tracr.compiler.lib``; ``first_count``, ``first_runs`` and ``first_frac``
-are written here (``make_first_*``). Samplers respect each program's precondition
+Most programs come from ``tracr.compiler.lib``; ``first_count``, ``first_runs``, ``first_frac``,
+``prev_token``, ``after_a`` and ``mix3`` are written here (``make_*`` below; ``mix3`` is built with
+the library's ``make_nary_sequencemap``). Samplers respect each program's precondition
 (``sort_unique``: distinct tokens; ``shuffle_dyck``: half of the inputs balanced, or labels
 would barely vary) and lengths vary, so length-dependent components are visible.
 """
@@ -123,6 +124,33 @@ def make_first_frac():
     return rasp.numerical(rasp.Aggregate(select_all, same_num, default=0)).named("frac_same_as_first")
 
 
+def make_prev_token():
+    """Written here (categorical, one head): the previous token (position 0: its own)."""
+    from tracr.rasp import rasp
+
+    return _shift_clamped(rasp, rasp.tokens, "prev_token")
+
+
+def make_after_a():
+    """Written here (categorical, 3 nodes over 2 layers): is this token a "b" right after an "a"?
+    L0: MLP flags "a"; L1: head shifts the flag, MLP combines it with the token."""
+    from tracr.rasp import rasp
+
+    is_a = rasp.Map(lambda t: 1 if t == "a" else 0, rasp.tokens).named("is_a")
+    prev_a = _shift_clamped(rasp, is_a, "prev_is_a")
+    return rasp.SequenceMap(lambda p, t: 1 if p == 1 and t == "b" else 0, prev_a, rasp.tokens).named("b_after_a")
+
+
+def make_mix3():
+    """``tracr.compiler.lib.make_nary_sequencemap`` over (token, previous token, first token):
+    (t + prev + first) mod 3 on tokens 0..2. Two heads read, three MLPs combine."""
+    from tracr.compiler import lib
+    from tracr.rasp import rasp
+
+    prev = _shift_clamped(rasp, rasp.tokens, "prev_token")
+    return lib.make_nary_sequencemap(lambda t, p, f: (t + p + f) % 3, rasp.tokens, prev, _first_token(rasp)).named("mix3")
+
+
 def _specs() -> dict[str, ProgramSpec]:
     def lib():
         from tracr.compiler import lib as _lib
@@ -181,6 +209,9 @@ def _specs() -> dict[str, ProgramSpec]:
         ProgramSpec("first_count", make_first_count, InputSpec(["a", "b", "c"], 8), "categorical"),
         ProgramSpec("first_runs", make_first_runs, InputSpec(["a", "b"], 6), "categorical"),
         ProgramSpec("first_frac", make_first_frac, InputSpec(["a", "b", "c"], 6), "numerical"),
+        ProgramSpec("prev_token", make_prev_token, InputSpec(["a", "b", "c", "d"], 8), "categorical"),
+        ProgramSpec("after_a", make_after_a, InputSpec(["a", "b", "c"], 6), "categorical"),
+        ProgramSpec("mix3", make_mix3, InputSpec([0, 1, 2], 6), "categorical"),
     ]
     return {s.name: s for s in specs}
 
