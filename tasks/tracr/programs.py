@@ -1,7 +1,7 @@
 """The tracr programs the suite compiles, each with the input distribution it needs.
 
 Most programs come from ``tracr.compiler.lib``; ``first_count``, ``first_runs``, ``first_frac``,
-``prev_token``, ``after_a`` and ``mix3`` are written here (``make_*`` below; ``mix3`` is built with
+``prev_token``, ``after_a``, ``same_as_prev``, ``prev_prev`` and ``mix3`` are written here (``make_*`` below; ``mix3`` is built with
 the library's ``make_nary_sequencemap``). Samplers respect each program's precondition
 (``sort_unique``: distinct tokens; ``shuffle_dyck``: half of the inputs balanced, or labels
 would barely vary) and lengths vary, so length-dependent components are visible.
@@ -141,6 +141,23 @@ def make_after_a():
     return rasp.SequenceMap(lambda p, t: 1 if p == 1 and t == "b" else 0, prev_a, rasp.tokens).named("b_after_a")
 
 
+def make_same_as_prev():
+    """Written here (categorical, 2 nodes in layer 0): does this token repeat the previous one?
+    L0: head reads the previous token, MLP compares (position 0 compares with itself)."""
+    from tracr.rasp import rasp
+
+    prev = _shift_clamped(rasp, rasp.tokens, "prev_token")
+    return rasp.SequenceMap(lambda t, p: 1 if t == p else 0, rasp.tokens, prev).named("same_as_prev")
+
+
+def make_prev_prev():
+    """Written here (categorical, 2 heads over 2 layers, composed): the token two positions back,
+    by shifting twice (clamped at position 0), as a previous-token head feeds a later head."""
+    from tracr.rasp import rasp
+
+    return _shift_clamped(rasp, _shift_clamped(rasp, rasp.tokens, "prev_token"), "prev_prev_token")
+
+
 def make_mix3():
     """``tracr.compiler.lib.make_nary_sequencemap`` over (token, previous token, first token):
     (t + prev + first) mod 3 on tokens 0..2. Two heads read, three MLPs combine."""
@@ -212,6 +229,8 @@ def _specs() -> dict[str, ProgramSpec]:
         ProgramSpec("prev_token", make_prev_token, InputSpec(["a", "b", "c", "d"], 8), "categorical"),
         ProgramSpec("after_a", make_after_a, InputSpec(["a", "b", "c"], 6), "categorical"),
         ProgramSpec("mix3", make_mix3, InputSpec([0, 1, 2], 6), "categorical"),
+        ProgramSpec("same_as_prev", make_same_as_prev, InputSpec(["a", "b", "c"], 6), "categorical"),
+        ProgramSpec("prev_prev", make_prev_prev, InputSpec(["a", "b", "c", "d"], 6), "categorical"),
     ]
     return {s.name: s for s in specs}
 
