@@ -1,7 +1,8 @@
 """The tracr programs the suite compiles, each with the input distribution it needs.
 
 Most programs come from ``tracr.compiler.lib``; ``first_count``, ``first_runs``, ``first_frac``,
-``prev_token``, ``after_a``, ``same_as_prev``, ``prev_prev`` and ``mix3`` are written here (``make_*`` below; ``mix3`` is built with
+``prev_token``, ``after_a``, ``same_as_prev``, ``prev_prev``, ``back2``, ``first_token``,
+``sum_prev`` and ``mix3`` are written here (``make_*`` below; ``mix3`` is built with
 the library's ``make_nary_sequencemap``). Samplers respect each program's precondition
 (``sort_unique``: distinct tokens; ``shuffle_dyck``: half of the inputs balanced, or labels
 would barely vary) and lengths vary, so length-dependent components are visible.
@@ -158,6 +159,29 @@ def make_prev_prev():
     return _shift_clamped(rasp, _shift_clamped(rasp, rasp.tokens, "prev_token"), "prev_prev_token")
 
 
+def make_first_token():
+    """Written here (categorical, one head): the first token, at every position."""
+    from tracr.rasp import rasp
+
+    return _first_token(rasp)
+
+
+def make_back2():
+    """Written here (categorical, one head): the token two positions back (clamped at position 0) in
+    a single head; ``prev_prev`` computes the same function with two composed heads."""
+    from tracr.rasp import rasp
+
+    return rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, lambda k, q: k == max(q - 2, 0)), rasp.tokens).named("back2")
+
+
+def make_sum_prev():
+    """Written here (categorical, 2 nodes in layer 0): (token + previous token) mod 3 on tokens 0..2."""
+    from tracr.rasp import rasp
+
+    prev = _shift_clamped(rasp, rasp.tokens, "prev_token")
+    return rasp.SequenceMap(lambda t, p: (t + p) % 3, rasp.tokens, prev).named("sum_prev")
+
+
 def make_mix3():
     """``tracr.compiler.lib.make_nary_sequencemap`` over (token, previous token, first token):
     (t + prev + first) mod 3 on tokens 0..2. Two heads read, three MLPs combine."""
@@ -231,6 +255,9 @@ def _specs() -> dict[str, ProgramSpec]:
         ProgramSpec("mix3", make_mix3, InputSpec([0, 1, 2], 6), "categorical"),
         ProgramSpec("same_as_prev", make_same_as_prev, InputSpec(["a", "b", "c"], 6), "categorical"),
         ProgramSpec("prev_prev", make_prev_prev, InputSpec(["a", "b", "c", "d"], 6), "categorical"),
+        ProgramSpec("back2", make_back2, InputSpec(["a", "b", "c", "d"], 6), "categorical"),
+        ProgramSpec("first_token", make_first_token, InputSpec(["a", "b", "c", "d"], 6), "categorical"),
+        ProgramSpec("sum_prev", make_sum_prev, InputSpec([0, 1, 2], 6), "categorical"),
     ]
     return {s.name: s for s in specs}
 
