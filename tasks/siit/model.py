@@ -55,6 +55,7 @@ ARCH_OVERRIDES: dict[str, dict] = {
     # (count_a at 4 layers x 9 heads and d_model 16 had bystanders at liveness 0.000 after 1000 steps)
     "first_count": {"n_layers": 4, "n_heads": 9, "d_model": 32, "d_mlp": 128},
     "mix3": {"n_heads": 13, "d_model": 32, "d_mlp": 128},
+    "sum_prev": {"n_layers": 4, "n_heads": 9, "d_model": 32, "d_mlp": 128},
 }
 
 
