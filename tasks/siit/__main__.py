@@ -29,7 +29,8 @@ from tasks.tracr.programs import PROGRAMS
 from tasks.tracr.compiled import tracr_task
 
 # Cheapest first (small tracr models).
-DEFAULT_ORDER = ["hist", "length", "count_a", "prev_token", "first_token", "back2", "same_as_prev", "sum_prev", "prev_prev",
+DEFAULT_ORDER = ["hist", "length", "count_a", "prev_token", "first_token", "back2", "back3", "same_as_prev", "same_as_first", "prev_is_first",
+                 "sum_prev", "prev_prev",
                  "after_a", "mix3", "first_runs", "first_count", "frac_prevs", "first_frac", "reverse", "sort_unique",
                  "pair_balance", "count_less_freq", "sort", "sort_freq", "shuffle_dyck"]
 

@@ -1,8 +1,8 @@
 """The tracr programs the suite compiles, each with the input distribution it needs.
 
 Most programs come from ``tracr.compiler.lib``; ``first_count``, ``first_runs``, ``first_frac``,
-``prev_token``, ``after_a``, ``same_as_prev``, ``prev_prev``, ``back2``, ``first_token``,
-``sum_prev`` and ``mix3`` are written here (``make_*`` below; ``mix3`` is built with
+``prev_token``, ``after_a``, ``same_as_prev``, ``prev_prev``, ``back2``, ``back3``, ``first_token``,
+``same_as_first``, ``prev_is_first``, ``sum_prev`` and ``mix3`` are written here (``make_*`` below; ``mix3`` is built with
 the library's ``make_nary_sequencemap``). Samplers respect each program's precondition
 (``sort_unique``: distinct tokens; ``shuffle_dyck``: half of the inputs balanced, or labels
 would barely vary) and lengths vary, so length-dependent components are visible.
@@ -182,6 +182,29 @@ def make_sum_prev():
     return rasp.SequenceMap(lambda t, p: (t + p) % 3, rasp.tokens, prev).named("sum_prev")
 
 
+def make_same_as_first():
+    """Written here (categorical, 2 nodes in layer 0): does this token equal the first token?"""
+    from tracr.rasp import rasp
+
+    return rasp.SequenceMap(lambda t, f: 1 if t == f else 0, rasp.tokens, _first_token(rasp)).named("same_as_first")
+
+
+def make_back3():
+    """Written here (categorical, one head): the token three positions back (clamped at position 0)."""
+    from tracr.rasp import rasp
+
+    return rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, lambda k, q: k == max(q - 3, 0)), rasp.tokens).named("back3")
+
+
+def make_prev_is_first():
+    """Written here (categorical, 3 nodes in layer 0: two heads and an MLP): does the previous
+    token equal the first token?"""
+    from tracr.rasp import rasp
+
+    prev = _shift_clamped(rasp, rasp.tokens, "prev_token")
+    return rasp.SequenceMap(lambda p, f: 1 if p == f else 0, prev, _first_token(rasp)).named("prev_is_first")
+
+
 def make_mix3():
     """``tracr.compiler.lib.make_nary_sequencemap`` over (token, previous token, first token):
     (t + prev + first) mod 3 on tokens 0..2. Two heads read, three MLPs combine."""
@@ -258,6 +281,9 @@ def _specs() -> dict[str, ProgramSpec]:
         ProgramSpec("back2", make_back2, InputSpec(["a", "b", "c", "d"], 6), "categorical"),
         ProgramSpec("first_token", make_first_token, InputSpec(["a", "b", "c", "d"], 6), "categorical"),
         ProgramSpec("sum_prev", make_sum_prev, InputSpec([0, 1, 2], 6), "categorical"),
+        ProgramSpec("same_as_first", make_same_as_first, InputSpec(["a", "b", "c"], 6), "categorical"),
+        ProgramSpec("back3", make_back3, InputSpec(["a", "b", "c", "d"], 7), "categorical"),
+        ProgramSpec("prev_is_first", make_prev_is_first, InputSpec(["a", "b", "c"], 6), "categorical"),
     ]
     return {s.name: s for s in specs}
 
