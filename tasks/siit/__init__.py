@@ -32,7 +32,8 @@ weakest node. Training uses the same interchanges for its IIT, strict and aux ro
 from tasks.siit.evaluate import (BENCH_NUM_EFFECT_TOL, bar_score, cell_correct, eval_pairs, evaluate,  # noqa: F401
                                  make_card, passes_bar)
 from tasks.siit.model import (ARCH_OVERRIDES, CARD_PROTOCOL, CARD_SCHEMA, CARD_VERSION, LIVE_THRESHOLD,  # noqa: F401
-                              LL_CONFIG_SCHEMA, NUM_TOL, OPTIONAL_CARD_SCHEMA, PASS_BAR, WEIGHTS_DIR, SiitLoadError,
+                              LL_CONFIG_SCHEMA, NUM_TOL, OPTIONAL_CARD_SCHEMA, PASS_BAR, SIIT_VARIANTS, WEIGHTS_DIR, SiitLoadError,
                               aux0_sizes, aux0_targets, aux_block_ce, aux_logit_accuracy, aux_sizes, aux_targets, build_ll,
-                              correspondence, input_variance, ll_config_for, ll_nodes, load, node_write, patch_hooks, paths,
+                              BACKUP_FAMILY, correspondence, family_of, input_variance, ll_circuit, ll_config_for, ll_members,
+                              ll_nodes, load, node_write, patch_hooks, paths, program_of, redundant_of, unit_name,
                               prefix_cache, save, shipped, siit_task, validate_card)
