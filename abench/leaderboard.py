@@ -17,7 +17,7 @@ from abench import report
 from abench.effects import EFFECT_CONVENTION
 from abench.report.metrics import METRICS
 from abench.separability import bootstrap_auroc, no_auroc_reason
-from tasks.base import GROUND_TRUTH
+from tasks.base import FAMILY_GROUND_TRUTH, GROUND_TRUTH
 
 
 def _version(dist: str, module) -> str:
@@ -150,7 +150,8 @@ def build(rows: list[dict], env: dict, extra: dict | None = None, checks: dict[s
     doc = {
         "environment": env,
         "effect_convention": EFFECT_CONVENTION,
-        "ground_truth": {fam: {"intervention": gt, "meaning": GROUND_TRUTH.get(gt, gt)} for fam, gt in families},
+        "ground_truth": {fam: {"intervention": gt, "meaning": FAMILY_GROUND_TRUTH.get(fam) or GROUND_TRUTH.get(gt, gt)}
+                         for fam, gt in families},
         "headline_family": head,
         "pooled_tasks": list(dict.fromkeys(r["task"] for r in pooled if r["family"] == head)),
         "summary": by_family.get(head, []),

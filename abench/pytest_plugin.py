@@ -42,7 +42,7 @@ PRESETS = {
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("abench", "ablation-method leaderboard")
     g.addoption("--preset", default=None, choices=sorted(PRESETS), help="a named selection (ci: a CPU-sized subset for CI)")
-    g.addoption("--tasks", default=None, help="comma-separated task names or families (siit, tracr, all); default: all")
+    g.addoption("--tasks", default=None, help="comma-separated task names or families (siit, siit_backup, tracr, all); default: all")
     g.addoption("--methods", default=None, help="comma-separated method names, e.g. zero,mean,'scaled_resample[s=0.5]'; 'default' = the built-in set")
     g.addoption("--scale-sweep", action="store_true", help="add the scaled-resample sweep s in 0,0.1,...,10")
     g.addoption("--ablation-module", action="append", default=[], metavar="FILE.py", help="a Python file registering extra methods; they join the leaderboard")

@@ -27,6 +27,8 @@ def main(argv: list[str]) -> int:
     card = json.loads((weights / f"{name}.json").read_text())
     keys = ("accuracy", "iia_min_node", "siia_min_node", "liveness_min_out_of_circuit", "passed", "steps", "wall_time_s")
     print(name, {k: card.get(k) for k in keys})
+    if "redundant" in card:  # a backup pair: the pair's IIA, each member's backup IIA / accuracy, resample alone (no bar)
+        print("  redundant:", {k: v for k, v in card["redundant"].items() if k != "what"})
     ok = bool(card.get("passed"))
     task = siit_task(name, "cpu", weights)
     for seed in seeds:
@@ -34,6 +36,10 @@ def main(argv: list[str]) -> int:
         gt = check_task(task, ev)
         print(f"  ground truth (seed {seed}): passed {gt['passed']} AUROC {gt['auroc']} gap {gt['gap']:.3f} "
               f"max |LL-HL| {gt['max_abs_diff']:.4f}", *gt["reasons"], sep="\n    " if gt["reasons"] else " ")
+        for u in gt.get("joint_units") or []:
+            print(f"    joint unit {u['name']}: joint resample effect {u['ll_effect']:.4f} vs HL {u['hl_node']} "
+                  f"{u['hl_effect']:.4f}; members alone (reported, not gated): "
+                  + ", ".join(f"{m} {e:.4f}" for m, e in u["single_effects"].items()))
         ok = ok and gt["passed"]
     return 0 if ok else 1
 

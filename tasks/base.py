@@ -28,6 +28,15 @@ GROUND_TRUTH = {
 }
 
 
+# A family whose ground truth needs more words than its kind's legend (keyed by family).
+FAMILY_GROUND_TRUTH = {
+    "siit_backup": "as resample (SIIT), except that one high-level node is carried by a pair of low-level nodes (a "
+    "backup pair, each member alone implementing it with its partner knocked out): single-node ablation under-reports "
+    "each member by design, so read the joint-ablation table; the ground-truth check scores the pair by its joint "
+    "resample effect. Never pooled with siit",
+}
+
+
 def describe_ground_truth(name: str, meaning: str) -> None:
     """Give the ground truth ``name`` its meaning in the report legend (the first one given stays)."""
     GROUND_TRUTH.setdefault(name, meaning)

@@ -273,10 +273,18 @@ def interpbench_task(folder: str | Path, device: str = "cpu", program: str | Non
             "edges": edges, "meta": meta}
     corr = dict(correspondence if correspondence is not None else meta.get("correspondence") or {})
     if corr:
-        stray = [ll for ll in corr.values() if ll not in circuit]
+        # a value may be a list of LL nodes: a redundant HL node (a backup pair), ablated together as a joint set
+        bad = [v for v in corr.values() if not isinstance(v, str) and not (isinstance(v, list) and len(v) >= 2
+                                                                            and all(isinstance(m, str) for m in v))]
+        if bad:
+            raise InterpBenchLoadError(f"{folder}: correspondence value {bad[0]!r} is neither a node name nor a list of >= 2 names")
+        stray = [ll for v in corr.values() for ll in ([v] if isinstance(v, str) else v) if ll not in circuit]
         if stray:
             raise InterpBenchLoadError(f"{folder}: correspondence names {stray[0]}, which no edge has")
         info.update(high_level=hl, correspondence=corr)
+        joint = {f"{h} backup pair" if len(v) == 2 else f"{h} redundant set": list(v) for h, v in corr.items() if not isinstance(v, str)}
+        if joint:
+            info["joint_sets"] = joint
     return Task(
         name=name or f"interpbench_{folder.name}",
         family=FAMILY,
@@ -333,7 +341,7 @@ def export_task(task: Task, folder: str | Path, program: str | None = None, extr
 def export_shipped(out_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
     """Export every shipped SIIT model (``tasks.siit.shipped()``) to ``out_dir/<program>/``."""
     from tasks.registry import load_task
-    from tasks.siit import shipped
+    from tasks.siit import program_of, shipped
 
     out_dir = Path(out_dir)
     written = []
@@ -343,8 +351,9 @@ def export_shipped(out_dir: str | Path, names: Sequence[str] | None = None) -> l
         card = task.info.get("card", {})
         keep = {k: card[k] for k in ("ll_config", "seed", "steps", "wall_time_s", "device", "hyperparameters", "protocol", "passed", "accuracy",
                                      "iia_min_node", "siia_min_node", "liveness_min_out_of_circuit") if k in card}
-        written.append(export_task(task, out_dir / name, program=name, extra_meta={"training": keep}))
-        index[name] = {"task": task.name, "program": name, "n_layers": task.model.cfg.n_layers,
+        program = program_of(name)  # a variant (hist_backup) runs its program's tracr model
+        written.append(export_task(task, out_dir / name, program=program, extra_meta={"training": keep}))
+        index[name] = {"task": task.name, "program": program, "n_layers": task.model.cfg.n_layers,
                        "n_heads": task.model.cfg.n_heads, "d_model": task.model.cfg.d_model,
                        "dtype": str(task.model.cfg.dtype), "circuit": task.in_circuit_names}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from tasks.base import Task, describe_ground_truth
 from tasks.next_token import FAMILY as NEXT_TOKEN_FAMILY, planted_backup_task
+from tasks.siit import family_of as siit_family_of
 from tasks.siit import shipped as siit_shipped
 from tasks.siit import siit_task
 from tasks.tracr.programs import PROGRAMS
@@ -20,9 +21,11 @@ LOADERS: dict[str, tuple[str, Callable[[str], Task]]] = {
     name: ("tracr", lambda device, name=name: tracr_task(name, device)) for name in PROGRAMS
 }
 # SIIT models shipped under tasks/weights/siit whose card says they passed the bar (accuracy,
-# IIA, SIIA >= 99% and every bystander live); retrain with `python -m tasks.siit`.
+# IIA, SIIA >= 99% and every bystander live); retrain with `python -m tasks.siit`. A model with a
+# redundant node (a backup pair, tasks.siit.SIIT_VARIANTS) is in its own family, siit_backup:
+# single-node ablation under-reports its pair by design, so it is never pooled with siit.
 SIIT_TASKS = siit_shipped()
-LOADERS.update({f"siit_{name}": ("siit", lambda device, name=name: siit_task(name, device)) for name in SIIT_TASKS})
+LOADERS.update({f"siit_{name}": (siit_family_of(name), lambda device, name=name: siit_task(name, device)) for name in SIIT_TASKS})
 
 
 def families() -> dict[str, list[str]]:
@@ -33,8 +36,9 @@ def families() -> dict[str, list[str]]:
 
 
 # `pytest benchmarks` with no --tasks runs every family: SIIT first (live bystanders, the
-# realistic ground truth), then tracr (exact but bystander-free). Each keeps its own ground truth.
-DEFAULT_FAMILIES = [f for f in ("siit", "tracr") if f in families()]
+# realistic ground truth), then the SIIT backup pair(s), then tracr (exact but bystander-free).
+# Each keeps its own ground truth and its own table.
+DEFAULT_FAMILIES = [f for f in ("siit", "siit_backup", "tracr") if f in families()]
 
 
 def resolve_task_names(spec: str | None) -> list[str]:
@@ -67,7 +71,7 @@ def load_task(name: str, device: str = "cpu") -> Task:
 def register_task(name: str, family: str, loader: Callable[[str], Task], replace: bool = False) -> None:
     """Add a task (``loader(device) -> Task``) under ``name``: resolvable by name, by family and
     by ``all`` (``--task-module`` files, ``abench.tasks`` entry points, ``tasks.next_token``).
-    Families other than ``siit`` / ``tracr`` are not in the default selection."""
+    Families other than ``siit`` / ``siit_backup`` / ``tracr`` are not in the default selection."""
     if name in LOADERS and not replace:
         raise KeyError(f"task {name!r} is already registered")
     LOADERS[name] = (family, loader)

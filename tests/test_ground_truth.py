@@ -34,7 +34,8 @@ def test_shipped_model_passes_its_ground_truth_check(name):
     check = check_task(task, ev)
     assert check["passed"], f"{name}: " + "; ".join(check["reasons"])
     assert check["auroc"] == 1.0 and check["gap"] > 0
-    in_circuit = [n for n in check["nodes"] if n["in_circuit"]]
+    # units: every node alone, a redundant set (a backup pair) by its joint effect; one per HL node in the circuit
+    in_circuit = [n for n in check["units"] if n["in_circuit"]]
     assert len(in_circuit) == len(task.info["correspondence"])
     assert all(abs(n["ll_effect"] - n["hl_effect"]) <= HL_TOLERANCE for n in in_circuit)
     # an in-circuit node of a model that follows tracr has the effect its tracr node has: never 0 here
@@ -70,3 +71,31 @@ def test_failed_check_leaves_the_task_out_of_the_pooled_numbers():
     assert doc["pooled_tasks"] == ["good"]
     assert doc["summary"][0]["n_tasks"] == 1 and doc["summary"][0]["pooled_auroc"] == 1.0
     assert [r["ground_truth_check"] for r in doc["rows"]] == ["passed", "failed"]
+
+
+BACKUP = [n for n in SHIPPED if siit.family_of(n) == siit.BACKUP_FAMILY]
+
+
+@pytest.mark.skipif(not BACKUP, reason="no shipped SIIT model with a backup pair")
+@pytest.mark.parametrize("name", BACKUP)
+def test_backup_pair_joint_effect_matches_hl_while_single_zero_effects_vanish(name):
+    """The pair ablated together has its HL node's effect; zero-ablating either member alone changes
+    (almost) nothing, since its partner carries the node: single-node ablation under-reports each."""
+    from abench.effects import joint_effects, node_effects
+    from ablations.basic import Resample, Zero
+
+    task = load_task(f"siit_{name}")
+    assert task.family == siit.BACKUP_FAMILY and task.info["joint_sets"]
+    _, ev = bench.task_data(task, n_fit=16, n_eval=256, seed=FRESH_SEED)
+    hl = high_level_effects(task, ev)
+    for label, members in task.info["joint_sets"].items():
+        unit = "+".join(members)
+        assert hl[unit]["hl_effect"] > 0.2  # the HL node matters
+        single_r = node_effects(Resample(), ev)
+        (joint_r,) = [j for j in joint_effects(Resample(), ev, {unit: members}, single_r)]
+        assert abs(joint_r["effect"] - hl[unit]["hl_effect"]) <= HL_TOLERANCE, joint_r
+        single_z = {e.name: e.effect for e in node_effects(Zero(), ev)}
+        (joint_z,) = joint_effects(Zero(), ev, {unit: members}, node_effects(Zero(), ev))
+        for m in members:  # each member zeroed alone: its partner carries the node (backup accuracy >= the bar)
+            assert single_z[m] <= 2 * (1 - siit.PASS_BAR), (m, single_z[m])  # backup accuracy and accuracy both >= the bar
+        assert joint_z["effect"] > 0.2, joint_z  # both zeroed: the node is gone

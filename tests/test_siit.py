@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -19,9 +20,14 @@ FRESH_N = 96  # examples per length
 
 def test_some_models_shipped_and_registered():
     assert len(SHIPPED) >= 1, "no SIIT model passed the bar; retrain with `python -m tasks.train_siit --task all`"
-    assert sorted(families().get("siit", [])) == sorted(f"siit_{n}" for n in SHIPPED)
+    plain = [n for n in SHIPPED if siit.family_of(n) == "siit"]
+    backup = [n for n in SHIPPED if siit.family_of(n) == siit.BACKUP_FAMILY]
+    assert sorted(families().get("siit", [])) == sorted(f"siit_{n}" for n in plain)
+    assert sorted(families().get(siit.BACKUP_FAMILY, [])) == sorted(f"siit_{n}" for n in backup)
     assert DEFAULT_FAMILIES[0] == "siit"  # the default run starts with the SIIT family
-    assert resolve_task_names(None)[: len(SHIPPED)] == [f"siit_{n}" for n in SHIPPED]
+    if backup:  # the backup pair(s) come right after, in their own family, before tracr
+        assert DEFAULT_FAMILIES[:2] == ["siit", siit.BACKUP_FAMILY]
+    assert resolve_task_names(None)[: len(SHIPPED)] == [f"siit_{n}" for n in plain + backup]
     assert "tracr" in families()  # tracr tasks stay selectable
 
 
@@ -30,8 +36,8 @@ def test_shipped_model_meets_its_card(name):
     task = load_task(f"siit_{name}")
     card = task.info["card"]
     hl = task.info["high_level"]
-    assert task.family == "siit" and task.ground_truth == "resample" and task.output == hl.output
-    assert [n.name for n in task.nodes if n.in_circuit] == sorted(card["correspondence"].values(), key=[n.name for n in task.nodes].index)
+    assert task.family == siit.family_of(name) and task.ground_truth == "resample" and task.output == hl.output
+    assert [n.name for n in task.nodes if n.in_circuit] == sorted(siit.ll_circuit(card["correspondence"]), key=[n.name for n in task.nodes].index)
     data = siit.eval_pairs(hl, FRESH_N, seed=FRESH_SEED, cross_length=True)  # as the card: sources of every length >= the base's
     torch.manual_seed(0)
     m = siit.evaluate(hl, task.model, task.nodes, card["correspondence"], task.info["aux"], data)
@@ -41,6 +47,11 @@ def test_shipped_model_meets_its_card(name):
         assert abs(m[key] - card[card_key]) <= 0.01, f"{name}: {key} {m[key]:.4f} vs card {card[card_key]:.4f}"
     for node, value in {**m["iia_per_node"], **m["siia_per_node"]}.items():  # the bar is per node, not a mean
         assert value >= siit.PASS_BAR, f"{name}: {node} IIA/SIIA {value:.4f} < {siit.PASS_BAR}"
+    if "redundant" in card:  # each member of a backup pair alone, its partner zero-ablated, implements the node
+        for key in ("backup_iia_per_node", "backup_accuracy_per_node"):
+            for node, value in m[key].items():
+                assert value >= siit.PASS_BAR, f"{name}: {node} {key} {value:.4f} < {siit.PASS_BAR}"
+                assert abs(value - card["redundant"][key][node]) <= 0.01, f"{name}: {node} {key} {value:.4f} vs card"
     # the benchmark's view: model(tokens) is the main output, same shape as the tracr model's
     tokens = data[0][0]
     assert task.model(tokens).shape == hl.model(tokens).shape
@@ -175,5 +186,44 @@ def test_every_card_records_the_bar_and_only_passing_models_ship():
         if card.get("protocol") == siit.CARD_PROTOCOL:
             m = {"accuracy": card["accuracy"], "iia_min": card["iia_min_node"], "siia_min": card["siia_min_node"],
                  "liveness_min_out_of_circuit": card["liveness_min_out_of_circuit"]}
+            if "redundant" in card:
+                m.update(backup_iia_min=card["redundant"]["backup_iia_min_node"],
+                         backup_accuracy_min=card["redundant"]["backup_accuracy_min_node"])
             assert card["passed"] == siit.passes_bar(m), f"{name}: card says passed={card['passed']}, its numbers say otherwise"
         assert (name in SHIPPED) == (card.get("protocol") == siit.CARD_PROTOCOL and bool(card.get("passed"))), name
+
+
+@pytest.mark.parametrize("value, expected", [
+    (["blocks.0.attn.hook_z[0]"], "list of >= 2 distinct LL node name strings"),
+    (["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[0]"], "list of >= 2 distinct LL node name strings"),
+    (["blocks.0.attn.hook_z[0]", 1], "list of >= 2 distinct LL node name strings"),
+    ({"a": "b"}, "or a list of >= 2 distinct LL node name strings"),
+])
+def test_card_schema_list_correspondence(tmp_path, value, expected):
+    """A redundant node's correspondence value is a list of >= 2 distinct LL names; anything else is refused, naming the field."""
+    _, cpath = _fake_model(tmp_path)
+    card = json.loads(cpath.read_text())
+    card["correspondence"] = {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[1]"]}
+    siit.validate_card(card, "card")  # a list of two names is valid
+    card["correspondence"] = {"blocks.0.attn.hook_z[0]": value}
+    with pytest.raises(siit.SiitLoadError, match=r"^card: field correspondence must be .*" + re.escape(expected)):
+        siit.validate_card(card, "card")
+
+
+def test_redundant_correspondence_and_variants():
+    from tasks.tracr.compiled import tracr_task
+
+    assert siit.program_of("hist_backup") == "hist" and siit.program_of("siit_hist") == "hist"
+    assert siit.family_of("hist_backup") == siit.BACKUP_FAMILY and siit.family_of("hist") == "siit"
+    hl = tracr_task("hist")
+    ll = siit.build_ll(siit.ll_config_for("hist", hl.model))
+    corr = siit.correspondence(hl, ll, siit.redundant_of("hist_backup"))
+    assert corr == {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[1]"],
+                    "blocks.0.mlp.hook_post": "blocks.0.mlp.hook_post"}
+    assert siit.ll_circuit(corr) == ["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[1]", "blocks.0.mlp.hook_post"]
+    with pytest.raises(ValueError, match="not in the circuit"):
+        siit.correspondence(hl, ll, {"blocks.1.mlp.hook_post": ["blocks.1.mlp.hook_post", "blocks.0.attn.hook_z[3]"]})
+    with pytest.raises(ValueError, match="two HL nodes onto one LL node"):
+        siit.correspondence(hl, ll, {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[1]", "blocks.0.mlp.hook_post"]})
+    with pytest.raises(ValueError, match=">= 2 distinct LL nodes"):
+        siit.correspondence(hl, ll, {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[9]"]})

@@ -65,11 +65,12 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def checks_frame(check: dict) -> pd.DataFrame:
-    """One task's ground-truth check per node: reference (LL) effect and the HL node's effect."""
+    """One task's ground-truth check per node: reference (LL) effect and the HL node's effect; a
+    redundant set (``joint_units``) adds a line with its joint effect, its members' lines say which set."""
     return pd.DataFrame(
         [
             {
-                "node": n["name"],
+                "node": n["name"] + (f" (member of {n['member_of']}: single effect, not gated)" if "member_of" in n else ""),
                 "in circuit": n["in_circuit"],
                 "HL node": n.get("hl_node", "-"),
                 "HL effect": fmt(n.get("hl_effect")),
@@ -77,6 +78,17 @@ def checks_frame(check: dict) -> pd.DataFrame:
                 "|LL - HL|": fmt(n.get("abs_diff")),
             }
             for n in check["nodes"]
+        ]
+        + [
+            {
+                "node": f"{u['name']} (joint)",
+                "in circuit": True,
+                "HL node": u["hl_node"],
+                "HL effect": fmt(u["hl_effect"]),
+                f"LL effect ({check['reference_method']})": fmt(u["ll_effect"]),
+                "|LL - HL|": fmt(u["abs_diff"]),
+            }
+            for u in check.get("joint_units") or []
         ]
     )
 

@@ -27,12 +27,20 @@ Cards (protocol ``CARD_PROTOCOL``) therefore measure IIA and SIIA per node with 
 every length >= the base's (``eval_pairs(cross_length=True)``, same length included): the
 interchanges the benchmark's reference ``resample`` makes. The bar (``passes_bar``) reads the
 weakest node. Training uses the same interchanges for its IIT, strict and aux rows.
+
+``SIIT_VARIANTS`` (``model.py``) adds models built on a program under another name whose
+correspondence maps one HL node to a *list* of LL nodes (``hist_backup``: a backup pair). An
+interchange patches the whole set; extra training rows teach each member alone (its partners
+zero-ablated) to implement the node, and the card's bar adds each member's backup IIA and backup
+accuracy. They form the family ``siit_backup`` (single-node ablation under-reports each member by
+design) and declare the set under ``info["joint_sets"]``.
 """
 
 from tasks.siit.evaluate import (BENCH_NUM_EFFECT_TOL, bar_score, cell_correct, eval_pairs, evaluate,  # noqa: F401
                                  make_card, passes_bar)
 from tasks.siit.model import (ARCH_OVERRIDES, CARD_PROTOCOL, CARD_SCHEMA, CARD_VERSION, LIVE_THRESHOLD,  # noqa: F401
-                              LL_CONFIG_SCHEMA, NUM_TOL, OPTIONAL_CARD_SCHEMA, PASS_BAR, WEIGHTS_DIR, SiitLoadError,
+                              LL_CONFIG_SCHEMA, NUM_TOL, OPTIONAL_CARD_SCHEMA, PASS_BAR, SIIT_VARIANTS, WEIGHTS_DIR, SiitLoadError,
                               aux0_sizes, aux0_targets, aux_block_ce, aux_logit_accuracy, aux_sizes, aux_targets, build_ll,
-                              correspondence, input_variance, ll_config_for, ll_nodes, load, node_write, patch_hooks, paths,
+                              BACKUP_FAMILY, correspondence, family_of, input_variance, ll_circuit, ll_config_for, ll_members,
+                              ll_nodes, load, node_write, patch_hooks, paths, program_of, redundant_of, unit_name,
                               prefix_cache, save, shipped, siit_task, validate_card)

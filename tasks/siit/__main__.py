@@ -58,7 +58,7 @@ def checkpoint_path(name: str, args) -> Path:
 
 
 def run_one(name: str, config: SiitConfig, args) -> dict | None:
-    task = tracr_task(name, args.device)
+    task = tracr_task(siit.program_of(name), args.device)
     init, previous, continued_from = None, None, None
     ckpt = checkpoint_path(name, args)
     if args.continue_training:
@@ -70,7 +70,8 @@ def run_one(name: str, config: SiitConfig, args) -> dict | None:
     ll, aux, info = train(task, config, device=args.device, progress=not args.no_progress, init=init,
                           ll_config=None if args.resume else ll_config_arg(name, task, previous, args.arch),
                           checkpoint=ckpt, resume=args.resume, pause_after_steps=args.pause_after_steps,
-                          pause_after_s=args.pause_after, extra={"continued_from": continued_from})
+                          pause_after_s=args.pause_after, extra={"continued_from": continued_from},
+                          redundant=siit.redundant_of(name) or None)
     if info["paused"]:
         print(f"{name}: paused at step {info['steps']} after {info['wall_s']:.0f}s of training; "
               f"go on with `python -m tasks.siit --task {name} --resume` and the same options")
@@ -89,7 +90,7 @@ def run_one(name: str, config: SiitConfig, args) -> dict | None:
         "sessions": info["sessions"],
         "history": info["history"],
     }
-    card = make_card(task, ll, aux, info["ll_config"], info["correspondence"], record, config.test_n)
+    card = make_card(task, ll, aux, info["ll_config"], info["correspondence"], record, config.test_n, name=name)
     siit.save(name, ll, aux, card, args.weights_dir)
     for f in checkpoint_paths(ckpt):  # the run is complete: its resumable state has done its job
         f.unlink(missing_ok=True)
@@ -98,21 +99,22 @@ def run_one(name: str, config: SiitConfig, args) -> dict | None:
 
 def recard(name: str, config: SiitConfig, args) -> dict:
     """Re-evaluate shipped weights with the current test protocol and rewrite the card (training record kept)."""
-    task = tracr_task(name, args.device)
+    task = tracr_task(siit.program_of(name), args.device)
     ll, aux, old = siit.load(name, args.device, args.weights_dir)
     keep = ("seed", "steps", "best_step", "wall_time_s", "continued_from", "device", "hyperparameters", "config",
             "reinitialised_bystanders", "history")
     record = {k: old.get(k) for k in keep if k != "config" or k in old}
     record["recarded"] = {"earlier_card": {k: old.get(k) for k in ("test_sources", "protocol", "accuracy", "iia", "iia_min_node", "siia", "siia_min_node", "liveness_min_out_of_circuit", "passed")},
                           "note": "weights unchanged; metrics recomputed with the current tasks.siit.evaluate and test data"}
-    card = make_card(task, ll, aux, old["ll_config"], old["correspondence"], record, config.test_n)
+    card = make_card(task, ll, aux, old["ll_config"], old["correspondence"], record, config.test_n, name=name)
     siit.save(name, ll, aux, card, args.weights_dir)
     return card
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tasks.siit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", default="all", help="tracr program name, comma list, or 'all'")
+    ap.add_argument("--task", default="all", help="tracr program name (or a variant of model.SIIT_VARIANTS, e.g. hist_backup), "
+                    "comma list, or 'all' (the programs; variants by name)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_config_arguments(ap)  # every hyperparameter: the fields of SiitConfig
     ap.add_argument("--weights-dir", default=None, help="write here instead of tasks/weights/siit")
@@ -136,8 +138,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     names = DEFAULT_ORDER if args.task == "all" else [t.strip() for t in args.task.split(",")]
     for n in names:
-        if n not in PROGRAMS:
-            ap.error(f"unknown task {n!r}; valid: {', '.join(PROGRAMS)}")
+        if n not in PROGRAMS and n not in siit.SIIT_VARIANTS:
+            ap.error(f"unknown task {n!r}; valid: {', '.join(list(PROGRAMS) + list(siit.SIIT_VARIANTS))}")
     if args.resume and (args.continue_training or args.arch or args.recard):
         ap.error("--resume takes weights and architecture from the checkpoint: drop --continue-training / --arch / --recard")
     for n in names:

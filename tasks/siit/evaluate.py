@@ -7,11 +7,13 @@ import random
 import torch
 from transformer_lens import HookedTransformer
 
+from interventions.hooks import node_activation, replacing_hooks
 from interventions.measures import cell_changed
 from tasks.base import Node, Task
 from tasks.seeds import derive
 from tasks.siit.model import (CARD_PROTOCOL, CARD_VERSION, LIVE_THRESHOLD, NUM_TOL, PASS_BAR, aux0_sizes, aux0_targets,
-                              aux_logit_accuracy, aux_sizes, aux_targets, input_variance, ll_nodes, node_write, patch_hooks)
+                              aux_logit_accuracy, aux_sizes, aux_targets, input_variance, ll_circuit, ll_members, ll_nodes, node_write,
+                              patch_hooks, unit_name)
 
 def cell_correct(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, tol: float | None = None) -> torch.Tensor:
     """``[b, pos-1]`` booleans (BOS excluded): the LL prediction has not changed from the HL one
@@ -20,25 +22,42 @@ def cell_correct(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, tol: f
 
 
 @torch.no_grad()
-def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], corr: dict[str, str],
+def _zero_hooks(nodes, acts: dict[str, torch.Tensor], n_pos: int):
+    """Forward hooks setting ``nodes`` to 0 on every row (``acts``: a cache holding their hooks, for the shapes)."""
+    return replacing_hooks([(node, slice(None), torch.zeros_like(node_activation(acts[node.hook_name], node)[:, :n_pos]))
+                            for node in nodes])
+
+
+def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], corr: dict[str, str | list[str]],
              aux: dict[str, torch.Tensor] | None, data: list[tuple[torch.Tensor, torch.Tensor]], tol: float | None = None) -> dict:
     """Accuracy, per-node IIA / SIIA, aux accuracy and per-node liveness on (base, source) groups.
 
     ``iia`` and ``siia`` count every group: sources of every length >= the base's, the
     interchanges the benchmark's reference ``resample`` makes. ``iia_same_length`` counts only
     the groups whose source has the base's length (recorded, not a gate). ``tol``: numerical
-    tolerance (default ``NUM_TOL``)."""
+    tolerance (default ``NUM_TOL``).
+
+    A correspondence value that is a list (a redundant HL node, e.g. a backup pair) is one IIA
+    unit, keyed ``"a+b"``: every member patched from the source together. Per member it also
+    gives ``backup_iia_per_node`` (the member patched, its partners zero-ablated, vs HL with the
+    node patched), ``backup_accuracy_per_node`` (the member at base, its partners zero-ablated,
+    vs HL(base)) and, reported without a bar, ``resample_alone_per_node`` (the member patched,
+    its partners at base: fraction of cells that stay at HL(base); the HL answer is undefined)."""
     hl = hl_task.model
     hl_nodes = {n.name: n for n in hl_task.nodes}
     ll_by_name = {n.name: n for n in ll_node_list}
-    circ = [(hl_nodes[h], ll_by_name[l]) for h, l in corr.items()]
+    circ = [(hl_nodes[h], [ll_by_name[m] for m in ll_members(v)]) for h, v in corr.items()]
+    redundant = [(h, group) for h, group in circ if len(group) > 1]
     bystanders = [n for n in ll_node_list if not n.in_circuit]
     hooks_ll = sorted({n.hook_name for n in ll_node_list})
     hooks_hl = sorted({h.hook_name for h, _ in circ})
     last = f"blocks.{ll.cfg.n_layers - 1}.hook_resid_post"
     tot = {"acc": [0, 0], "aux": [0, 0]}
-    iia = {l.name: [0, 0] for _, l in circ}  # every group
-    iia_same = {l.name: [0, 0] for _, l in circ}  # groups whose source has the base's length
+    iia = {unit_name([l.name for l in g]): [0, 0] for _, g in circ}  # every group
+    iia_same = {unit_name([l.name for l in g]): [0, 0] for _, g in circ}  # groups whose source has the base's length
+    backup_iia = {l.name: [0, 0] for _, g in redundant for l in g}
+    backup_acc = {l.name: [0, 0] for _, g in redundant for l in g}
+    alone = {l.name: [0, 0] for _, g in redundant for l in g}
     siia = {n.name: [0, 0] for n in bystanders}
     var = {n.name: [] for n in ll_node_list}
     for base, src in data:
@@ -52,20 +71,30 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
         tot["acc"][0] += c.sum().item(); tot["acc"][1] += c.numel()
         for n in ll_node_list:
             var[n.name].append(input_variance(node_write(n, ll_cache[n.hook_name], ll)).item())
-        for h, l in circ:
+        for h, group in circ:
+            key = unit_name([l.name for l in group])
             hp = hl.run_with_hooks(base, fwd_hooks=patch_hooks([(h, allrows, allrows)], hl_src.cache_dict, base.shape[1]))
-            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(l, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
+            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(l, allrows, allrows) for l in group], ll_src.cache_dict, base.shape[1]))
             c = cell_correct(lp, hp, hl_task.output, tol)
-            iia[l.name][0] += c.sum().item(); iia[l.name][1] += c.numel()
+            iia[key][0] += c.sum().item(); iia[key][1] += c.numel()
             if src.shape[1] == base.shape[1]:
-                iia_same[l.name][0] += c.sum().item(); iia_same[l.name][1] += c.numel()
+                iia_same[key][0] += c.sum().item(); iia_same[key][1] += c.numel()
+            if len(group) == 1:
+                continue
+            for l in group:
+                partners = _zero_hooks([o for o in group if o is not l], ll_cache, base.shape[1])
+                patched = patch_hooks([(l, allrows, allrows)], ll_src.cache_dict, base.shape[1])
+                for store, hooks, target in ((backup_iia, patched + partners, hp), (backup_acc, partners, hl_base),
+                                             (alone, patched, hl_base)):
+                    c = cell_correct(ll.run_with_hooks(base, fwd_hooks=hooks), target, hl_task.output, tol)
+                    store[l.name][0] += c.sum().item(); store[l.name][1] += c.numel()
         for n in bystanders:
             lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
             c = cell_correct(lp, hl_base, hl_task.output, tol)
             siia[n.name][0] += c.sum().item(); siia[n.name][1] += c.numel()
         if aux is not None:
             store = {}
-            hooks = patch_hooks([(l, allrows, allrows) for _, l in circ], ll_src.cache_dict, base.shape[1])
+            hooks = patch_hooks([(l, allrows, allrows) for _, g in circ for l in g], ll_src.cache_dict, base.shape[1])
             hooks.append((last, lambda act, hook: store.__setitem__("r", act)))
             if "aux.L0_W_U" in aux:
                 hooks.append(("blocks.0.hook_resid_post", lambda act, hook: store.__setitem__("r0", act)))
@@ -79,13 +108,23 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
                 tot["aux"][0] += ok; tot["aux"][1] += n_cells
     frac = lambda a: a[0] / max(a[1], 1)
     mean_var = {k: sum(v) / len(v) for k, v in var.items()}
-    in_vars = sorted(mean_var[l.name] for _, l in circ)
+    in_vars = sorted(mean_var[l.name] for _, g in circ for l in g)
     med = in_vars[len(in_vars) // 2] if len(in_vars) % 2 else 0.5 * (in_vars[len(in_vars) // 2 - 1] + in_vars[len(in_vars) // 2])
     live = {k: v / med if med > 0 else float("nan") for k, v in mean_var.items()}
     iia_f = {k: frac(v) for k, v in iia.items()}
     iia_sf = {k: frac(v) for k, v in iia_same.items()}
     siia_f = {k: frac(v) for k, v in siia.items()}
+    backup = {}
+    if redundant:
+        backup = {
+            "backup_iia_per_node": {k: frac(v) for k, v in backup_iia.items()},
+            "backup_accuracy_per_node": {k: frac(v) for k, v in backup_acc.items()},
+            "resample_alone_per_node": {k: frac(v) for k, v in alone.items()},
+        }
+        backup["backup_iia_min"] = min(backup["backup_iia_per_node"].values())
+        backup["backup_accuracy_min"] = min(backup["backup_accuracy_per_node"].values())
     return {
+        **backup,
         "accuracy": frac(tot["acc"]),
         "iia": sum(iia_f.values()) / len(iia_f),
         "iia_min": min(iia_f.values()),
@@ -104,12 +143,15 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
 
 
 def bar_score(m: dict) -> float:
-    """The number the bar reads: min(accuracy, weakest in-circuit node's IIA, weakest bystander's SIIA)."""
-    return min(m["accuracy"], m["iia_min"], m["siia_min"])
+    """The number the bar reads: min(accuracy, weakest in-circuit node's IIA, weakest bystander's SIIA);
+    with a redundant node also its members' weakest backup IIA and backup accuracy (each member alone,
+    its partners zero-ablated)."""
+    return min(m["accuracy"], m["iia_min"], m["siia_min"], m.get("backup_iia_min", 1.0), m.get("backup_accuracy_min", 1.0))
 
 
 def passes_bar(m: dict) -> bool:
-    """Accuracy, every in-circuit node's IIA and every bystander's SIIA >= ``PASS_BAR``, every bystander live."""
+    """Accuracy, every in-circuit node's IIA (a redundant set: the set patched together, and each
+    member's backup IIA and backup accuracy) and every bystander's SIIA >= ``PASS_BAR``, every bystander live."""
     return bar_score(m) >= PASS_BAR and m["liveness_min_out_of_circuit"] >= LIVE_THRESHOLD
 
 
@@ -139,11 +181,15 @@ def eval_pairs(task: Task, n_per_length: int, seed: int, cross_length: bool = Fa
 BENCH_NUM_EFFECT_TOL = 0.05
 
 
-def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: int) -> dict:
-    """The JSON card: config, correspondence, training record, held-out metrics and the pass verdict."""
-    name = task.name
+def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: int, name: str | None = None) -> dict:
+    """The JSON card: config, correspondence, training record, held-out metrics and the pass verdict.
+
+    ``name``: the SIIT model's name when it is not the tracr program's (a ``SIIT_VARIANTS`` entry);
+    the card then records the program under ``program``."""
+    program = task.name
+    name = name or program
     seed = record["seed"]
-    nodes = ll_nodes(ll, corr.values())
+    nodes = ll_nodes(ll, ll_circuit(corr))
     # fresh held-out data, unseen in training/selection; sources of every length >= the base's (same length included)
     test = eval_pairs(task, test_n, seed=derive(seed, "siit-card-test"), cross_length=True)
     m = evaluate(task, ll, nodes, corr, aux, test)
@@ -159,6 +205,7 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
         "card_version": CARD_VERSION,
         "task": name,
         "name": f"siit_{name}",
+        **({"program": program} if name != program else {}),
         "output": task.output,
         "ll_config": ll_config,
         "ll_arch": {"act_fn": "gelu", "normalization_type": None, "attention_dir": "bidirectional"},
@@ -175,7 +222,9 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
         "test_sources": "cross_length: per base length L, one group per source length >= L (tasks.siit.eval_pairs); "
                         "iia and siia count every group (the benchmark's resample interchanges), iia_same_length the same-length ones",
         "protocol": CARD_PROTOCOL,
-        "bar": "accuracy, min-node IIA and min-node SIIA >= pass_bar (sources of every length >= the base's), every bystander live",
+        "bar": "accuracy, min-node IIA and min-node SIIA >= pass_bar (sources of every length >= the base's), every bystander live"
+               + ("; a redundant set counts as one IIA unit (patched together), and each member's backup IIA and backup "
+                  "accuracy (partners zero-ablated) >= pass_bar too" if "backup_iia_min" in m else ""),
         "accuracy": m["accuracy"],
         "iia": m["iia"],
         "iia_min_node": m["iia_min"],
@@ -187,6 +236,7 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
         "iia_same_length_min_node": m["iia_same_length_min"],
         "iia_same_length_per_node": m["iia_same_length_per_node"],
         "siia_per_node": m["siia_per_node"],
+        **_redundant_card(corr, m),
         "liveness_metric": "input-dependent variance of the node's residual write (batch variance per position, summed over "
                            "d_model, mean over non-BOS positions), divided by the median in-circuit node's",
         "liveness_threshold": LIVE_THRESHOLD,
@@ -197,3 +247,25 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
         "history": record["history"],
     }
     return card
+
+
+def _redundant_card(corr: dict, m: dict) -> dict:
+    """The card's section on redundant HL nodes (a backup pair): how each set was checked, per member."""
+    sets = {h: list(v) for h, v in corr.items() if not isinstance(v, str)}
+    if not sets:
+        return {}
+    return {"redundant": {
+        "sets": sets,
+        "what": "each listed HL node is carried by every LL node of its set: an interchange patches them together "
+                "(iia_per_node under the key 'a+b'); each member alone, its partners zero-ablated, implements the node "
+                "(backup_iia: member patched from the source vs HL with the node patched; backup_accuracy: member at "
+                "base vs HL(base)); both per member are under the bar. resample_alone (no bar): the member patched "
+                "from the source with its partners at base, the fraction of cells that stay at HL(base) (the HL "
+                "answer is undefined there: single-node ablation of one member is expected to under-report it)",
+        "pair_iia": {unit_name(v): m["iia_per_node"][unit_name(v)] for v in sets.values()},
+        "backup_iia_per_node": m["backup_iia_per_node"],
+        "backup_accuracy_per_node": m["backup_accuracy_per_node"],
+        "resample_alone_per_node": m["resample_alone_per_node"],
+        "backup_iia_min_node": m["backup_iia_min"],
+        "backup_accuracy_min_node": m["backup_accuracy_min"],
+    }}

@@ -59,6 +59,48 @@ ARCH_OVERRIDES: dict[str, dict] = {
 }
 
 
+# SIIT models built on a tracr program under another name. ``redundant``: HL node -> the LL nodes
+# that each carry it (a backup pair, as gpt2-small's IOI backup heads): an interchange patches all
+# of them together, and each member alone (its partner zero-ablated) implements the HL node too.
+# Single-node ablation then under-reports each member by design, so these models form their own
+# family (``siit_backup``), whose ground truth scores the set through its joint effect.
+SIIT_VARIANTS: dict[str, dict] = {
+    "hist_backup": {"program": "hist", "redundant": {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[1]"]}},
+}
+BACKUP_FAMILY = "siit_backup"
+
+
+def program_of(name: str) -> str:
+    """The tracr program a SIIT model ``name`` implements (itself, or its variant's ``program``)."""
+    name = name.removeprefix("siit_")
+    return SIIT_VARIANTS[name]["program"] if name in SIIT_VARIANTS else name
+
+
+def redundant_of(name: str) -> dict[str, list[str]]:
+    """HL node -> list of LL nodes for the variant's redundant nodes ({} for a plain SIIT model)."""
+    return {k: list(v) for k, v in SIIT_VARIANTS.get(name.removeprefix("siit_"), {}).get("redundant", {}).items()}
+
+
+def family_of(name: str) -> str:
+    """``siit_backup`` for a model with a redundant node, else ``siit``."""
+    return BACKUP_FAMILY if redundant_of(name) else "siit"
+
+
+def ll_members(value: str | Sequence[str]) -> list[str]:
+    """The LL node names of one correspondence value (a name, or a list of names for a redundant node)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def ll_circuit(corr: dict) -> list[str]:
+    """Every LL node name of a correspondence (lists flattened), in order."""
+    return [m for v in corr.values() for m in ll_members(v)]
+
+
+def unit_name(value: str | Sequence[str]) -> str:
+    """The key of one correspondence value in per-node metrics: the LL name, or the members joined by ``+``."""
+    return "+".join(ll_members(value))
+
+
 class SiitLoadError(ValueError):
     """A shipped SIIT weight file or card is missing, corrupt or does not match."""
 
@@ -92,14 +134,32 @@ def build_ll(cfg: dict, device: str = "cpu", seed: int = 0) -> HookedTransformer
     return HookedTransformer(tl_cfg, move_to_device=True)
 
 
-def correspondence(hl_task: Task, ll: HookedTransformer) -> dict[str, str]:
-    """HL node name -> LL node name: same layer, same kind, head h -> head h."""
-    out = {}
+def correspondence(hl_task: Task, ll: HookedTransformer, redundant: dict[str, list[str]] | None = None) -> dict[str, str | list[str]]:
+    """HL node name -> LL node name: same layer, same kind, head h -> head h; a node in
+    ``redundant`` maps to its list of LL node names instead."""
+    out: dict[str, str | list[str]] = {}
+    redundant = redundant or {}
+    hl_circ = {n.name for n in hl_task.nodes if n.in_circuit}
+    stray = sorted(set(redundant) - hl_circ)
+    if stray:
+        raise ValueError(f"redundant HL node {stray[0]!r} is not in the circuit of {hl_task.name}")
+    ll_names = {Node(layer, "attn", h).name for layer in range(ll.cfg.n_layers) for h in range(ll.cfg.n_heads)}
+    ll_names |= {Node(layer, "mlp").name for layer in range(ll.cfg.n_layers)}
     for n in hl_task.nodes:
         if n.in_circuit:
+            if n.name in redundant:
+                members = list(redundant[n.name])
+                bad = [m for m in members if m not in ll_names]
+                if len(members) < 2 or len(set(members)) != len(members) or bad:
+                    raise ValueError(f"redundant {n.name}: needs >= 2 distinct LL nodes of the model, got {members}")
+                out[n.name] = members
+                continue
             if n.kind == "attn" and n.head >= ll.cfg.n_heads:
                 raise ValueError(f"LL model has too few heads for {n.name}")
             out[n.name] = Node(n.layer, n.kind, n.head).name
+    flat = ll_circuit(out)
+    if len(set(flat)) != len(flat):
+        raise ValueError(f"correspondence maps two HL nodes onto one LL node: {flat}")
     return out
 
 
@@ -236,8 +296,11 @@ _BUILD_LL_FIXED = {"act_fn", "normalization_type", "attention_dir", "default_pre
 CARD_SCHEMA = {
     "card_version": (lambda v: type(v) is int, "an integer"),
     "ll_config": (lambda v: isinstance(v, dict), "an object"),
-    "correspondence": (lambda v: isinstance(v, dict) and bool(v) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()),
-                       "a non-empty object of HL node name -> LL node name strings"),
+    "correspondence": (lambda v: isinstance(v, dict) and bool(v) and all(
+        isinstance(k, str) and (isinstance(x, str) or (isinstance(x, list) and len(x) >= 2 and all(isinstance(m, str) for m in x)
+                                                       and len(set(x)) == len(x))) for k, x in v.items()),
+                       "a non-empty object of HL node name -> LL node name string (or a list of >= 2 distinct LL node "
+                       "name strings for a redundant node)"),
     "shapes": (lambda v: isinstance(v, dict) and all(isinstance(s, list) and all(type(x) is int and x >= 0 for x in s) for s in v.values()),
                "an object of tensor name -> list of non-negative integers"),
 }
@@ -341,18 +404,28 @@ def shipped(weights_dir: Path | None = None) -> list[str]:
 
 
 def siit_task(name: str, device: str = "cpu", weights_dir: Path | None = None) -> Task:
-    """The SIIT task for tracr program ``name`` (``siit_<name>``): trained LL model + resample ground truth."""
+    """The SIIT task ``siit_<name>`` for tracr program ``program_of(name)``: trained LL model +
+    resample ground truth. A variant with redundant nodes (``SIIT_VARIANTS``) is in family
+    ``siit_backup`` and declares each redundant set under ``info["joint_sets"]``."""
     name = name.removeprefix("siit_")
     ll, aux, card = load(name, device, weights_dir)
-    hl = tracr_task(name, device)
-    if card["correspondence"] != correspondence(hl, ll):
-        raise SiitLoadError(f"SIIT task {name!r}: card correspondence does not match the tracr program's circuit")
+    program = program_of(name)
+    if card.get("program", program) != program:
+        raise SiitLoadError(f"SIIT task {name!r}: card program {card.get('program')!r} is not {program!r}")
+    hl = tracr_task(program, device)
+    if card["correspondence"] != correspondence(hl, ll, redundant_of(name)):
+        raise SiitLoadError(f"SIIT task {name!r}: card correspondence does not match the tracr program's circuit"
+                            + (f" with redundant nodes {redundant_of(name)}" if redundant_of(name) else ""))
+    nodes = ll_nodes(ll, ll_circuit(card["correspondence"]))
+    # node-name lists, as abench.effects.joint_effects and user task files take them
+    joint_sets = {f"{h} backup pair" if len(v) == 2 else f"{h} redundant set": list(v)
+                  for h, v in card["correspondence"].items() if not isinstance(v, str)}
     return Task(
         name=f"siit_{name}",
-        family="siit",
+        family=family_of(name),
         model=ll,
         output=hl.output,
-        nodes=ll_nodes(ll, card["correspondence"].values()),
+        nodes=nodes,
         inputs=hl.inputs,
         encoding=hl.encoding,
         ground_truth="resample",
@@ -363,5 +436,6 @@ def siit_task(name: str, device: str = "cpu", weights_dir: Path | None = None) -
             "aux": aux,
             "card": card,
             "high_level": hl,
+            **({"joint_sets": joint_sets} if joint_sets else {}),
         },
     )

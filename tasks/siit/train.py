@@ -10,7 +10,14 @@ source inputs from the task's precondition-respecting sampler, and one stacked L
                IIT loss vs HL(base) with the corresponding HL node patched the same way;
 * rows 2n..3n: each row resample-ablates one random out-of-circuit LL node -> strict loss vs HL(base);
 * rows 3n..4n: every in-circuit node resample-ablated -> aux loss of the aux readout (prev/next
-               token, prev == current), so aux information must flow through bystanders.
+               token, prev == current), so aux information must flow through bystanders;
+* rows 4n..5n, only for a model with a redundant HL node (``model.SIIT_VARIANTS``, e.g. a backup
+               pair): each row keeps one member of a redundant set and zero-ablates the others;
+               the kept member is left at base (target HL(base)) or patched from the source
+               (target HL with the node patched) -> backup loss. So each member alone, its
+               partners knocked out, implements the HL node. An IIT row that picks a redundant HL
+               node patches every member from the source. Rows where one member is resampled
+               and another left at base are not trained: their HL answer is undefined.
 
 A bystander that stays below the liveness threshold for ``reinit_dead_after`` consecutive
 evaluations has its weights redrawn from the init distribution (recorded in the card).
@@ -35,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from interventions.hooks import node_activation, replacing_hooks
 from tasks.base import Task
 from tasks.seeds import derive
 from tasks.siit import model as siit
@@ -122,10 +130,12 @@ class SiitConfig:
         False, "add a readout on blocks.0.hook_resid_post (tokens at p-1, p+1, p-2, p+2) that layer-0 bystanders must feed")
     w_attn: float = _option(
         0.0, "weight of the attention-pattern loss: each in-circuit LL head's pattern against its tracr head's (0: off)")
+    w_backup: float = _option(
+        1.0, "weight of the backup loss (models with a redundant HL node only: one member kept, its partners zero-ablated)")
 
-    def hyperparameters(self, output: str, continued: bool) -> dict:
+    def hyperparameters(self, output: str, continued: bool, redundant: dict | None = None) -> dict:
         """The card's description of the recipe (``hyperparameters``)."""
-        return {
+        out = {
             "batch": self.batch, "lr": self.lr, "max_steps": self.max_steps, "time_limit_s": self.time_limit, "optimizer": "Adam",
             "lr_schedule": "cosine to 5% over max_steps or time_limit_s, whichever runs out first"
                            + ("; linear warm-up over 200 steps (continued from trained weights)" if continued else ""),
@@ -146,6 +156,20 @@ class SiitConfig:
                                        "pattern (non-BOS queries, clean base rows) against its tracr head's pattern"} if self.w_attn else None,
             "selection": "best held-out min(accuracy, min-node IIA, min-node SIIA), sources of every length >= the base's",
         }
+        if redundant:
+            out["selection"] = ("best held-out min(accuracy, min-unit IIA (a redundant set patched together counts as one unit), "
+                                "min backup IIA and backup accuracy per member, min-node SIIA), sources of every length >= the base's")
+            out["redundant"] = {
+                "nodes": redundant,
+                "iit_rows": "an IIT row that picks a redundant HL node patches every member of its LL set from the source "
+                            "(target: HL with the node patched)",
+                "backup_rows": "one extra block of batch rows: per row one redundant set, one member kept and the others "
+                               "zero-ablated (output set to 0); the kept member left at base (target HL(base)) or, with "
+                               "probability 1/2, patched from the source (target HL with the node patched)",
+                "untrained": "one member resampled with another left at base (the HL answer is undefined)",
+                "loss_weight": self.w_backup,
+            }
+        return out
 
 
 _ARG_TYPES = {"int": int, "float": float, "float | None": float}
@@ -174,7 +198,8 @@ class _Run:
     is reproducible from ``config.seed``.
     """
 
-    def __init__(self, hl_task: Task, config: SiitConfig, device: str, init: tuple[dict, dict] | None, ll_config: dict | None):
+    def __init__(self, hl_task: Task, config: SiitConfig, device: str, init: tuple[dict, dict] | None, ll_config: dict | None,
+                 redundant: dict[str, list[str]] | None = None):
         self.task, self.config, self.device = hl_task, config, device
         torch.manual_seed(config.seed)
         self.rng = random.Random(config.seed)
@@ -182,18 +207,22 @@ class _Run:
         # continuing: the earlier run's config
         self.cfg = dict(ll_config) if ll_config is not None else siit.ll_config_for(hl_task.name, self.hl)
         self.ll = siit.build_ll(self.cfg, device=device, seed=config.seed)
-        self.corr = siit.correspondence(hl_task, self.ll)
-        self.nodes = siit.ll_nodes(self.ll, self.corr.values())
+        self.corr = siit.correspondence(hl_task, self.ll, redundant)
+        self.nodes = siit.ll_nodes(self.ll, siit.ll_circuit(self.corr))
         hl_by = {n.name: n for n in hl_task.nodes}
         ll_by = {n.name: n for n in self.nodes}
         self.circ_hl = [hl_by[h] for h in self.corr]
-        self.circ_ll = [ll_by[name] for name in self.corr.values()]
+        # per HL node, the LL nodes that implement it (one, or a redundant set patched together)
+        self.circ_groups = [[ll_by[m] for m in siit.ll_members(v)] for v in self.corr.values()]
+        self.circ_ll = [node for group in self.circ_groups for node in group]
+        # (index into circ_hl, members) of each redundant set: the backup rows
+        self.redundant = [(i, group) for i, group in enumerate(self.circ_groups) if len(group) > 1]
         self.bys = [n for n in self.nodes if not n.in_circuit]
         self.hl_hooks = sorted({n.hook_name for n in self.circ_hl})
         # in-circuit head pairs whose attention pattern is supervised (w_attn > 0): tracr's
         # SelectorWidth attends to BOS plus the selected keys, so its output encodes the count
         # alone; left to itself the LL finds e.g. count / length, which a longer source's patch misreads
-        self.attn_pairs = [(h, l) for h, l in zip(self.circ_hl, self.circ_ll) if h.kind == "attn"] if config.w_attn else []
+        self.attn_pairs = [(h, l) for h, group in zip(self.circ_hl, self.circ_groups) for l in group if h.kind == "attn"] if config.w_attn else []
         self.ll_hooks = sorted({n.hook_name for n in self.nodes})
         self.last = f"blocks.{self.cfg['n_layers'] - 1}.hook_resid_post"
         self.sizes = siit.aux_sizes(self.cfg["d_vocab"])
@@ -216,7 +245,8 @@ class _Run:
         self.lengths = list(range(hl_task.inputs.min_len, hl_task.inputs.max_len + 1))
 
     def length_losses(self, L: int, n: int):
-        """Loss and running metrics on ``n`` (base, source) pairs of length ``L``: one stacked LL forward of 4n rows."""
+        """Loss and running metrics on ``n`` (base, source) pairs of length ``L``: one stacked LL forward of 4n rows
+        (5n with a redundant HL node: the backup rows)."""
         task, config, rng, gen, device, ll = self.task, self.config, self.rng, self.gen, self.device, self.ll
         circ_ll, bys = self.circ_ll, self.bys
         base = task.encode([task.inputs.draw(rng, L) for _ in range(n)])
@@ -227,22 +257,40 @@ class _Run:
         srcs = [task.encode([task.inputs.draw(rng, Ls) for _ in range(src_lengths.count(Ls))])
                 for Ls in sorted(set(src_lengths))]
         rows = torch.arange(n, device=device)
-        pick_c = torch.randint(len(circ_ll), (n,), generator=gen).to(device)
+        pick_c = torch.randint(len(self.circ_hl), (n,), generator=gen).to(device)
         pick_b = torch.randint(len(bys), (n,), generator=gen).to(device)
+        n_blocks = 5 if self.redundant else 4
+        if self.redundant:  # backup rows: which set, which member is kept, kept member patched or at base
+            pick_r = torch.randint(len(self.redundant), (n,), generator=gen).to(device)
+            keep_m = torch.randint(max(len(g) for _, g in self.redundant), (n,), generator=gen).to(device)
+            patch_k = (torch.rand(n, generator=gen) < 0.5).to(device)
         with torch.no_grad():
             hl_src = siit.prefix_cache(self.hl, srcs, self.hl_hooks, L + 1)
             hl_assign = [(h, n + rows[pick_c == i], rows[pick_c == i]) for i, h in enumerate(self.circ_hl)]
+            backup_assign, backup_zero = [], []
+            for r, (i, group) in enumerate(self.redundant):
+                hl_rows = rows[(pick_r == r) & patch_k]
+                hl_assign.append((self.circ_hl[i], 2 * n + hl_rows, hl_rows))
+                for k, node in enumerate(group):
+                    kept = (pick_r == r) & (keep_m % len(group) == k)
+                    backup_assign.append((node, 4 * n + rows[kept & patch_k], rows[kept & patch_k]))
+                    backup_zero += [(node, 4 * n + rows[(pick_r == r) & ~kept], None)]
             hl_pat: dict[str, torch.Tensor] = {}
             pat_hooks = [(f"blocks.{layer}.attn.hook_pattern", lambda act, hook: hl_pat.__setitem__(hook.name, act[:n]))
                          for layer in sorted({h.layer for h, _ in self.attn_pairs})]
-            hl_out = self.hl.run_with_hooks(torch.cat([base, base]), fwd_hooks=siit.patch_hooks(hl_assign, hl_src) + pat_hooks)
-            hl_base, hl_iit = hl_out[:n], hl_out[n:]
+            hl_out = self.hl.run_with_hooks(torch.cat([base] * (3 if self.redundant else 2)),
+                                            fwd_hooks=siit.patch_hooks(hl_assign, hl_src) + pat_hooks)
+            hl_base, hl_iit, hl_backup = hl_out[:n], hl_out[n:2 * n], hl_out[2 * n:]
             ll_src = siit.prefix_cache(ll, srcs, self.ll_hooks, L + 1)
-        assign = [(node, n + rows[pick_c == i], rows[pick_c == i]) for i, node in enumerate(circ_ll)]
+        assign = [(node, n + rows[pick_c == i], rows[pick_c == i]) for i, group in enumerate(self.circ_groups) for node in group]
         assign_x = [(node, 2 * n + rows[pick_b == i], rows[pick_b == i]) for i, node in enumerate(bys)]
         assign_x += [(node, 3 * n + rows, rows) for node in circ_ll]
         store: dict[str, torch.Tensor] = {}
-        hooks = siit.patch_hooks(assign + assign_x, ll_src)
+        hooks = siit.patch_hooks(assign + assign_x + backup_assign, ll_src)
+        if backup_zero:  # zero-ablated partners of the backup rows
+            hooks += replacing_hooks([(node, zrows, ll_src[node.hook_name].new_zeros(
+                (len(zrows), L + 1) + tuple(node_activation(ll_src[node.hook_name], node).shape[2:])))
+                for node, zrows, _ in backup_zero if len(zrows)])
 
         def keep(act, hook):
             store[hook.name] = act[:n]
@@ -255,23 +303,26 @@ class _Run:
         hooks.append((self.last, keep_as("last")))
         if config.aux_layer0:
             hooks.append(("blocks.0.hook_resid_post", keep_as("r0")))
-        out = ll.run_with_hooks(torch.cat([base, base, base, base]), fwd_hooks=hooks)
+        out = ll.run_with_hooks(torch.cat([base] * n_blocks), fwd_hooks=hooks)
         output, scale = task.output, config.num_loss_scale
         l_beh = _loss(out[:n], hl_base, output, scale)
         l_iit = _loss(out[n:2 * n], hl_iit, output, scale)
         l_strict = _loss(out[2 * n:3 * n], hl_base, output, scale)
         # aux readout on the all-circuit-ablated rows: the last resid of rows 3n..4n
         aux, d_vocab = self.aux, self.cfg["d_vocab"]
-        logits = store["last"][3 * n:] @ aux["aux.W_U"] + aux["aux.b_U"]
+        logits = store["last"][3 * n:4 * n] @ aux["aux.W_U"] + aux["aux.b_U"]
         l_aux = siit.aux_block_ce(logits, siit.aux_targets(base, d_vocab), self.sizes)
         if config.aux_layer0:
-            logits0 = store["r0"][3 * n:] @ aux["aux.L0_W_U"] + aux["aux.L0_b_U"]
+            logits0 = store["r0"][3 * n:4 * n] @ aux["aux.L0_W_U"] + aux["aux.L0_b_U"]
             l_aux = 0.5 * (l_aux + siit.aux_block_ce(logits0, siit.aux0_targets(base, d_vocab), self.sizes0))
         vars_ = {node.name: siit.input_variance(siit.node_write(node, store[node.hook_name], ll)) for node in self.nodes}
         med = torch.quantile(torch.stack([vars_[node.name] for node in circ_ll]), 0.5).detach().clamp_min(1e-6)  # same median as evaluate
         # hinge on the std ratio: a variance hinge has a vanishing gradient at a dead (zero-weight) node
         l_live = torch.stack([F.relu(config.live_floor ** 0.5 - (vars_[node.name] / med + 1e-8).sqrt()) for node in bys]).mean()
         loss = l_beh + config.w_iit * l_iit + config.w_strict * l_strict + config.w_aux * l_aux + config.w_live * l_live
+        if self.redundant:
+            l_backup = _loss(out[4 * n:], hl_backup, output, scale)
+            loss = loss + config.w_backup * l_backup
         if self.attn_pairs:
             l_attn = torch.stack([
                 -(hl_pat[f"blocks.{h.layer}.attn.hook_pattern"][:, h.head, 1:]
@@ -285,6 +336,8 @@ class _Run:
                 "iia": cell_correct(out[n:2 * n], hl_iit, output).float().mean().item(),
                 "siia": cell_correct(out[2 * n:3 * n], hl_base, output).float().mean().item(),
             }
+            if self.redundant:
+                metrics["backup"] = cell_correct(out[4 * n:], hl_backup, output).float().mean().item()
         return loss, metrics
 
 
@@ -362,7 +415,7 @@ def read_checkpoint(path: Path, config: "SiitConfig") -> tuple[dict, dict[str, t
 def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: bool = True,
           init: tuple[dict, dict] | None = None, ll_config: dict | None = None, checkpoint: Path | None = None,
           resume: bool = False, pause_after_steps: int | None = None, pause_after_s: float | None = None,
-          extra: dict | None = None):
+          extra: dict | None = None, redundant: dict[str, list[str]] | None = None):
     """Train an LL model for ``hl_task`` under ``config``; returns ``(ll, aux, info)`` with the best checkpoint.
 
     ``init``: (LL state dict, aux tensors) to continue from; ``ll_config``: the LL architecture
@@ -371,6 +424,7 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
     gives the weights of an uninterrupted one). ``pause_after_steps`` / ``pause_after_s``: stop
     this session at the first evaluation past either, after writing the checkpoint, and return
     ``info["paused"] = True`` (the budgets of ``config`` count training time over all sessions).
+    ``redundant``: HL node -> list of LL nodes that each carry it (``model.SIIT_VARIANTS``; backup rows).
     ``extra``: JSON-able facts about the run kept in the checkpoint and returned as ``info["extra"]``
     (on resume, the checkpoint's)."""
     if resume and checkpoint is None:
@@ -381,10 +435,10 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
         if init is not None or (ll_config is not None and ll_config != meta["ll_config"]):
             raise ValueError("a resumed run takes its weights and architecture from the checkpoint; do not pass init / ll_config")
         ll_config = meta["ll_config"]
-    run = _Run(hl_task, config, device, init, ll_config)
+    run = _Run(hl_task, config, device, init, ll_config, redundant)
     ll, aux, bys, name = run.ll, run.aux, run.bys, hl_task.name
     continued = meta["continued"] if meta else init is not None
-    hyper = config.hyperparameters(hl_task.output, continued=continued)
+    hyper = config.hyperparameters(hl_task.output, continued=continued, redundant=redundant)
     warmup_steps = 200 if continued else 0
     params = list(ll.parameters()) + list(aux.values())
     opt = torch.optim.Adam(params, lr=config.lr)
@@ -453,7 +507,9 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
             history.append({"step": step, "wall_s": round(time.time() - t0, 1), "accuracy": m["accuracy"], "iia": m["iia"],
                             "siia": m["siia"], "aux_accuracy": m["aux_accuracy"], "live_min": m["liveness_min_out_of_circuit"]})
             tqdm.write(f"[{name}] step {step} {time.time() - t0:.0f}s acc {m['accuracy']:.4f} iia {m['iia']:.4f} (min {m['iia_min']:.3f}) "
-                       f"siia {m['siia']:.4f} (min {m['siia_min']:.3f}) aux {m['aux_accuracy']:.3f} live_min {m['liveness_min_out_of_circuit']:.3f}")
+                       f"siia {m['siia']:.4f} (min {m['siia_min']:.3f}) aux {m['aux_accuracy']:.3f} live_min {m['liveness_min_out_of_circuit']:.3f}"
+                       + (f" backup_iia_min {m['backup_iia_min']:.3f} backup_acc_min {m['backup_accuracy_min']:.3f} "
+                          f"resample_alone {min(m['resample_alone_per_node'].values()):.3f}" if "backup_iia_min" in m else ""))
             live_ok = m["liveness_min_out_of_circuit"] >= siit.LIVE_THRESHOLD
             score_key = score + (1.0 if live_ok else 0.0)
             if score_key > best["score"]:
