@@ -41,9 +41,7 @@ def ll_config_arg(name: str, task, previous: dict | None, arch: list[str]) -> di
         if arch:
             raise SystemExit("--arch cannot change the architecture of weights being continued (--continue-training)")
         return previous["ll_config"]
-    if not arch:
-        return None
-    cfg = siit.ll_config_for(name, task.model)
+    cfg = siit.ll_config_for(name, task.model)  # the variant's architecture, when name is a SIIT_VARIANTS entry
     for item in arch:
         key, sep, value = item.partition("=")
         if not sep or key not in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp") or not value.isdigit():
@@ -136,7 +134,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     config = config_from_args(args)
     torch.set_num_threads(args.threads)
-    names = DEFAULT_ORDER if args.task == "all" else [t.strip() for t in args.task.split(",")]
+    names = DEFAULT_ORDER + list(siit.SIIT_VARIANTS) if args.task == "all" else [t.strip() for t in args.task.split(",")]
     for n in names:
         if n not in PROGRAMS and n not in siit.SIIT_VARIANTS:
             ap.error(f"unknown task {n!r}; valid: {', '.join(list(PROGRAMS) + list(siit.SIIT_VARIANTS))}")

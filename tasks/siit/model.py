@@ -51,11 +51,6 @@ ARCH_OVERRIDES: dict[str, dict] = {
     "frac_prevs": {"d_model": 32, "d_mlp": 128},
     "pair_balance": {"d_model": 32, "d_mlp": 128},
     "first_frac": {"d_model": 32, "d_mlp": 128},
-    # larger models (>= 40 LL nodes): more heads per layer, a wider residual for the extra bystanders
-    # (count_a at 4 layers x 9 heads and d_model 16 had bystanders at liveness 0.000 after 1000 steps)
-    "first_count": {"n_layers": 4, "n_heads": 9, "d_model": 32, "d_mlp": 128},
-    "mix3": {"n_heads": 13, "d_model": 32, "d_mlp": 128},
-    "sum_prev": {"n_layers": 4, "n_heads": 9, "d_model": 32, "d_mlp": 128},
 }
 
 
@@ -64,8 +59,17 @@ ARCH_OVERRIDES: dict[str, dict] = {
 # of them together, and each member alone (its partner zero-ablated) implements the HL node too.
 # Single-node ablation then under-reports each member by design, so these models form their own
 # family (``siit_backup``), whose ground truth scores the set through its joint effect.
+# ``arch``: the variant's LL architecture overrides (over the program's ARCH_OVERRIDES). The
+# ``*_wide`` models are the larger ones (>= 40 LL nodes: 4 layers x 9 heads + 4 MLPs, a wider
+# residual for the extra bystanders; count_a at 4 x 9 heads and d_model 16 had a bystander at
+# liveness 0.000 after 1000 steps), trained with --w-live 5 (the hinge is a mean over bystanders,
+# so 36 of them get ~1/5 of the per-node weight 8 get).
+_WIDE = {"n_layers": 4, "n_heads": 9, "d_model": 32, "d_mlp": 128}
 SIIT_VARIANTS: dict[str, dict] = {
     "hist_backup": {"program": "hist", "redundant": {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[1]"]}},
+    "first_token_wide": {"program": "first_token", "arch": _WIDE},
+    "back2_wide": {"program": "back2", "arch": _WIDE},
+    "same_as_first_wide": {"program": "same_as_first", "arch": _WIDE},
 }
 BACKUP_FAMILY = "siit_backup"
 
@@ -109,7 +113,9 @@ class SiitLoadError(ValueError):
 
 
 def ll_config_for(task_name: str, hl: HookedTransformer) -> dict:
-    """InterpBench-style LL config: >= 2 layers, >= 4 heads, d_model ~ half tracr's, d_head >= 8."""
+    """InterpBench-style LL config: >= 2 layers, >= 4 heads, d_model ~ half tracr's, d_head >= 8;
+    then the program's ``ARCH_OVERRIDES`` and the variant's ``arch`` (``task_name``: a program or a
+    ``SIIT_VARIANTS`` name)."""
     c = hl.cfg
     d_model = max(16, 4 * math.ceil(c.d_model / 2 / 4))
     cfg = {
@@ -122,7 +128,9 @@ def ll_config_for(task_name: str, hl: HookedTransformer) -> dict:
         "d_vocab_out": c.d_vocab_out,
         "n_ctx": c.n_ctx,
     }
-    cfg.update(ARCH_OVERRIDES.get(task_name, {}))
+    name = task_name.removeprefix("siit_")
+    cfg.update(ARCH_OVERRIDES.get(program_of(name), {}))
+    cfg.update(SIIT_VARIANTS.get(name, {}).get("arch", {}))
     return cfg
 
 
