@@ -70,6 +70,8 @@ SIIT_VARIANTS: dict[str, dict] = {
     "first_token_wide": {"program": "first_token", "arch": _WIDE},
     "back2_wide": {"program": "back2", "arch": _WIDE},
     "same_as_first_wide": {"program": "same_as_first", "arch": _WIDE},
+    "back3_wide": {"program": "back3", "arch": _WIDE},
+    "prev_token_wide": {"program": "prev_token", "arch": _WIDE},
 }
 BACKUP_FAMILY = "siit_backup"
 
