@@ -34,7 +34,10 @@ ROWS_KEY = "abench_rows"
 
 # Named selections; explicit --tasks/--methods/--n-fit/--n-eval override a preset's values.
 PRESETS = {
-    "ci": {"tasks": "siit,reverse,frac_prevs,pair_balance", "methods": "default",
+    # a fixed subset, so the CI gate's cost does not grow with every shipped model: SIIT models of each
+    # shape (count, sort, 3-layer, 40 nodes, backup pair) and three tracr programs
+    "ci": {"tasks": "siit_hist,siit_length,siit_sort_unique,siit_mix3,siit_back2_wide,siit_hist_backup,reverse,frac_prevs,"
+                    "pair_balance", "methods": "default",
            "n_fit": 64, "n_eval": 128},
 }
 
