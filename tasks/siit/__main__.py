@@ -112,7 +112,7 @@ def recard(name: str, config: SiitConfig, args) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tasks.siit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="all", help="tracr program name (or a variant of model.SIIT_VARIANTS, e.g. hist_backup), "
-                    "comma list, or 'all' (the programs; variants by name)")
+                    "comma list, or 'all' (every program, then every variant)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_config_arguments(ap)  # every hyperparameter: the fields of SiitConfig
     ap.add_argument("--weights-dir", default=None, help="write here instead of tasks/weights/siit")
