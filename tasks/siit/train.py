@@ -380,12 +380,13 @@ def _save_checkpoint(path: Path, run: "_Run", opt: torch.optim.Optimizer, loop: 
         tensors.update({f"opt.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v) for k, v in st.items()})
     tensors["gen_state"] = run.gen.get_state()
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    version, internal, gauss_next = run.rng.getstate()
     meta = {
         "checkpoint_version": CHECKPOINT_VERSION, "task": run.task.name, "config": asdict(run.config),
         "ll_config": run.cfg, "continued": loop["continued"], "step": loop["step"], "elapsed_s": loop["elapsed"],
         "best": {"score": loop["best"]["score"], "step": loop["best"]["step"]}, "history": loop["history"],
         "reinits": loop["reinits"], "dead_evals": loop["dead_evals"], "ema": loop["ema"],
-        "rng_state": [run.rng.getstate()[0], list(run.rng.getstate()[1]), run.rng.getstate()[2]],
+        "rng_state": [version, list(internal), gauss_next],
         "sessions": loop["sessions"], "extra": loop["extra"],
     }
     save_file(tensors, str(tpath.with_name(tpath.name + ".tmp")))
@@ -405,7 +406,8 @@ def read_checkpoint(path: Path, config: "SiitConfig") -> tuple[dict, dict[str, t
     meta = json.loads(jpath.read_text())
     if meta.get("checkpoint_version") != CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint {jpath}: version {meta.get('checkpoint_version')!r}, this code reads {CHECKPOINT_VERSION}")
-    differ = {k: (v, asdict(config).get(k)) for k, v in meta["config"].items() if asdict(config).get(k) != v}
+    now = asdict(config)
+    differ = {k: (v, now.get(k)) for k, v in meta["config"].items() if now.get(k) != v}
     if differ:
         raise ValueError(f"checkpoint {jpath} was written with other settings; resume with the same ones "
                          f"(checkpoint vs now: {differ})")
