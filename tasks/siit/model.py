@@ -280,6 +280,11 @@ def input_variance(write: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- save / load
 
 
+def is_weight(key: str) -> bool:
+    """A state-dict key that holds a trained tensor (not a HookedTransformer buffer: attention masks, IGNORE)."""
+    return not key.endswith(("IGNORE", ".mask"))
+
+
 def paths(name: str, weights_dir: Path | None = None) -> tuple[Path, Path]:
     d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     return d / f"{name}.safetensors", d / f"{name}.json"
@@ -290,7 +295,7 @@ def save(name: str, ll: HookedTransformer, aux: dict[str, torch.Tensor], card: d
 
     wpath, cpath = paths(name, weights_dir)
     wpath.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in ll.state_dict().items() if not k.endswith(("IGNORE", ".mask"))}
+    sd = {k: v.detach().cpu().contiguous() for k, v in ll.state_dict().items() if is_weight(k)}
     sd.update({k: v.detach().cpu().contiguous() for k, v in aux.items()})
     card = dict(card)
     card["shapes"] = {k: list(v.shape) for k, v in sd.items()}
@@ -373,7 +378,7 @@ def load(name: str, device: str = "cpu", weights_dir: Path | None = None) -> tup
     except (AssertionError, ValueError, TypeError) as err:
         raise SiitLoadError(f"SIIT task {name!r}: card {cpath}: ll_config builds no model ({type(err).__name__}: {err})") from None
     aux = {k: sd.pop(k) for k in [k for k in sd if k.startswith("aux.")]}
-    want = {k for k in ll.state_dict() if not k.endswith(("IGNORE", ".mask"))}
+    want = {k for k in ll.state_dict() if is_weight(k)}
     if want != set(sd):
         raise SiitLoadError(
             f"SIIT task {name!r}: weights do not fit the LL config: missing {sorted(want - set(sd))}, unexpected {sorted(set(sd) - want)}"

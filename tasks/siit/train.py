@@ -372,9 +372,9 @@ def _save_checkpoint(path: Path, run: "_Run", opt: torch.optim.Optimizer, loop: 
 
     tpath, jpath = checkpoint_paths(path)
     tpath.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"ll.{k}": v for k, v in run.ll.state_dict().items() if not k.endswith(("IGNORE", ".mask"))}
+    tensors = {f"ll.{k}": v for k, v in run.ll.state_dict().items() if siit.is_weight(k)}
     tensors.update({f"aux.{k}": v for k, v in run.aux.items()})
-    tensors.update({f"best.ll.{k}": v for k, v in loop["best"]["state"].items() if not k.endswith(("IGNORE", ".mask"))})
+    tensors.update({f"best.ll.{k}": v for k, v in loop["best"]["state"].items() if siit.is_weight(k)})
     tensors.update({f"best.aux.{k}": v for k, v in loop["best"]["aux"].items()})
     for i, st in opt.state_dict()["state"].items():
         tensors.update({f"opt.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v) for k, v in st.items()})
