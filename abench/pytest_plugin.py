@@ -31,6 +31,9 @@ from tasks.registry import LOADERS, load_entry_point_tasks, load_task, load_task
 from tasks.user_tasks import TaskSpecError
 
 ROWS_KEY = "abench_rows"
+# The peer comparison (issue: speed against the peers) is its own job, minutes long: a plain
+# `pytest benchmarks` leaves it out unless --peers is given or the file is named.
+PEERS_FILE = "test_peers.py"
 
 # Named selections; explicit --tasks/--methods/--n-fit/--n-eval override a preset's values.
 PRESETS = {
@@ -65,6 +68,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 "its tasks join the selection (without --tasks they are the selection)")
     g.addoption("--effect-convention", default=DEFAULT_CONVENTION, choices=sorted(CONVENTIONS), help="suite (default): every non-BOS "
                 "cell against the clean output; iit: iit's check_causal_effect numbers (high-level labels; see abench/conventions.py)")
+    g.addoption("--peers", action="store_true", help=f"also run {PEERS_FILE} (speed against TL hooks, pyvene, auto-circuit) "
+                "in a run that does not name it; without this flag it runs only when named")
 
 
 def load_ablation_module(path: str) -> list[str]:
@@ -158,6 +163,7 @@ class Session:
         self.checks: dict[str, dict] = {}  # task -> ground-truth check (tasks with a high-level model)
         self.failed_tasks: dict[str, dict] = {}  # task -> {family, stage, reason}: set-up failed, cached
         self._reported: set[str] = set()  # tasks whose set-up failure a method case already reported
+        self.peers_deselected = 0  # peer-comparison tests left out of this run (not named, no --peers)
         self.setup_selected: set[str] = set()  # tasks whose test_task_setup is among the selected tests
 
     def cases(self) -> list[tuple[str, str]]:
@@ -334,6 +340,13 @@ def get_session(config: pytest.Config) -> Session:
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     s = get_session(config)
+    named = any(Path(a.split("::")[0]).name == PEERS_FILE for a in config.args)
+    if not (named or config.getoption("--peers")):
+        peers = [it for it in items if it.path.name == PEERS_FILE]
+        if peers:
+            config.hook.pytest_deselected(items=peers)
+            items[:] = [it for it in items if it.path.name != PEERS_FILE]
+            s.peers_deselected = len(peers)
     s.setup_selected = {it.callspec.params["leaderboard_task"] for it in items
                         if hasattr(it, "callspec") and "leaderboard_task" in it.callspec.params}
 
@@ -389,9 +402,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     s = config._abench
-    if s is None or _is_worker(config) or not getattr(s, "doc", None):
+    if s is None or _is_worker(config):
         return
     tr = terminalreporter
+    if s.peers_deselected:
+        tr.write_line(f"peer comparison not run ({s.peers_deselected} tests deselected): pytest benchmarks/{PEERS_FILE}, or add --peers")
+    if not getattr(s, "doc", None):
+        return
     tr.write_sep("=", "ablation-method leaderboard")
     for fam, summ in s.doc["summary_by_family"].items():
         gt = s.doc["ground_truth"][fam]

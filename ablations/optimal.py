@@ -57,13 +57,15 @@ class OptimalAblation(AblationMethod):
 
             resid = {layer: r[:n] for layer, r in data.resid_pre[g].items()}
             outs = ablated_outputs_batched(data.model, resid, nodes, value)
-            total = total + torch.stack([cell_divergence(clean, outs[x.name], data.output)[:, 1:].sum() for x in nodes])
+            logp = self._clean_logp[g] if data.output == "categorical" else None  # once per fit, not per node and step
+            total = total + torch.stack([cell_divergence(clean, outs[x.name], data.output, logp)[:, 1:].sum() for x in nodes])
             cells += n * (pos - 1)
         return total / cells
 
     def fit(self, data: TaskData) -> "OptimalAblation":
         per_group = max(2, self.max_examples // max(1, data.n_groups))
         rows = [min(per_group, t.shape[0]) for t in data.tokens]
+        self._clean_logp = [out[:n].log_softmax(-1) for out, n in zip(data.outputs, rows)]
         consts = {n.name: self._start(data, n.name).clone().requires_grad_(True) for n in data.nodes}
         opt = torch.optim.Adam(list(consts.values()), lr=self.lr)
         params = list(data.model.parameters())
@@ -98,6 +100,7 @@ class OptimalAblation(AblationMethod):
         finally:
             for p, s in zip(params, saved):
                 p.requires_grad_(s)
+            del self._clean_logp
         self.constants_, self.loss_, self.steps_ = best, best_loss, steps
         return self
 

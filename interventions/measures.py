@@ -21,10 +21,13 @@ def cell_changed(clean: torch.Tensor, ablated: torch.Tensor, output: str, thresh
     return ~((clean[..., 0] - ablated[..., 0]).abs() <= threshold)
 
 
-def cell_divergence(clean: torch.Tensor, ablated: torch.Tensor, output: str) -> torch.Tensor:
-    """``[b, pos]``: KL(clean || ablated) of the softmaxed outputs, or the squared error."""
+def cell_divergence(clean: torch.Tensor, ablated: torch.Tensor, output: str, clean_logp: torch.Tensor | None = None) -> torch.Tensor:
+    """``[b, pos]``: KL(clean || ablated) of the softmaxed outputs, or the squared error.
+
+    ``clean_logp``: ``clean.log_softmax(-1)`` computed once by a caller that compares the same
+    clean output with many ablated ones (the same numbers, bit for bit)."""
     if output == "categorical":
-        logp = clean.log_softmax(-1)
+        logp = clean.log_softmax(-1) if clean_logp is None else clean_logp
         logq = ablated.log_softmax(-1)
         return (logp.exp() * (logp - logq)).sum(-1)
     return (clean[..., 0] - ablated[..., 0]) ** 2

@@ -76,3 +76,22 @@ def test_readme_plugin_and_broken_methods_become_rows(tmp_path):
     assert "half_mean" in [s["method"] for s in doc["summary"]]
     assert "half_mean" in res.stdout  # the terminal leaderboard shows the plugin's row
     assert "FAILED ROW reverse-raises" in res.stdout
+
+
+def collect(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_peer_comparison_runs_only_when_named_or_asked_for():
+    """A plain `pytest benchmarks` leaves the minutes-long peer comparison out (and says so);
+    naming the file or --peers brings it back."""
+    plain = collect("benchmarks", "--tasks", "hist", "--methods", "zero")
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "test_peers.py::" not in plain.stdout
+    assert re.search(r"peer comparison not run \(\d+ tests deselected\)", plain.stdout), plain.stdout
+    for args in (["benchmarks/test_peers.py"], ["benchmarks", "--peers"]):
+        res = collect(*args, "--tasks", "hist", "--methods", "zero")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "test_peers.py::test_peer_all_node_effects" in res.stdout, (args, res.stdout)
+        assert "peer comparison not run" not in res.stdout
