@@ -79,7 +79,8 @@ def node_effects(
                 # A replacement equal to the clean activation cannot change the (deterministic)
                 # output: skip its forward (e.g. resampling a node that is constant).
                 changed_nodes = [n for n in data.nodes if not torch.equal(repl[n.name], data.acts[n.name][g])]
-                outs = ablated_outputs_batched(data.model, data.resid_pre[g], changed_nodes, repl, max_rows)
+                writes = data.writes[g] if data.writes else None
+                outs = ablated_outputs_batched(data.model, data.resid_pre[g], changed_nodes, repl, max_rows, writes)
                 outs.update({n.name: clean for n in data.nodes if n.name not in outs})
             else:
                 outs = ablated_outputs_loop(data.model, data.tokens[g], data.nodes, repl)

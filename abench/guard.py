@@ -20,7 +20,7 @@ import torch
 from ablations.base import TaskData
 
 # TaskData fields holding tensors (possibly nested in lists, tuples and dicts), and plain fields
-TENSOR_FIELDS = ("tokens", "cf_tokens", "outputs", "acts", "cf_acts", "resid_pre", "perms", "sources")
+TENSOR_FIELDS = ("tokens", "cf_tokens", "outputs", "acts", "cf_acts", "resid_pre", "perms", "sources", "writes")
 PLAIN_FIELDS = ("output", "nodes", "seed", "node_index")
 _KEY = "_abench_shared_state"
 

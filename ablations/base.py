@@ -102,6 +102,9 @@ class TaskData:
         sources: per group, ``(src_group [n_g], src_row [n_g])``: the resample source of each
             row (``draw_sources``); a TaskData of another model built with the same ``sources``
             (e.g. the high-level tracr model) makes exactly the same interchanges.
+        writes: per group, ``{layer: {"z", "resid_mid"}}`` of the clean run, from which single-node
+            ablations start at the node's own write (``interventions.hooks.clean_run``); empty
+            dicts when the model does not support that path.
     """
 
     model: HookedTransformer
@@ -116,6 +119,7 @@ class TaskData:
     perms: list[torch.Tensor]
     sources: list[tuple[torch.Tensor, torch.Tensor]]
     seed: int = 0
+    writes: list[dict[int, dict[str, torch.Tensor]]] = field(default_factory=list)
     node_index: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -140,16 +144,17 @@ class TaskData:
         nodes = list(nodes)
         cf_tokens = list(cf_tokens) if cf_tokens is not None else list(tokens)
         gen = torch.Generator().manual_seed(seed)
-        outputs, resid_pre, perms = [], [], []
+        outputs, resid_pre, perms, writes = [], [], [], []
         acts: dict[str, list[torch.Tensor]] = {n.name: [] for n in nodes}
         cf_acts: dict[str, list[torch.Tensor]] = {n.name: [] for n in nodes}
         for toks, cf in zip(tokens, cf_tokens, strict=True):
             if toks.shape != cf.shape:
                 raise ValueError(f"counterfactual tokens {tuple(cf.shape)} must match base tokens {tuple(toks.shape)}")
-            out, a, resid = clean_run(model, toks, nodes)
-            _, cfa, _ = clean_run(model, cf, nodes)
+            out, a, resid, w = clean_run(model, toks, nodes)
+            _, cfa, _, _ = clean_run(model, cf, nodes)
             outputs.append(out)
             resid_pre.append(resid)
+            writes.append(w)
             perms.append(derangement(toks.shape[0], gen).to(toks.device))
             for n in nodes:
                 acts[n.name].append(a[n.name])
@@ -159,7 +164,7 @@ class TaskData:
         elif [len(s[0]) for s in sources] != [t.shape[0] for t in tokens]:
             raise ValueError("sources must give one (group, row) per row of every token group")
         sources = [(grp.to(t.device), row.to(t.device)) for (grp, row), t in zip(sources, tokens, strict=True)]
-        return cls(model, output, nodes, list(tokens), cf_tokens, outputs, acts, cf_acts, resid_pre, perms, sources, seed)
+        return cls(model, output, nodes, list(tokens), cf_tokens, outputs, acts, cf_acts, resid_pre, perms, sources, seed, writes)
 
     @property
     def n_groups(self) -> int:

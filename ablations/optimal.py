@@ -56,7 +56,8 @@ class OptimalAblation(AblationMethod):
                 return c[:pos].expand(n, pos, c.shape[-1]) if c.dim() == 2 else c.expand(n, pos, c.shape[-1])
 
             resid = {layer: r[:n] for layer, r in data.resid_pre[g].items()}
-            outs = ablated_outputs_batched(data.model, resid, nodes, value)
+            writes = {layer: {k: v[:n] for k, v in w.items()} for layer, w in data.writes[g].items()} if data.writes else None
+            outs = ablated_outputs_batched(data.model, resid, nodes, value, writes=writes)
             logp = self._clean_logp[g] if data.output == "categorical" else None  # once per fit, not per node and step
             total = total + torch.stack([cell_divergence(clean, outs[x.name], data.output, logp)[:, 1:].sum() for x in nodes])
             cells += n * (pos - 1)

@@ -2,10 +2,14 @@
 
 Both take, for every node, the replacement value of its activation (``[batch, pos, d]``) and
 return the model's outputs with that node replaced. The reference loop runs one full forward
-per node. The batched path runs, for each layer, one forward per chunk of that layer's nodes:
-the clean residual stream before the layer is repeated once per node along the batch axis and
-the model starts at that layer (``start_at_layer``), so nothing upstream is recomputed. Tests
-hold the two to 1e-5.
+per node. The batched path runs, for each layer, one forward per chunk of that layer's nodes,
+stacked along the batch axis, and recomputes nothing upstream of the node's write: given the
+clean run's ``writes`` (every head's ``hook_z`` and ``resid_mid`` of the layer), a head's
+replacement goes through its layer's output projection (no queries, keys or softmax of that
+layer) and an MLP's through ``W_out`` (no MLP at all), and the model runs on from the next
+layer; without them the clean residual stream before the layer is repeated and the model
+starts at that layer (``start_at_layer``) with a replacing hook. Tests hold both to the loop
+at 1e-5.
 
 Joint ablation of node sets (``abench/circuit.py``) has the same two paths: one full forward per set
 with all its hooks (``ablated_outputs_sets_loop``), or sets stacked along the batch axis, each
@@ -17,8 +21,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Callable, Mapping, Sequence
 
+import einops
 import torch
+import torch.nn.functional as F
 from transformer_lens import HookedTransformer
+from transformer_lens.components.mlps.mlp import MLP
+from transformer_lens.utilities.addmm import batch_addmm
+from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
 from interventions.memory import rows_within_budget
 from interventions.nodes import Node, resid_pre_name
@@ -60,14 +69,28 @@ def replacing_hooks(entries: Sequence[tuple[Node, object, torch.Tensor]]) -> lis
 
 def clean_run(
     model: HookedTransformer, tokens: torch.Tensor, nodes: Sequence[Node]
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor]]:
-    """One clean forward: ``(outputs [b, pos, v], {node: activation [b, pos, d]}, {layer: resid_pre [b, pos, d_model]})``."""
-    hooks = {n.hook_name for n in nodes} | {resid_pre_name(n.layer) for n in nodes}
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
+    """One clean forward: ``(outputs [b, pos, v], {node: activation [b, pos, d]}, {layer: resid_pre
+    [b, pos, d_model]}, {layer: writes})``. ``writes[layer]`` holds what the write-start path of
+    ``ablated_outputs_batched`` reads: ``"z"`` (every head's ``hook_z``, ``[b, pos, n_heads, d_head]``)
+    and ``"resid_mid"`` (``[b, pos, d_model]``), for the layers that hold nodes; empty when the
+    model does not support that path (``supports_write_start``)."""
+    layers = sorted({n.layer for n in nodes})
+    fast = supports_write_start(model)
+    hooks = {n.hook_name for n in nodes} | {resid_pre_name(l) for l in layers}
+    if fast:
+        hooks |= {f"blocks.{l}.attn.hook_z" for l in layers} | {f"blocks.{l}.hook_resid_mid" for l in layers if not model.cfg.attn_only}
     with torch.no_grad():
         out, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hooks)
     acts = {n.name: node_activation(cache[n.hook_name], n).clone() for n in nodes}
-    resid = {n.layer: cache[resid_pre_name(n.layer)] for n in nodes}
-    return out, acts, resid
+    resid = {l: cache[resid_pre_name(l)] for l in layers}
+    writes = {}
+    if fast:
+        for l in layers:
+            writes[l] = {"z": cache[f"blocks.{l}.attn.hook_z"]}
+            if not model.cfg.attn_only:
+                writes[l]["resid_mid"] = cache[f"blocks.{l}.hook_resid_mid"]
+    return out, acts, resid, writes
 
 
 def ablated_outputs_loop(
@@ -87,15 +110,78 @@ def ablated_outputs_batched(
     nodes: Sequence[Node],
     replacements: Mapping[str, torch.Tensor] | Callable[[Node], torch.Tensor],
     max_rows: int = DEFAULT_MAX_ROWS,
+    writes: Mapping[int, Mapping[str, torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """All single-node ablations in stacked passes. Returns ``{node: outputs [b, pos, v]}``.
 
     ``replacements`` maps a node name to its value ``[b, pos, d]`` (or is a function of the
     node, so values can be built lazily, e.g. with gradients for optimal ablation).
     ``resid_pre[layer]`` is the clean residual stream ``[b, pos, d_model]`` before each layer.
+
+    ``writes`` (``clean_run``'s fourth value; the model must pass ``supports_write_start``): start
+    each node's forward at its own write instead of its layer's input. Nothing before the write
+    changes, so a head's layer does not recompute its attention (queries, keys, softmax): the
+    clean ``hook_z`` of the layer, with the node's head replaced, goes through the layer's output
+    projection, and the MLP follows; an MLP's replacement goes straight through ``W_out`` onto the
+    clean ``resid_mid``. The model then runs on from the next layer. Without ``writes`` each
+    node's layer is recomputed from ``resid_pre`` with a hook (the joint-ablation path).
     """
+    if writes and all(n.layer in writes for n in nodes):
+        return _ablated_outputs_from_writes(model, resid_pre, writes, nodes, replacements, max_rows)
     outs = ablated_outputs_sets_batched(model, resid_pre, [[node] for node in nodes], replacements, max_rows)
     return {node.name: out for node, out in zip(nodes, outs)}
+
+
+def supports_write_start(model: HookedTransformer) -> bool:
+    """Whether the write-start path computes exactly what a hooked forward computes: a standard
+    pre-norm block (attention output ``F.linear(z, W_O, b_O)``, then ``resid_mid``, then a plain
+    MLP ending in ``W_out``), and no hook left on the model (the path skips the layer's hook points)."""
+    cfg = model.cfg
+    if (cfg.use_attn_result or cfg.use_split_qkv_input or cfg.use_attn_in or cfg.parallel_attn_mlp or cfg.use_hook_mlp_in
+            or cfg.use_normalization_before_and_after or getattr(cfg, "load_in_4bit", False)
+            or cfg.original_architecture in POST_NORM_ARCHITECTURES):
+        return False
+    if not cfg.attn_only and any(type(b.mlp) is not MLP for b in model.blocks):
+        return False
+    return not any(hp._forward_hooks or hp._backward_hooks for hp in model.hook_dict.values())
+
+
+def _attn_out(attn, z: torch.Tensor) -> torch.Tensor:
+    """The attention output from ``hook_z`` ``[b, pos, n_heads, d_head]``, as TransformerLens computes it."""
+    w = einops.rearrange(attn.W_O, "head_index d_head d_model -> d_model (head_index d_head)").contiguous()
+    return F.linear(z.reshape(z.shape[0], z.shape[1], -1), w, attn.b_O)
+
+
+def _ablated_outputs_from_writes(model, resid_pre, writes, nodes, replacements, max_rows) -> dict[str, torch.Tensor]:
+    get = replacements if callable(replacements) else (lambda n: replacements[n.name])
+    by_layer: dict[int, list[Node]] = defaultdict(list)
+    for n in nodes:
+        by_layer[n.layer].append(n)
+    outs: dict[str, torch.Tensor] = {}
+    for layer, layer_nodes in sorted(by_layer.items()):
+        block = model.blocks[layer]
+        resid = resid_pre[layer]
+        b = resid.shape[0]
+        per_chunk = max(1, rows_within_budget(model, resid.shape[1], max_rows) // b)
+        for start in range(0, len(layer_nodes), per_chunk):
+            chunk = layer_nodes[start : start + per_chunk]
+            heads = [n for n in chunk if n.kind == "attn"]
+            mlps = [n for n in chunk if n.kind == "mlp"]
+            parts = []
+            if heads:
+                z = writes[layer]["z"].repeat(len(heads), 1, 1, 1)  # a fresh tensor: written in place below
+                for j, n in enumerate(heads):
+                    z[j * b : (j + 1) * b, :, n.head, :] = get(n)
+                resid_mid = resid.repeat(len(heads), 1, 1) + _attn_out(block.attn, z)
+                parts.append(resid_mid if model.cfg.attn_only else resid_mid + block.apply_mlp(block.ln2(resid_mid)))
+            for n in mlps:  # the MLP's own output is the replacement: no MLP forward at all
+                # contiguous: batch_addmm views its input, and a method may return an expanded constant
+                parts.append(writes[layer]["resid_mid"] + batch_addmm(block.mlp.b_out, block.mlp.W_out, get(n).contiguous()))
+            stacked = parts[0] if len(parts) == 1 else torch.cat(parts)
+            out = model(stacked, start_at_layer=layer + 1)
+            for j, n in enumerate(heads + mlps):
+                outs[n.name] = out[j * b : (j + 1) * b]
+    return outs
 
 
 # --------------------------------------------------------------------------- joint ablation of node sets
