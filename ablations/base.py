@@ -124,6 +124,7 @@ class TaskData:
 
     def __post_init__(self) -> None:
         self.node_index = {n.name: i for i, n in enumerate(self.nodes)}
+        self._source_plans: dict[int, tuple] = {}
 
     @classmethod
     def build(
@@ -173,12 +174,21 @@ class TaskData:
     def source_acts(self, name: str, group: int) -> torch.Tensor:
         """The node's activation on each row's resample source, first ``pos_g`` positions: ``[n_g, pos_g, d]``."""
         clean = self.acts[name][group]
-        src_group, src_row = self.sources[group]
         out = torch.empty_like(clean)
-        for h in src_group.unique().tolist():
-            rows = src_group == h
-            out[rows] = self.acts[name][h][src_row[rows], : clean.shape[1]]
+        for h, dst, src in self._source_plan(group):
+            out[dst] = self.acts[name][h][src, : clean.shape[1]]
         return out
+
+    def _source_plan(self, group: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """``[(source group h, destination rows, source rows in h)]`` of one group, built once from
+        ``sources`` and used by every gather; rebuilt when ``sources`` was replaced or edited."""
+        src_group, src_row = self.sources[group]
+        key = (id(src_group), id(src_row), src_group._version, src_row._version)
+        cached = self._source_plans.get(group)
+        if cached is None or cached[0] != key:
+            plan = [(h, rows, src_row[rows]) for h in src_group.unique().tolist() for rows in [(src_group == h).nonzero().squeeze(1)]]
+            cached = self._source_plans[group] = (key, plan, src_group, src_row)  # the tensors kept: their ids stay theirs
+        return cached[1]
 
     def node_batch(self, node: Node, group: int) -> NodeBatch:
         clean = self.acts[node.name][group]
