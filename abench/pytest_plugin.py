@@ -54,8 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--ablation-module", action="append", default=[], metavar="FILE.py", help="a Python file registering extra methods; they join the leaderboard")
     g.addoption("--report-dir", default="reports", help="folder for leaderboard.{json,md,tex,html} (default: reports)")
     g.addoption("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
-    g.addoption("--threads", type=int, default=1, help="torch CPU threads (default 1: the models are tiny, and extra threads "
-                "only contend, e.g. with pytest-xdist workers)")
+    g.addoption("--threads", type=int, default=None, help="torch CPU threads (default: every core this process may use; 1 in "
+                "each pytest-xdist worker, where more would only contend with the other workers)")
     g.addoption("--max-batch-mb", type=float, default=None, help="memory budget of one stacked forward in MiB (default: a "
                 "quarter of the device's free memory); smaller budgets run more, smaller forwards, same numbers")
     g.addoption("--n-fit", type=int, default=None, help=f"inputs methods fit on, per task (default {bench.DEFAULT_N_FIT})")
@@ -113,9 +113,12 @@ class Session:
             memory.set_max_batch_mb(config.getoption("--max-batch-mb"))
         except ValueError as err:
             raise pytest.UsageError(str(err)) from None
-        if config.getoption("--threads") < 1:
+        threads = config.getoption("--threads")
+        if threads is None:
+            threads = 1 if _is_worker(config) else available_cores()
+        if threads < 1:
             raise pytest.UsageError("--threads must be >= 1")
-        torch.set_num_threads(config.getoption("--threads"))
+        torch.set_num_threads(threads)
         # every option that is only used at the end is checked now, before any task is loaded
         base = config.getoption("--compare")
         self.baseline = read_baseline(base) if base else None
@@ -321,6 +324,11 @@ def check_report_dir(path: str) -> None:
         raise pytest.UsageError(f"--report-dir {path}: cannot be created ({str(anc)!r} is not a folder)")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise pytest.UsageError(f"--report-dir {path}: cannot be created ({str(anc)!r} is not writable)")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _is_worker(config: pytest.Config) -> bool:
