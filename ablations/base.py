@@ -152,7 +152,7 @@ class TaskData:
             if toks.shape != cf.shape:
                 raise ValueError(f"counterfactual tokens {tuple(cf.shape)} must match base tokens {tuple(toks.shape)}")
             out, a, resid, w = clean_run(model, toks, nodes)
-            _, cfa, _, _ = clean_run(model, cf, nodes)
+            _, cfa, _, _ = clean_run(model, cf, nodes, keep_writes=False)  # single-node ablations start from the base run only
             outputs.append(out)
             resid_pre.append(resid)
             writes.append(w)

@@ -68,15 +68,16 @@ def replacing_hooks(entries: Sequence[tuple[Node, object, torch.Tensor]]) -> lis
 
 
 def clean_run(
-    model: HookedTransformer, tokens: torch.Tensor, nodes: Sequence[Node]
+    model: HookedTransformer, tokens: torch.Tensor, nodes: Sequence[Node], keep_writes: bool = True
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
     """One clean forward: ``(outputs [b, pos, v], {node: activation [b, pos, d]}, {layer: resid_pre
     [b, pos, d_model]}, {layer: writes})``. ``writes[layer]`` holds what the write-start path of
     ``ablated_outputs_batched`` reads: ``"z"`` (every head's ``hook_z``, ``[b, pos, n_heads, d_head]``)
     and ``"resid_mid"`` (``[b, pos, d_model]``), for the layers that hold nodes; empty when the
-    model does not support that path (``supports_write_start``)."""
+    model does not support that path (``supports_write_start``) or ``keep_writes`` is False (a run
+    whose writes nobody reads, e.g. the counterfactual inputs')."""
     layers = sorted({n.layer for n in nodes})
-    fast = supports_write_start(model)
+    fast = keep_writes and supports_write_start(model)
     hooks = {n.hook_name for n in nodes} | {resid_pre_name(l) for l in layers}
     if fast:
         hooks |= {f"blocks.{l}.attn.hook_z" for l in layers} | {f"blocks.{l}.hook_resid_mid" for l in layers if not model.cfg.attn_only}
