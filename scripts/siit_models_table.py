@@ -2,7 +2,9 @@
 
 ``python scripts/siit_models_table.py [weights dir]``: one row per card: program, LL size
 (layers x heads, nodes), circuit nodes, longest input, steps and wall time of the run that
-produced the weights (its device as recorded), the bar's numbers, and whether it ships.
+produced the weights (its device as recorded), the bar's numbers, and whether it ships. "circuit
+weights": trained (the SIIT models proper), or tracr's compiled weights kept frozen (the
+``*_compiled`` variants, family ``siit_compiled``: only their bystanders are trained).
 The last line sums the wall times: what ``python -m tasks.siit --task all`` took, model by model.
 """
 
@@ -21,7 +23,8 @@ def rows(weights: Path) -> list[dict]:
         out.append({
             "model": f"siit_{path.stem}", "ships": bool(c.get("passed")) and c.get("protocol") == 2,
             "LL": f"{cfg['n_layers']} x {cfg['n_heads']}, d {cfg['d_model']}", "nodes": c.get("n_ll_nodes"),
-            "circuit": len(c["correspondence"]), "max len": cfg["n_ctx"] - 1, "steps": c.get("steps"),
+            "circuit": len(c["correspondence"]),
+            "circuit weights": "tracr, frozen" if (c.get("hyperparameters") or {}).get("frozen") else "trained", "max len": cfg["n_ctx"] - 1, "steps": c.get("steps"),
             "wall s": c.get("wall_time_s"), "continued": c.get("continued_from") is not None,
             "acc": c.get("accuracy"), "IIA min": c.get("iia_min_node"), "SIIA min": c.get("siia_min_node"),
             "live min": c.get("liveness_min_out_of_circuit"),

@@ -23,7 +23,8 @@ LOADERS: dict[str, tuple[str, Callable[[str], Task]]] = {
 # SIIT models shipped under tasks/weights/siit whose card says they passed the bar (accuracy,
 # IIA, SIIA >= 99% and every bystander live); retrain with `python -m tasks.siit`. A model with a
 # redundant node (a backup pair, tasks.siit.SIIT_VARIANTS) is in its own family, siit_backup:
-# single-node ablation under-reports its pair by design, so it is never pooled with siit.
+# single-node ablation under-reports its pair by design, so it is never pooled with siit. A
+# compiled-circuit variant (its circuit tracr's frozen weights) is in siit_compiled, also apart.
 SIIT_TASKS = siit_shipped()
 LOADERS.update({f"siit_{name}": (siit_family_of(name), lambda device, name=name: siit_task(name, device)) for name in SIIT_TASKS})
 
@@ -38,7 +39,7 @@ def families() -> dict[str, list[str]]:
 # `pytest benchmarks` with no --tasks runs every family: SIIT first (live bystanders, the
 # realistic ground truth), then the SIIT backup pair(s), then tracr (exact but bystander-free).
 # Each keeps its own ground truth and its own table.
-DEFAULT_FAMILIES = [f for f in ("siit", "siit_backup", "tracr") if f in families()]
+DEFAULT_FAMILIES = [f for f in ("siit", "siit_backup", "siit_compiled", "tracr") if f in families()]
 
 
 def resolve_task_names(spec: str | None) -> list[str]:

@@ -22,12 +22,14 @@ def test_some_models_shipped_and_registered():
     assert len(SHIPPED) >= 1, "no SIIT model passed the bar; retrain with `python -m tasks.train_siit --task all`"
     plain = [n for n in SHIPPED if siit.family_of(n) == "siit"]
     backup = [n for n in SHIPPED if siit.family_of(n) == siit.BACKUP_FAMILY]
+    compiled = [n for n in SHIPPED if siit.family_of(n) == siit.COMPILED_FAMILY]
     assert sorted(families().get("siit", [])) == sorted(f"siit_{n}" for n in plain)
     assert sorted(families().get(siit.BACKUP_FAMILY, [])) == sorted(f"siit_{n}" for n in backup)
+    assert sorted(families().get(siit.COMPILED_FAMILY, [])) == sorted(f"siit_{n}" for n in compiled)
     assert DEFAULT_FAMILIES[0] == "siit"  # the default run starts with the SIIT family
-    if backup:  # the backup pair(s) come right after, in their own family, before tracr
-        assert DEFAULT_FAMILIES[:2] == ["siit", siit.BACKUP_FAMILY]
-    assert resolve_task_names(None)[: len(SHIPPED)] == [f"siit_{n}" for n in plain + backup]
+    # then the backup pair(s) and the compiled-circuit models, each in its own family, before tracr
+    assert DEFAULT_FAMILIES[1:] == [f for f in (siit.BACKUP_FAMILY, siit.COMPILED_FAMILY, "tracr") if f in families()]
+    assert resolve_task_names(None)[: len(SHIPPED)] == [f"siit_{n}" for n in plain + backup + compiled]
     assert "tracr" in families()  # tracr tasks stay selectable
 
 
@@ -215,6 +217,8 @@ def test_redundant_correspondence_and_variants():
 
     assert siit.program_of("hist_backup") == "hist" and siit.program_of("siit_hist") == "hist"
     assert siit.family_of("hist_backup") == siit.BACKUP_FAMILY and siit.family_of("hist") == "siit"
+    assert siit.family_of("frac_prevs_compiled") == siit.COMPILED_FAMILY and siit.program_of("frac_prevs_compiled") == "frac_prevs"
+    assert siit.is_compiled("siit_count_less_freq_compiled") and not siit.is_compiled("count_less_freq")
     hl = tracr_task("hist")
     ll = siit.build_ll(siit.ll_config_for("hist", hl.model))
     corr = siit.correspondence(hl, ll, siit.redundant_of("hist_backup"))

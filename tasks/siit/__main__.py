@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -56,6 +56,11 @@ def checkpoint_path(name: str, args) -> Path:
 
 
 def run_one(name: str, config: SiitConfig, args) -> dict | None:
+    if siit.is_compiled(name):  # its recipe: tracr's weights, frozen (model.SIIT_VARIANTS)
+        config = replace(config, init_tracr=True, freeze_circuit=True)
+    elif config.freeze_circuit:
+        raise SystemExit(f"{name}: --freeze-circuit makes a compiled-circuit model, which ships only as a variant marked "
+                         f"'compiled' in tasks.siit.model.SIIT_VARIANTS (its own family, {siit.COMPILED_FAMILY})")
     task = tracr_task(siit.program_of(name), args.device)
     init, previous, continued_from = None, None, None
     ckpt = checkpoint_path(name, args)

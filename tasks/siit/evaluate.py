@@ -208,7 +208,7 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
         **({"program": program} if name != program else {}),
         "output": task.output,
         "ll_config": ll_config,
-        "ll_arch": {"act_fn": "gelu", "normalization_type": None, "attention_dir": "bidirectional"},
+        "ll_arch": {"act_fn": ll.cfg.act_fn, "normalization_type": None, "attention_dir": "bidirectional"},
         "correspondence": corr,
         "n_ll_nodes": len(nodes),
         **{k: v for k, v in record.items() if k != "history"},

@@ -72,8 +72,16 @@ SIIT_VARIANTS: dict[str, dict] = {
     "same_as_first_wide": {"program": "same_as_first", "arch": _WIDE},
     "back3_wide": {"program": "back3", "arch": _WIDE},
     "prev_token_wide": {"program": "prev_token", "arch": _WIDE},
+    # compiled-circuit models (``compiled``): the in-circuit nodes are tracr's compiled weights, kept
+    # frozen; only the bystanders (and spare residual dimensions) are SIIT-trained
+    # (``tasks/siit/warm_start.py``). For programs whose randomly initialised models miss the bar
+    # (their own cards say what they reached). A compiled circuit is tracr-like (sharp, exactly
+    # the program), so these form their own family and table, never pooled with ``siit``.
+    "count_less_freq_compiled": {"program": "count_less_freq", "compiled": True},
+    "frac_prevs_compiled": {"program": "frac_prevs", "compiled": True},
 }
 BACKUP_FAMILY = "siit_backup"
+COMPILED_FAMILY = "siit_compiled"
 
 
 def program_of(name: str) -> str:
@@ -87,9 +95,15 @@ def redundant_of(name: str) -> dict[str, list[str]]:
     return {k: list(v) for k, v in SIIT_VARIANTS.get(name.removeprefix("siit_"), {}).get("redundant", {}).items()}
 
 
+def is_compiled(name: str) -> bool:
+    """Whether SIIT model ``name`` is a compiled-circuit variant (``SIIT_VARIANTS[...]["compiled"]``)."""
+    return bool(SIIT_VARIANTS.get(name.removeprefix("siit_"), {}).get("compiled"))
+
+
 def family_of(name: str) -> str:
-    """``siit_backup`` for a model with a redundant node, else ``siit``."""
-    return BACKUP_FAMILY if redundant_of(name) else "siit"
+    """``siit_backup`` for a model with a redundant node, ``siit_compiled`` for a compiled-circuit
+    variant, else ``siit``."""
+    return BACKUP_FAMILY if redundant_of(name) else COMPILED_FAMILY if is_compiled(name) else "siit"
 
 
 def ll_members(value: str | Sequence[str]) -> list[str]:
@@ -136,9 +150,19 @@ def ll_config_for(task_name: str, hl: HookedTransformer) -> dict:
     return cfg
 
 
+# LL activations: gelu (InterpBench's), relu (tracr's: a model warm-started from the compiled weights)
+LL_ACT_FNS = ("gelu", "relu")
+
+
 def build_ll(cfg: dict, device: str = "cpu", seed: int = 0) -> HookedTransformer:
+    """The LL model of ``cfg`` (``ll_config_for``'s keys; ``act_fn`` gelu unless the config says
+    relu, as a model warm-started from tracr's weights does)."""
+    cfg = dict(cfg)
+    act_fn = cfg.pop("act_fn", "gelu")
+    if act_fn not in LL_ACT_FNS:
+        raise ValueError(f"ll_config act_fn must be one of {LL_ACT_FNS}, got {act_fn!r}")
     tl_cfg = HookedTransformerConfig(
-        **cfg, act_fn="gelu", normalization_type=None, attention_dir="bidirectional",
+        **cfg, act_fn=act_fn, normalization_type=None, attention_dir="bidirectional",
         default_prepend_bos=False, device=device, seed=seed,
     )
     return HookedTransformer(tl_cfg, move_to_device=True)
@@ -307,7 +331,7 @@ def save(name: str, ll: HookedTransformer, aux: dict[str, torch.Tensor], card: d
 _POSITIVE_INT = (lambda v: type(v) is int and v >= 1, "a positive integer")
 LL_CONFIG_SCHEMA = {k: _POSITIVE_INT for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab", "d_vocab_out", "n_ctx")}
 # set by build_ll itself, so a card may not carry them
-_BUILD_LL_FIXED = {"act_fn", "normalization_type", "attention_dir", "default_prepend_bos", "device", "seed"}
+_BUILD_LL_FIXED = {"normalization_type", "attention_dir", "default_prepend_bos", "device", "seed"}
 CARD_SCHEMA = {
     "card_version": (lambda v: type(v) is int, "an integer"),
     "ll_config": (lambda v: isinstance(v, dict), "an object"),
@@ -341,6 +365,8 @@ def validate_card(card, where: str) -> None:
             raise SiitLoadError(f"{where}: ll_config lacks {key!r}")
         if not ok(cfg[key]):
             raise SiitLoadError(f"{where}: field ll_config.{key} must be {what}, got {cfg[key]!r:.80} ({type(cfg[key]).__name__})")
+    if "act_fn" in cfg and cfg["act_fn"] not in LL_ACT_FNS:
+        raise SiitLoadError(f"{where}: field ll_config.act_fn must be one of {LL_ACT_FNS}, got {cfg['act_fn']!r:.80}")
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise SiitLoadError(f"{where}: ll_config has fields a HookedTransformerConfig cannot take (or that build_ll sets): {unknown}")
@@ -428,6 +454,10 @@ def siit_task(name: str, device: str = "cpu", weights_dir: Path | None = None) -
     if card.get("program", program) != program:
         raise SiitLoadError(f"SIIT task {name!r}: card program {card.get('program')!r} is not {program!r}")
     hl = tracr_task(program, device)
+    frozen = bool((card.get("hyperparameters") or {}).get("frozen"))
+    if frozen != is_compiled(name):  # a compiled circuit never joins the siit family, nor a trained one siit_compiled
+        raise SiitLoadError(f"SIIT task {name!r}: card says the circuit was {'frozen at tracr' if frozen else 'trained'}, "
+                            f"but {name!r} is {'a compiled-circuit variant' if is_compiled(name) else 'a trained-circuit model'}")
     if card["correspondence"] != correspondence(hl, ll, redundant_of(name)):
         raise SiitLoadError(f"SIIT task {name!r}: card correspondence does not match the tracr program's circuit"
                             + (f" with redundant nodes {redundant_of(name)}" if redundant_of(name) else ""))

@@ -47,6 +47,7 @@ from tasks.base import Task
 from tasks.seeds import derive
 from tasks.siit import model as siit
 from tasks.siit.evaluate import bar_score, cell_correct, eval_pairs, evaluate
+from tasks.siit.warm_start import embed_tracr, frozen_masks, warm_start_config
 
 NUM_LOSS_SCALE = 100.0
 
@@ -60,13 +61,17 @@ def _loss(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, num_scale: fl
 
 
 @torch.no_grad()
-def reinit_node(ll, node, gen: torch.Generator, opt: torch.optim.Optimizer) -> None:
+def reinit_node(ll, node, gen: torch.Generator, opt: torch.optim.Optimizer, quiet_dims: int = 0) -> None:
     """Redraw one bystander's weights from the LL init (normal, std ``initializer_range``; biases 0) and reset their Adam state.
 
     A bystander whose attention saturates on a constant pattern gets almost no gradient from the
     liveness hinge (reverse's blocks.0 head 1 sat at liveness 0.02 for 1000+ steps, at hinge weight 1
     and 5); redrawing it, as SAE training resamples dead latents, lets strict training teach the rest
     of the model to ignore a live node instead.
+
+    ``quiet_dims``: a warm start's tracr dimensions (``warm_start.embed_tracr``); the redrawn output
+    weights start at zero there, as the bystander's first init did (a full redraw wrote into
+    tracr's badly conditioned features and took count_less_freq's held-out accuracy to 0.18).
     """
     std = ll.cfg.initializer_range
     blk = ll.blocks[node.layer]
@@ -83,6 +88,8 @@ def reinit_node(ll, node, gen: torch.Generator, opt: torch.optim.Optimizer) -> N
             target.copy_(torch.randn(target.shape, generator=gen).to(p.device) * std)
         else:
             target.zero_()
+        if quiet_dims and k == len(params) - 1:  # the output weights: W_O[h] or W_out
+            target[..., :quiet_dims] = 0.0
         state = opt.state.get(p, {})
         for key in ("exp_avg", "exp_avg_sq"):
             if key in state:
@@ -130,6 +137,15 @@ class SiitConfig:
         False, "add a readout on blocks.0.hook_resid_post (tokens at p-1, p+1, p-2, p+2) that layer-0 bystanders must feed")
     w_attn: float = _option(
         0.0, "weight of the attention-pattern loss: each in-circuit LL head's pattern against its tracr head's (0: off)")
+    init_tracr: bool = _option(
+        False, "warm start: the residual widened to hold tracr's (plus spare dimensions), each in-circuit LL node starting "
+        "as its tracr node, bystanders randomly initialised (tasks/siit/warm_start.py); relu as tracr")
+    freeze_circuit: bool = _option(
+        False, "with --init-tracr: keep every in-circuit node, the embeddings on tracr's dimensions and the unembedding "
+        "as compiled (gradients masked); only bystanders and spare dimensions train (warm_start.frozen_masks)")
+    circuit_sgd_lr: float = _option(
+        0.0, "with --init-tracr: train the tracr part (what --freeze-circuit freezes) by plain SGD at this lr instead of "
+        "Adam (Adam's sign-like first steps break tracr's badly conditioned weights); 0: Adam as the rest")
     w_backup: float = _option(
         1.0, "weight of the backup loss (models with a redundant HL node only: one member kept, its partners zero-ablated)")
 
@@ -138,13 +154,16 @@ class SiitConfig:
         out = {
             "batch": self.batch, "lr": self.lr, "max_steps": self.max_steps, "time_limit_s": self.time_limit, "optimizer": "Adam",
             "lr_schedule": "cosine to 5% over max_steps or time_limit_s, whichever runs out first"
-                           + ("; linear warm-up over 200 steps (continued from trained weights)" if continued else ""),
+                           + ("; linear warm-up over 200 steps (continued from trained weights)" if continued
+                              else "; linear warm-up over 200 steps (warm start from tracr's weights)" if self.init_tracr else ""),
             "grad_clip": self.clip,
             "numerical_mse_scale": self.num_loss_scale if output == "numerical" else None,
             "loss_weights": {"behaviour": 1.0, "iit": self.w_iit, "strict": self.w_strict, "aux": self.w_aux, "live": self.w_live},
             "live_floor": self.live_floor,
             "live_hinge": "mean over bystanders of relu(sqrt(live_floor) - sqrt(var / median in-circuit var))",
             "eval_every": self.eval_every, "eval_examples_per_length": self.eval_n, "early_stop_target": self.target,
+            "early_stop_liveness": f"every bystander >= live_floor ({self.live_floor})" if self.init_tracr
+            else "every bystander >= the liveness threshold",
             "lengths_per_step": "all (batch split evenly, gradients averaged)" if self.all_lengths_per_step else "one, drawn at random",
             "reinit_dead_bystander_after_evals": self.reinit_dead_after or None,
             "aux_layer0": "readout on blocks.0.hook_resid_post of tokens at p-1, p+1, p-2, p+2 (circuit-ablated rows)"
@@ -154,7 +173,19 @@ class SiitConfig:
             else "same length as the base",
             "attention_pattern_loss": {"weight": self.w_attn, "what": "cross-entropy of each in-circuit LL head's attention "
                                        "pattern (non-BOS queries, clean base rows) against its tracr head's pattern"} if self.w_attn else None,
-            "selection": "best held-out min(accuracy, min-node IIA, min-node SIIA), sources of every length >= the base's",
+            "selection": "best held-out min(accuracy, min-node IIA, min-node SIIA), sources of every length >= the base's"
+                         + ("; a warm start: among checkpoints at the pass bar with every bystander >= live_floor, "
+                            "the best aux accuracy" if self.init_tracr else ""),
+            "init": ("tracr warm start: residual dimensions 0..d_model(tracr) hold tracr's residual; embeddings, unembedding and "
+                     "every in-circuit node copied from the compiled tracr model (zero-padded; W_Q scaled by sqrt(d_head / "
+                     "d_head(tracr)) for the attention scale, a categorical W_U by warm_start.CATEGORICAL_LOGIT_SCALE); bystanders "
+                     "randomly initialised with output weights zero on tracr's dimensions; relu"
+                     if self.init_tracr else "random (TransformerLens init, seed)"),
+            "frozen": ("in-circuit nodes, tracr's embedding dimensions and the unembedding kept as compiled (gradients "
+                       "masked, warm_start.frozen_masks); bystanders and spare dimensions trained") if self.freeze_circuit else None,
+            "circuit_optimizer": (f"plain SGD at lr {self.circuit_sgd_lr} (same cosine schedule and warm-up) for the tracr part "
+                                  "(warm_start.frozen_masks), Adam for the rest; gradients clipped together")
+            if self.circuit_sgd_lr and not self.freeze_circuit else None,
         }
         if redundant:
             out["selection"] = ("best held-out min(accuracy, min-unit IIA (a redundant set patched together counts as one unit), "
@@ -206,8 +237,16 @@ class _Run:
         self.hl = hl_task.model.to(device)
         # continuing: the earlier run's config
         self.cfg = dict(ll_config) if ll_config is not None else siit.ll_config_for(hl_task.name, self.hl)
+        if config.init_tracr:  # idempotent: a resumed or continued run's config already fits
+            self.cfg = warm_start_config(self.cfg, self.hl)
         self.ll = siit.build_ll(self.cfg, device=device, seed=config.seed)
         self.corr = siit.correspondence(hl_task, self.ll, redundant)
+        if (config.freeze_circuit or config.circuit_sgd_lr) and not config.init_tracr:
+            raise ValueError("--freeze-circuit and --circuit-sgd-lr need --init-tracr (they act on tracr's weights)")
+        if config.init_tracr and init is None:  # a resumed run's weights are loaded over these
+            embed_tracr(self.ll, hl_task, self.corr)
+        self.grad_masks = ({k: v.to(device) for k, v in frozen_masks(self.ll, self.hl, siit.ll_circuit(self.corr)).items()}
+                           if config.freeze_circuit or config.circuit_sgd_lr else {})
         self.nodes = siit.ll_nodes(self.ll, siit.ll_circuit(self.corr))
         hl_by = {n.name: n for n in hl_task.nodes}
         ll_by = {n.name: n for n in self.nodes}
@@ -441,7 +480,8 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
     ll, aux, bys, name = run.ll, run.aux, run.bys, hl_task.name
     continued = meta["continued"] if meta else init is not None
     hyper = config.hyperparameters(hl_task.output, continued=continued, redundant=redundant)
-    warmup_steps = 200 if continued else 0
+    # a fresh Adam's first steps move every weight by ~lr at once: trained or tracr weights need a warm-up
+    warmup_steps = 200 if continued or config.init_tracr else 0
     params = list(ll.parameters()) + list(aux.values())
     opt = torch.optim.Adam(params, lr=config.lr)
     eval_data = eval_pairs(hl_task, config.eval_n, seed=derive(config.seed, "siit-selection"),
@@ -496,9 +536,27 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
             (loss / len(step_lengths)).backward()
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v / len(step_lengths)
-        torch.nn.utils.clip_grad_norm_(params, config.clip)
+        circuit_grads = {}
+        for k, p in ll.named_parameters():
+            if k in run.grad_masks and p.grad is not None:
+                if config.circuit_sgd_lr:
+                    circuit_grads[k] = p.grad * (1 - run.grad_masks[k])
+                p.grad.mul_(run.grad_masks[k])
+        if circuit_grads:  # one clip over both parts: the joint gradient norm
+            grads = [p.grad for p in params if p.grad is not None] + list(circuit_grads.values())
+            coef = min(1.0, config.clip / (torch.stack([g.norm() for g in grads]).norm().item() + 1e-6))
+            for g in grads:
+                g.mul_(coef)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, config.clip)
         _set_lr(opt, config, step, time.time() - t0, warmup_steps)
         opt.step()
+        if circuit_grads:  # plain SGD on the tracr part, at the same schedule as Adam's lr
+            frac = opt.param_groups[0]["lr"] / config.lr
+            with torch.no_grad():
+                for k, p in ll.named_parameters():
+                    if k in circuit_grads:
+                        p.sub_(config.circuit_sgd_lr * frac * circuit_grads[k])
         for k, v in sums.items():
             ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
         bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
@@ -514,10 +572,17 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
                           f"resample_alone {min(m['resample_alone_per_node'].values()):.3f}" if "backup_iia_min" in m else ""))
             live_ok = m["liveness_min_out_of_circuit"] >= siit.LIVE_THRESHOLD
             score_key = score + (1.0 if live_ok else 0.0)
+            if config.init_tracr and score >= siit.PASS_BAR and m["liveness_min_out_of_circuit"] >= config.live_floor:
+                # a warm start is at the bar from step 0: among checkpoints at the bar with every bystander as live
+                # as the hinge asks, prefer the one whose bystanders best do their own job (the aux readout)
+                score_key += 1.0 + m["aux_accuracy"]
             if score_key > best["score"]:
                 best = {"score": score_key, "step": step, "state": copy.deepcopy(ll.state_dict()),
                         "aux": {k: v.detach().clone() for k, v in aux.items()}}
-            if score >= config.target and live_ok:
+            # a warm start begins at the bar (tracr's accuracy and IIA, bystanders silent on tracr's dimensions):
+            # it stops early only once every bystander is as live as the hinge asks, not merely past the threshold
+            stop_live = config.live_floor if config.init_tracr else siit.LIVE_THRESHOLD
+            if score >= config.target and m["liveness_min_out_of_circuit"] >= stop_live:
                 break
             if config.time_limit is not None and time.time() - t0 > config.time_limit:
                 tqdm.write(f"[{name}] time limit {config.time_limit:.0f}s reached")
@@ -527,7 +592,7 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
                 for node in bys:
                     dead_evals[node.name] = dead_evals[node.name] + 1 if m["liveness"][node.name] < siit.LIVE_THRESHOLD else 0
                     if dead_evals[node.name] >= config.reinit_dead_after:
-                        reinit_node(ll, node, run.gen, opt)
+                        reinit_node(ll, node, run.gen, opt, quiet_dims=run.hl.cfg.d_model if config.init_tracr else 0)
                         reinits.append({"step": step, "node": node.name, "liveness": m["liveness"][node.name]})
                         tqdm.write(f"[{name}] re-initialised dead bystander {node.name} (liveness {m['liveness'][node.name]:.3f})")
                         dead_evals[node.name] = 0
