@@ -117,3 +117,22 @@ def test_a_paused_and_resumed_run_gives_the_weights_of_an_uninterrupted_one(tmp_
     strip = lambda h: [{k: v for k, v in e.items() if k != "wall_s"} for e in h]  # noqa: E731
     assert strip(straight[2]["history"]) == strip(resumed[2]["history"])
     assert straight[2]["best_step"] == resumed[2]["best_step"]
+
+
+def test_hl_tie_cells_carry_no_label_when_skipped():
+    """--skip-hl-ties: an IIT cell whose HL logits tie (no unique argmax) is left out of the loss;
+    the rest is the plain cross-entropy. Without the option every cell counts."""
+    import torch
+    import torch.nn.functional as F
+
+    from tasks.siit.evaluate import hl_ties
+    from tasks.siit.train import _loss
+
+    hl = torch.tensor([[[9.0, 0, 0], [1.0, 0, 0], [0.0, 0, 0], [0.0, 2, 0]]])  # BOS, defined, tie, defined
+    ll = torch.randn(1, 4, 3)
+    assert hl_ties(hl[:, 1:]).tolist() == [[False, True, False]]
+    want = F.cross_entropy(ll[0, [1, 3]], torch.tensor([0, 1]))
+    assert torch.allclose(_loss(ll, hl, "categorical", skip_ties=True), want)
+    assert torch.allclose(_loss(ll, hl, "categorical"), F.cross_entropy(ll[0, 1:], torch.tensor([0, 0, 1])))
+    all_tied = torch.zeros(1, 3, 3)
+    assert _loss(ll[:, :3], all_tied, "categorical", skip_ties=True).item() == 0.0

@@ -15,6 +15,17 @@ from tasks.siit.model import (CARD_PROTOCOL, CARD_VERSION, LIVE_THRESHOLD, NUM_T
                               aux_logit_accuracy, aux_sizes, aux_targets, input_variance, ll_circuit, ll_members, ll_nodes, node_write,
                               patch_hooks, unit_name)
 
+# An HL categorical cell whose top two logits are within this has no defined answer (a tie: e.g.
+# reverse's aggregate pointing past the base's end after a longer source's length is patched in)
+HL_TIE_MARGIN = 1e-3
+
+
+def hl_ties(hl_out: torch.Tensor) -> torch.Tensor:
+    """``[b, pos]`` bool: cells whose HL logits have no unique maximum (top-2 margin < ``HL_TIE_MARGIN``)."""
+    top = hl_out.topk(2, dim=-1).values
+    return (top[..., 0] - top[..., 1]) < HL_TIE_MARGIN
+
+
 def cell_correct(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, tol: float | None = None) -> torch.Tensor:
     """``[b, pos-1]`` booleans (BOS excluded): the LL prediction has not changed from the HL one
     (``interventions.measures.cell_changed``; numerical: within ``tol``, default ``NUM_TOL``)."""
@@ -55,6 +66,9 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
     tot = {"acc": [0, 0], "aux": [0, 0]}
     iia = {unit_name([l.name for l in g]): [0, 0] for _, g in circ}  # every group
     iia_same = {unit_name([l.name for l in g]): [0, 0] for _, g in circ}  # groups whose source has the base's length
+    # cells where the patched HL output has a unique argmax (a tie has no defined answer); reported, not gated
+    iia_defined = {unit_name([l.name for l in g]): [0, 0] for _, g in circ}
+    hl_tie_cells = {unit_name([l.name for l in g]): 0 for _, g in circ}
     backup_iia = {l.name: [0, 0] for _, g in redundant for l in g}
     backup_acc = {l.name: [0, 0] for _, g in redundant for l in g}
     alone = {l.name: [0, 0] for _, g in redundant for l in g}
@@ -77,6 +91,10 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
             lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(l, allrows, allrows) for l in group], ll_src.cache_dict, base.shape[1]))
             c = cell_correct(lp, hp, hl_task.output, tol)
             iia[key][0] += c.sum().item(); iia[key][1] += c.numel()
+            if hl_task.output == "categorical":
+                tie = hl_ties(hp[:, 1:])
+                iia_defined[key][0] += c[~tie].sum().item(); iia_defined[key][1] += (~tie).sum().item()
+                hl_tie_cells[key] += tie.sum().item()
             if src.shape[1] == base.shape[1]:
                 iia_same[key][0] += c.sum().item(); iia_same[key][1] += c.numel()
             if len(group) == 1:
@@ -132,6 +150,8 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
         "iia_same_length": sum(iia_sf.values()) / len(iia_sf),
         "iia_same_length_min": min(iia_sf.values()),
         "iia_same_length_per_node": iia_sf,
+        **({"iia_defined_per_node": {k: frac(v) for k, v in iia_defined.items()},
+            "hl_tie_cells_per_node": hl_tie_cells} if hl_task.output == "categorical" else {}),
         "siia": sum(siia_f.values()) / max(len(siia_f), 1),
         "siia_min": min(siia_f.values()) if siia_f else 1.0,
         "aux_accuracy": frac(tot["aux"]) if aux is not None else None,

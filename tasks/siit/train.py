@@ -46,16 +46,24 @@ from interventions.hooks import node_activation, replacing_hooks
 from tasks.base import Task
 from tasks.seeds import derive
 from tasks.siit import model as siit
-from tasks.siit.evaluate import bar_score, cell_correct, eval_pairs, evaluate
+from tasks.siit.evaluate import bar_score, cell_correct, eval_pairs, evaluate, hl_ties
 from tasks.siit.warm_start import embed_tracr, frozen_masks, warm_start_config
 
 NUM_LOSS_SCALE = 100.0
 
 
-def _loss(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, num_scale: float = NUM_LOSS_SCALE) -> torch.Tensor:
+def _loss(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, num_scale: float = NUM_LOSS_SCALE,
+          skip_ties: bool = False) -> torch.Tensor:
+    """Cross-entropy to the HL argmax (categorical; ``skip_ties``: HL tie cells carry no label and are
+    left out) or scaled MSE (numerical); BOS excluded."""
     ll_out, hl_out = ll_out[:, 1:], hl_out[:, 1:]
     if output == "categorical":
-        return F.cross_entropy(ll_out.reshape(-1, ll_out.shape[-1]), hl_out.argmax(-1).reshape(-1))
+        target = hl_out.argmax(-1)
+        if skip_ties:
+            target = target.masked_fill(hl_ties(hl_out), -100)  # cross_entropy's ignore_index
+            if not (target != -100).any():
+                return ll_out.sum() * 0.0
+        return F.cross_entropy(ll_out.reshape(-1, ll_out.shape[-1]), target.reshape(-1))
     # scaled so a numerical error of 0.1 costs about what a confident CE mistake does (else the aux CE dominates)
     return num_scale * F.mse_loss(ll_out, hl_out)
 
@@ -140,6 +148,9 @@ class SiitConfig:
     init_tracr: bool = _option(
         False, "warm start: the residual widened to hold tracr's (plus spare dimensions), each in-circuit LL node starting "
         "as its tracr node, bystanders randomly initialised (tasks/siit/warm_start.py); relu as tracr")
+    skip_hl_ties: bool = _option(
+        False, "leave IIT cells whose HL logits tie (no unique argmax: no defined answer) out of the IIT loss; the card's "
+        "IIA still counts them (iia_defined_per_node reports IIA without them)")
     freeze_circuit: bool = _option(
         False, "with --init-tracr: keep every in-circuit node, the embeddings on tracr's dimensions and the unembedding "
         "as compiled (gradients masked); only bystanders and spare dimensions train (warm_start.frozen_masks)")
@@ -173,6 +184,8 @@ class SiitConfig:
             else "same length as the base",
             "attention_pattern_loss": {"weight": self.w_attn, "what": "cross-entropy of each in-circuit LL head's attention "
                                        "pattern (non-BOS queries, clean base rows) against its tracr head's pattern"} if self.w_attn else None,
+            "iit_hl_ties": "left out of the IIT loss (top-2 HL logit margin < 1e-3: no defined answer)" if self.skip_hl_ties
+            else "trained to the HL argmax like every cell",
             "selection": "best held-out min(accuracy, min-node IIA, min-node SIIA), sources of every length >= the base's"
                          + ("; a warm start: among checkpoints at the pass bar with every bystander >= live_floor, "
                             "the best aux accuracy" if self.init_tracr else ""),
@@ -345,7 +358,7 @@ class _Run:
         out = ll.run_with_hooks(torch.cat([base] * n_blocks), fwd_hooks=hooks)
         output, scale = task.output, config.num_loss_scale
         l_beh = _loss(out[:n], hl_base, output, scale)
-        l_iit = _loss(out[n:2 * n], hl_iit, output, scale)
+        l_iit = _loss(out[n:2 * n], hl_iit, output, scale, skip_ties=config.skip_hl_ties)
         l_strict = _loss(out[2 * n:3 * n], hl_base, output, scale)
         # aux readout on the all-circuit-ablated rows: the last resid of rows 3n..4n
         aux, d_vocab = self.aux, self.cfg["d_vocab"]
