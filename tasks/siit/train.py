@@ -154,9 +154,6 @@ class SiitConfig:
     freeze_circuit: bool = _option(
         False, "with --init-tracr: keep every in-circuit node, the embeddings on tracr's dimensions and the unembedding "
         "as compiled (gradients masked); only bystanders and spare dimensions train (warm_start.frozen_masks)")
-    circuit_sgd_lr: float = _option(
-        0.0, "with --init-tracr: train the tracr part (what --freeze-circuit freezes) by plain SGD at this lr instead of "
-        "Adam (Adam's sign-like first steps break tracr's badly conditioned weights); 0: Adam as the rest")
     w_backup: float = _option(
         1.0, "weight of the backup loss (models with a redundant HL node only: one member kept, its partners zero-ablated)")
 
@@ -196,9 +193,6 @@ class SiitConfig:
                      if self.init_tracr else "random (TransformerLens init, seed)"),
             "frozen": ("in-circuit nodes, tracr's embedding dimensions and the unembedding kept as compiled (gradients "
                        "masked, warm_start.frozen_masks); bystanders and spare dimensions trained") if self.freeze_circuit else None,
-            "circuit_optimizer": (f"plain SGD at lr {self.circuit_sgd_lr} (same cosine schedule and warm-up) for the tracr part "
-                                  "(warm_start.frozen_masks), Adam for the rest; gradients clipped together")
-            if self.circuit_sgd_lr and not self.freeze_circuit else None,
         }
         if redundant:
             out["selection"] = ("best held-out min(accuracy, min-unit IIA (a redundant set patched together counts as one unit), "
@@ -254,12 +248,12 @@ class _Run:
             self.cfg = warm_start_config(self.cfg, self.hl)
         self.ll = siit.build_ll(self.cfg, device=device, seed=config.seed)
         self.corr = siit.correspondence(hl_task, self.ll, redundant)
-        if (config.freeze_circuit or config.circuit_sgd_lr) and not config.init_tracr:
-            raise ValueError("--freeze-circuit and --circuit-sgd-lr need --init-tracr (they act on tracr's weights)")
+        if config.freeze_circuit and not config.init_tracr:
+            raise ValueError("--freeze-circuit needs --init-tracr (it keeps tracr's weights as compiled)")
         if config.init_tracr and init is None:  # a resumed run's weights are loaded over these
             embed_tracr(self.ll, hl_task, self.corr)
         self.grad_masks = ({k: v.to(device) for k, v in frozen_masks(self.ll, self.hl, siit.ll_circuit(self.corr)).items()}
-                           if config.freeze_circuit or config.circuit_sgd_lr else {})
+                           if config.freeze_circuit else {})
         self.nodes = siit.ll_nodes(self.ll, siit.ll_circuit(self.corr))
         hl_by = {n.name: n for n in hl_task.nodes}
         ll_by = {n.name: n for n in self.nodes}
@@ -549,27 +543,12 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
             (loss / len(step_lengths)).backward()
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v / len(step_lengths)
-        circuit_grads = {}
-        for k, p in ll.named_parameters():
+        for k, p in ll.named_parameters():  # --freeze-circuit: tracr's part gets no gradient, so Adam leaves it as it is
             if k in run.grad_masks and p.grad is not None:
-                if config.circuit_sgd_lr:
-                    circuit_grads[k] = p.grad * (1 - run.grad_masks[k])
                 p.grad.mul_(run.grad_masks[k])
-        if circuit_grads:  # one clip over both parts: the joint gradient norm
-            grads = [p.grad for p in params if p.grad is not None] + list(circuit_grads.values())
-            coef = min(1.0, config.clip / (torch.stack([g.norm() for g in grads]).norm().item() + 1e-6))
-            for g in grads:
-                g.mul_(coef)
-        else:
-            torch.nn.utils.clip_grad_norm_(params, config.clip)
+        torch.nn.utils.clip_grad_norm_(params, config.clip)
         _set_lr(opt, config, step, time.time() - t0, warmup_steps)
         opt.step()
-        if circuit_grads:  # plain SGD on the tracr part, at the same schedule as Adam's lr
-            frac = opt.param_groups[0]["lr"] / config.lr
-            with torch.no_grad():
-                for k, p in ll.named_parameters():
-                    if k in circuit_grads:
-                        p.sub_(config.circuit_sgd_lr * frac * circuit_grads[k])
         for k, v in sums.items():
             ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
         bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
