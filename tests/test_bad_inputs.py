@@ -318,7 +318,8 @@ def test_unreadable_card_keeps_its_task_registered(tmp_path):
      ("d_head", "8", "field ll_config.d_head must be a positive integer, got '8' (str)"),
      ("n_heads", 2.0, "field ll_config.n_heads must be a positive integer, got 2.0 (float)"),
      ("d_mlp", True, "field ll_config.d_mlp must be a positive integer, got True (bool)"),
-     ("act_fn", "relu", "ll_config has fields a HookedTransformerConfig cannot take (or that build_ll sets): ['act_fn']"),
+     ("act_fn", "tanh", "field ll_config.act_fn must be one of ('gelu', 'relu'), got 'tanh'"),
+     ("normalization_type", "LN", "ll_config has fields a HookedTransformerConfig cannot take (or that build_ll sets): ['normalization_type']"),
      ("bogus", 1, "cannot take (or that build_ll sets): ['bogus']")],
 )
 def test_card_schema_names_the_bad_field(tmp_path, field, value, expected):
