@@ -90,14 +90,19 @@ def program_of(name: str) -> str:
     return SIIT_VARIANTS[name]["program"] if name in SIIT_VARIANTS else name
 
 
+def _variant(name: str) -> dict:
+    """The ``SIIT_VARIANTS`` entry of SIIT model ``name`` (with or without ``siit_``), ``{}`` for a plain program."""
+    return SIIT_VARIANTS.get(name.removeprefix("siit_"), {})
+
+
 def redundant_of(name: str) -> dict[str, list[str]]:
     """HL node -> list of LL nodes for the variant's redundant nodes ({} for a plain SIIT model)."""
-    return {k: list(v) for k, v in SIIT_VARIANTS.get(name.removeprefix("siit_"), {}).get("redundant", {}).items()}
+    return {k: list(v) for k, v in _variant(name).get("redundant", {}).items()}
 
 
 def is_compiled(name: str) -> bool:
     """Whether SIIT model ``name`` is a compiled-circuit variant (``SIIT_VARIANTS[...]["compiled"]``)."""
-    return bool(SIIT_VARIANTS.get(name.removeprefix("siit_"), {}).get("compiled"))
+    return bool(_variant(name).get("compiled"))
 
 
 def family_of(name: str) -> str:
@@ -146,7 +151,7 @@ def ll_config_for(task_name: str, hl: HookedTransformer) -> dict:
     }
     name = task_name.removeprefix("siit_")
     cfg.update(ARCH_OVERRIDES.get(program_of(name), {}))
-    cfg.update(SIIT_VARIANTS.get(name, {}).get("arch", {}))
+    cfg.update(_variant(name).get("arch", {}))
     return cfg
 
 

@@ -238,6 +238,8 @@ class _Run:
 
     def __init__(self, hl_task: Task, config: SiitConfig, device: str, init: tuple[dict, dict] | None, ll_config: dict | None,
                  redundant: dict[str, list[str]] | None = None):
+        if config.freeze_circuit and not config.init_tracr:  # before anything is built or drawn
+            raise ValueError("--freeze-circuit needs --init-tracr (it keeps tracr's weights as compiled)")
         self.task, self.config, self.device = hl_task, config, device
         torch.manual_seed(config.seed)
         self.rng = random.Random(config.seed)
@@ -248,8 +250,6 @@ class _Run:
             self.cfg = warm_start_config(self.cfg, self.hl)
         self.ll = siit.build_ll(self.cfg, device=device, seed=config.seed)
         self.corr = siit.correspondence(hl_task, self.ll, redundant)
-        if config.freeze_circuit and not config.init_tracr:
-            raise ValueError("--freeze-circuit needs --init-tracr (it keeps tracr's weights as compiled)")
         if config.init_tracr and init is None:  # a resumed run's weights are loaded over these
             embed_tracr(self.ll, hl_task, self.corr)
         self.grad_masks = ({k: v.to(device) for k, v in frozen_masks(self.ll, self.hl, siit.ll_circuit(self.corr)).items()}
