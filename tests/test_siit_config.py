@@ -6,6 +6,9 @@ import argparse
 from dataclasses import asdict, fields
 
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.seeds import DERIVATIONS, derive
 from tasks.siit.train import SiitConfig, add_config_arguments, config_from_args
@@ -59,7 +62,6 @@ def test_unknown_stream():
 def test_attention_pattern_loss_pulls_in_circuit_heads_toward_tracr():
     """--w-attn: after the same short run, the in-circuit SelectorWidth head's attention pattern is
     closer (KL divergence, non-BOS queries) to its tracr head's than without the loss."""
-    import torch
 
     from tasks.siit.train import train
     from tasks.tracr.compiled import tracr_task
@@ -93,8 +95,6 @@ def test_a_paused_and_resumed_run_gives_the_weights_of_an_uninterrupted_one(tmp_
     """Training is resumable across sessions: a run paused after 20 steps (checkpoint at every
     evaluation) and resumed gives bit-identical weights, history and best step to one run
     straight through; a resume under other settings is refused, naming them."""
-    import torch
-
     from tasks.siit.train import checkpoint_paths, train
     from tasks.tracr.compiled import tracr_task
 
@@ -122,7 +122,6 @@ def test_a_paused_and_resumed_run_gives_the_weights_of_an_uninterrupted_one(tmp_
 def test_hl_tie_cells_carry_no_label_when_skipped():
     """--skip-hl-ties: an IIT cell whose HL logits tie (no unique argmax) is left out of the loss;
     the rest is the plain cross-entropy. Without the option every cell counts."""
-    import torch
     import torch.nn.functional as F
 
     from tasks.siit.evaluate import hl_ties
@@ -136,3 +135,23 @@ def test_hl_tie_cells_carry_no_label_when_skipped():
     assert torch.allclose(_loss(ll, hl, "categorical"), F.cross_entropy(ll[0, 1:], torch.tensor([0, 0, 1])))
     all_tied = torch.zeros(1, 3, 3)
     assert _loss(ll[:, :3], all_tied, "categorical", skip_ties=True).item() == 0.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-0.1, 0.1), min_size=2, max_size=12))
+def test_numerical_tail_counts_only_errors_past_half_the_tolerance(errors):
+    """The tail term is 0 for cells within NUM_TOL / 2, 1 for a cell exactly at NUM_TOL, and
+    ``_loss`` adds it (times ``num_tail``) to the scaled MSE; BOS is left out of both."""
+    from tasks.siit.model import NUM_TOL
+    from tasks.siit.train import _loss, numerical_tail
+    err = torch.tensor(errors, dtype=torch.float64).view(1, -1, 1)
+    hl = torch.zeros_like(err)
+    half = NUM_TOL / 2
+    want = sum(max(abs(e) - half, 0.0) ** 2 for e in errors) / half ** 2 / len(errors)
+    assert numerical_tail(err, hl).item() == pytest.approx(want, abs=1e-9)
+    assert numerical_tail(torch.full((1, 3, 1), NUM_TOL, dtype=torch.float64), torch.zeros(1, 3, 1, dtype=torch.float64)).item() \
+        == pytest.approx(1.0)
+    mse = 100.0 * (err[:, 1:] ** 2).mean()
+    assert _loss(err, hl, "numerical", 100.0).item() == pytest.approx(mse.item())
+    assert _loss(err, hl, "numerical", 100.0, num_tail=3.0).item() == pytest.approx(
+        mse.item() + 3.0 * numerical_tail(err[:, 1:], hl[:, 1:]).item())
