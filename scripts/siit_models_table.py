@@ -3,8 +3,9 @@
 ``python scripts/siit_models_table.py [weights dir]``: one row per card: program, LL size
 (layers x heads, nodes), circuit nodes, longest input, steps and wall time of the run that
 produced the weights (its device as recorded), the bar's numbers, and whether it ships. "circuit
-weights": trained (the SIIT models proper), or tracr's compiled weights kept frozen (the
-``*_compiled`` variants, family ``siit_compiled``: only their bystanders are trained).
+weights": "trained" from a random init, "tracr init, trained" (every weight trained, the in-circuit
+nodes starting as tracr's compiled ones: ``--init-tracr``), or "tracr, frozen" (the ``*_compiled``
+variants, family ``siit_compiled``: only their bystanders are trained).
 The last line sums the wall times: what ``python -m tasks.siit --task all`` took, model by model.
 """
 
@@ -13,6 +14,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+
+def circuit_weights(card: dict) -> str:
+    """tracr's compiled weights kept frozen, tracr's weights as the start of training, or a random init."""
+    if (card.get("hyperparameters") or {}).get("frozen"):
+        return "tracr, frozen"
+    return "tracr init, trained" if (card.get("config") or {}).get("init_tracr") else "trained"
 
 
 def rows(weights: Path) -> list[dict]:
@@ -24,7 +32,7 @@ def rows(weights: Path) -> list[dict]:
             "model": f"siit_{path.stem}", "ships": bool(c.get("passed")) and c.get("protocol") == 2,
             "LL": f"{cfg['n_layers']} x {cfg['n_heads']}, d {cfg['d_model']}", "nodes": c.get("n_ll_nodes"),
             "circuit": len(c["correspondence"]),
-            "circuit weights": "tracr, frozen" if (c.get("hyperparameters") or {}).get("frozen") else "trained", "max len": cfg["n_ctx"] - 1, "steps": c.get("steps"),
+            "circuit weights": circuit_weights(c), "max len": cfg["n_ctx"] - 1, "steps": c.get("steps"),
             "wall s": c.get("wall_time_s"), "continued": c.get("continued_from") is not None,
             "acc": c.get("accuracy"), "IIA min": c.get("iia_min_node"), "SIIA min": c.get("siia_min_node"),
             "live min": c.get("liveness_min_out_of_circuit"),
