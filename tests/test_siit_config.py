@@ -155,3 +155,30 @@ def test_numerical_tail_counts_only_errors_past_half_the_tolerance(errors):
     assert _loss(err, hl, "numerical", 100.0).item() == pytest.approx(mse.item())
     assert _loss(err, hl, "numerical", 100.0, num_tail=3.0).item() == pytest.approx(
         mse.item() + 3.0 * numerical_tail(err[:, 1:], hl[:, 1:]).item())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([0.5, 1.0, 2.0]))
+def test_focal_cross_entropy_weights_each_cell_by_its_miss_probability(seed, gamma):
+    """--focal G: each cell's CE times (1 - p_target)^G, averaged over the labelled cells (BOS and,
+    with --skip-hl-ties, tie cells left out); a cell the model already gets with p ~ 1 adds ~0."""
+    import torch.nn.functional as F
+
+    from tasks.siit.train import _loss
+
+    gen = torch.Generator().manual_seed(seed)
+    ll = torch.randn(2, 5, 4, generator=gen, dtype=torch.float64) * 3
+    hl = torch.randn(2, 5, 4, generator=gen, dtype=torch.float64)
+    hl[0, 2] = 0.0  # a tie cell
+    logp = F.log_softmax(ll[:, 1:], -1)
+    target = hl[:, 1:].argmax(-1)
+    cell_ce = -logp.gather(-1, target[..., None])[..., 0]
+    weighted = (1 - torch.exp(-cell_ce)) ** gamma * cell_ce
+    assert _loss(ll, hl, "categorical", focal=gamma).item() == pytest.approx(weighted.mean().item(), rel=1e-9)
+    defined = torch.ones_like(target, dtype=torch.bool)
+    defined[0, 1] = False  # hl[0, 2] without BOS
+    assert _loss(ll, hl, "categorical", skip_ties=True, focal=gamma).item() == pytest.approx(
+        weighted[defined].mean().item(), rel=1e-9)
+    assert _loss(ll, hl, "categorical", focal=gamma).item() <= _loss(ll, hl, "categorical").item() + 1e-12
+    sure = hl.clone() * 0 + torch.nn.functional.one_hot(hl.argmax(-1), 4) * 50.0  # LL puts p ~ 1 on every target
+    assert _loss(sure, hl, "categorical", focal=gamma).item() < 1e-12

@@ -53,9 +53,11 @@ NUM_LOSS_SCALE = 100.0
 
 
 def _loss(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, num_scale: float = NUM_LOSS_SCALE,
-          skip_ties: bool = False, num_tail: float = 0.0) -> torch.Tensor:
+          skip_ties: bool = False, num_tail: float = 0.0, focal: float = 0.0) -> torch.Tensor:
     """Cross-entropy to the HL argmax (categorical; ``skip_ties``: HL tie cells carry no label and are
-    left out) or scaled MSE (numerical; plus ``num_tail`` x the tail term ``numerical_tail``); BOS excluded."""
+    left out; ``focal`` > 0: each cell's CE weighted by (1 - p_target)^focal, so the rare cells a model
+    still gets wrong, not the many it already gets right, drive the gradient) or scaled MSE (numerical;
+    plus ``num_tail`` x the tail term ``numerical_tail``); BOS excluded."""
     ll_out, hl_out = ll_out[:, 1:], hl_out[:, 1:]
     if output == "categorical":
         target = hl_out.argmax(-1)
@@ -63,7 +65,11 @@ def _loss(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, num_scale: fl
             target = target.masked_fill(hl_ties(hl_out), -100)  # cross_entropy's ignore_index
             if not (target != -100).any():
                 return ll_out.sum() * 0.0
-        return F.cross_entropy(ll_out.reshape(-1, ll_out.shape[-1]), target.reshape(-1))
+        if not focal:
+            return F.cross_entropy(ll_out.reshape(-1, ll_out.shape[-1]), target.reshape(-1))
+        ce = F.cross_entropy(ll_out.reshape(-1, ll_out.shape[-1]), target.reshape(-1), reduction="none")
+        keep = target.reshape(-1) != -100
+        return ((1 - torch.exp(-ce[keep])).pow(focal) * ce[keep]).mean()
     # scaled so a numerical error of 0.1 costs about what a confident CE mistake does (else the aux CE dominates)
     loss = num_scale * F.mse_loss(ll_out, hl_out)
     return loss + num_tail * numerical_tail(ll_out, hl_out) if num_tail else loss
@@ -166,6 +172,9 @@ class SiitConfig:
     num_tail: float = _option(
         0.0, "numerical outputs: weight of the tail term (train.numerical_tail: errors past half the pass tolerance) "
         "added to the MSE of the behaviour, IIT, strict and backup rows (0: off)")
+    focal: float = _option(
+        0.0, "categorical outputs: focal exponent of the cross-entropy of the behaviour, IIT, strict and backup rows "
+        "(each cell weighted by (1 - p_target)^focal; the cells and their draw are unchanged; 0: plain cross-entropy)")
     w_backup: float = _option(
         1.0, "weight of the backup loss (models with a redundant HL node only: one member kept, its partners zero-ablated)")
 
@@ -180,6 +189,8 @@ class SiitConfig:
             "numerical_mse_scale": self.num_loss_scale if output == "numerical" else None,
             **({"numerical_tail": {"weight": self.num_tail, "what": "mean of (relu(abs(LL - HL) - tol/2) / (tol/2))^2, "
                                    "tol = the pass tolerance"}} if output == "numerical" and self.num_tail else {}),
+            **({"focal_cross_entropy": {"exponent": self.focal, "what": "each cell's cross-entropy weighted by "
+                                        "(1 - p_target)^exponent"}} if output == "categorical" and self.focal else {}),
             "loss_weights": {"behaviour": 1.0, "iit": self.w_iit, "strict": self.w_strict, "aux": self.w_aux, "live": self.w_live},
             "live_floor": self.live_floor,
             "live_hinge": "mean over bystanders of relu(sqrt(live_floor) - sqrt(var / median in-circuit var))",
@@ -365,9 +376,10 @@ class _Run:
             hooks.append(("blocks.0.hook_resid_post", keep_as("r0")))
         out = ll.run_with_hooks(torch.cat([base] * n_blocks), fwd_hooks=hooks)
         output, scale = task.output, config.num_loss_scale
-        l_beh = _loss(out[:n], hl_base, output, scale, num_tail=config.num_tail)
-        l_iit = _loss(out[n:2 * n], hl_iit, output, scale, skip_ties=config.skip_hl_ties, num_tail=config.num_tail)
-        l_strict = _loss(out[2 * n:3 * n], hl_base, output, scale, num_tail=config.num_tail)
+        kw = {"num_tail": config.num_tail, "focal": config.focal}
+        l_beh = _loss(out[:n], hl_base, output, scale, **kw)
+        l_iit = _loss(out[n:2 * n], hl_iit, output, scale, skip_ties=config.skip_hl_ties, **kw)
+        l_strict = _loss(out[2 * n:3 * n], hl_base, output, scale, **kw)
         # aux readout on the all-circuit-ablated rows: the last resid of rows 3n..4n
         aux, d_vocab = self.aux, self.cfg["d_vocab"]
         logits = store["last"][3 * n:4 * n] @ aux["aux.W_U"] + aux["aux.b_U"]
@@ -381,7 +393,7 @@ class _Run:
         l_live = torch.stack([F.relu(config.live_floor ** 0.5 - (vars_[node.name] / med + 1e-8).sqrt()) for node in bys]).mean()
         loss = l_beh + config.w_iit * l_iit + config.w_strict * l_strict + config.w_aux * l_aux + config.w_live * l_live
         if self.redundant:
-            l_backup = _loss(out[4 * n:], hl_backup, output, scale, num_tail=config.num_tail)
+            l_backup = _loss(out[4 * n:], hl_backup, output, scale, **kw)
             loss = loss + config.w_backup * l_backup
         if self.attn_pairs:
             l_attn = torch.stack([
