@@ -91,6 +91,22 @@ def test_attention_pattern_loss_pulls_in_circuit_heads_toward_tracr():
     assert kl[10.0] < 0.8 * kl[0.0]  # measured: 0.364 vs 0.541
 
 
+def test_attention_pattern_loss_on_iit_rows_trains_other_weights_and_says_so():
+    """--attn-iit-rows: the pattern loss also covers the IIT rows (tracr's patterns under the same
+    patch). Same seed, same draws: only that loss term differs, so the weights do, and the card says
+    which rows the loss read."""
+    from tasks.siit.train import train
+    from tasks.tracr.compiled import tracr_task
+
+    hl = tracr_task("count_less_freq")
+    runs = {flag: train(hl, SiitConfig(max_steps=5, eval_every=5, eval_n=8, test_n=8, batch=16, w_attn=1.0,
+                                       attn_iit_rows=flag), progress=False) for flag in (False, True)}
+    what = {flag: r[2]["hyperparameters"]["attention_pattern_loss"]["what"] for flag, r in runs.items()}
+    assert "IIT rows" in what[True] and "IIT rows" not in what[False]
+    w = {flag: r[0].blocks[1].attn.W_Q.detach() for flag, r in runs.items()}
+    assert not torch.equal(w[False], w[True])
+
+
 def test_a_paused_and_resumed_run_gives_the_weights_of_an_uninterrupted_one(tmp_path):
     """Training is resumable across sessions: a run paused after 20 steps (checkpoint at every
     evaluation) and resumed gives bit-identical weights, history and best step to one run

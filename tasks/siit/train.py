@@ -175,6 +175,9 @@ class SiitConfig:
     focal: float = _option(
         0.0, "categorical outputs: focal exponent of the cross-entropy of the behaviour, IIT, strict and backup rows "
         "(each cell weighted by (1 - p_target)^focal; the cells and their draw are unchanged; 0: plain cross-entropy)")
+    attn_iit_rows: bool = _option(
+        False, "with --w-attn: the attention-pattern loss also on the IIT rows, against tracr's patterns under the same "
+        "patch (a pattern that only a patch from a longer source brings is then supervised too); default: clean rows only")
     w_backup: float = _option(
         1.0, "weight of the backup loss (models with a redundant HL node only: one member kept, its partners zero-ablated)")
 
@@ -205,7 +208,9 @@ class SiitConfig:
                        "benchmark's resample draw), first base-length+1 positions patched" if not self.same_length_sources
             else "same length as the base",
             "attention_pattern_loss": {"weight": self.w_attn, "what": "cross-entropy of each in-circuit LL head's attention "
-                                       "pattern (non-BOS queries, clean base rows) against its tracr head's pattern"} if self.w_attn else None,
+                                       "pattern (non-BOS queries, " + ("clean base rows and IIT rows, tracr's under the same patch"
+                                       if self.attn_iit_rows else "clean base rows") + ") against its tracr head's pattern"}
+            if self.w_attn else None,
             "iit_hl_ties": "left out of the IIT loss (top-2 HL logit margin < 1e-3: no defined answer)" if self.skip_hl_ties
             else "trained to the HL argmax like every cell",
             "selection": "best held-out min(accuracy, min-node IIA, min-node SIIA), sources of every length >= the base's"
@@ -347,7 +352,8 @@ class _Run:
                     backup_assign.append((node, 4 * n + rows[kept & patch_k], rows[kept & patch_k]))
                     backup_zero += [(node, 4 * n + rows[(pick_r == r) & ~kept], None)]
             hl_pat: dict[str, torch.Tensor] = {}
-            pat_hooks = [(f"blocks.{layer}.attn.hook_pattern", lambda act, hook: hl_pat.__setitem__(hook.name, act[:n]))
+            pat_rows = 2 * n if config.attn_iit_rows else n  # clean base rows, and with attn_iit_rows the IIT rows
+            pat_hooks = [(f"blocks.{layer}.attn.hook_pattern", lambda act, hook: hl_pat.__setitem__(hook.name, act[:pat_rows]))
                          for layer in sorted({h.layer for h, _ in self.attn_pairs})]
             hl_out = self.hl.run_with_hooks(torch.cat([base] * (3 if self.redundant else 2)),
                                             fwd_hooks=siit.patch_hooks(hl_assign, hl_src) + pat_hooks)
@@ -370,7 +376,8 @@ class _Run:
             return lambda act, hook: store.__setitem__(key, act)
 
         hooks += [(h, keep) for h in self.ll_hooks]
-        hooks += [(f"blocks.{layer}.attn.hook_pattern", keep) for layer in sorted({l.layer for _, l in self.attn_pairs})]
+        hooks += [(f"blocks.{layer}.attn.hook_pattern", lambda act, hook: store.__setitem__(hook.name, act[:pat_rows]))
+                  for layer in sorted({l.layer for _, l in self.attn_pairs})]
         hooks.append((self.last, keep_as("last")))
         if config.aux_layer0:
             hooks.append(("blocks.0.hook_resid_post", keep_as("r0")))
