@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from tasks.siit.model import ll_members
+
 
 def pattern_agreement(task, n: int = 256, seed: int = 0) -> list[dict]:
     """One row per (in-circuit head, length): TV distance mean / max over queries and BOS mass (LL, HL)."""
@@ -27,11 +29,11 @@ def pattern_agreement(task, n: int = 256, seed: int = 0) -> list[dict]:
     ll_nodes = {node.name: node for node in task.nodes}
     # (HL head, LL head) pairs from the correspondence; a redundant set pairs its HL head with each member
     pairs = [(hl_nodes[h], ll_nodes[m]) for h, v in task.info["correspondence"].items() if hl_nodes[h].kind == "attn"
-             for m in ([v] if isinstance(v, str) else v)]
+             for m in ll_members(v)]
+    names = {f"blocks.{node.layer}.attn.hook_pattern" for pair in pairs for node in pair}
     out = []
     for L in range(task.inputs.min_len, task.inputs.max_len + 1):
         base = task.encode([task.inputs.draw(rng, L) for _ in range(n)])
-        names = {f"blocks.{node.layer}.attn.hook_pattern" for pair in pairs for node in pair}
         with torch.no_grad():
             _, hc = hl.run_with_cache(base, names_filter=lambda name: name in names)
             _, lc = ll.run_with_cache(base, names_filter=lambda name: name in names)

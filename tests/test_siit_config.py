@@ -196,5 +196,5 @@ def test_focal_cross_entropy_weights_each_cell_by_its_miss_probability(seed, gam
     assert _loss(ll, hl, "categorical", skip_ties=True, focal=gamma).item() == pytest.approx(
         weighted[defined].mean().item(), rel=1e-9)
     assert _loss(ll, hl, "categorical", focal=gamma).item() <= _loss(ll, hl, "categorical").item() + 1e-12
-    sure = hl.clone() * 0 + torch.nn.functional.one_hot(hl.argmax(-1), 4) * 50.0  # LL puts p ~ 1 on every target
+    sure = 50.0 * F.one_hot(hl.argmax(-1), 4).to(hl.dtype)  # LL puts p ~ 1 on every target
     assert _loss(sure, hl, "categorical", focal=gamma).item() < 1e-12
