@@ -75,6 +75,33 @@ def test_compiled_weights_are_cached(tmp_path, monkeypatch):
     assert card1 == card2 and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
 
 
+def test_two_writers_of_the_cache_do_not_collide(tmp_path, monkeypatch):
+    """Two processes compiling the same program at once (two trainings, xdist workers): the second
+    finishes its write while the first is still saving; both must end with the same files."""
+    from tasks.tracr import compiled as tracr_tasks
+
+    monkeypatch.setenv("ABENCH_CACHE", str(tmp_path))
+    spec = PROGRAMS["length"]
+    real_save, real_getpid = tracr_tasks.save_file, tracr_tasks.os.getpid
+    state = {"pid": 1000, "nested": False}
+    monkeypatch.setattr(tracr_tasks.os, "getpid", lambda: state["pid"])
+
+    def save_then_let_the_other_writer_finish(sd, path):
+        real_save(sd, path)
+        if not state["nested"]:
+            state["nested"], state["pid"] = True, 2000
+            tracr_tasks.load_or_compile(spec)  # the other process, start to end
+            state["pid"] = 1000
+
+    monkeypatch.setattr(tracr_tasks, "save_file", save_then_let_the_other_writer_finish)
+    sd1, card1 = tracr_tasks.load_or_compile(spec)
+    monkeypatch.setattr(tracr_tasks.os, "getpid", real_getpid)
+    assert state["nested"]
+    assert sorted(p.suffix for p in (tmp_path / "tracr").iterdir()) == [".json", ".safetensors"]
+    sd2, card2 = tracr_tasks.load_or_compile(spec)
+    assert card1 == card2 and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+
+
 def test_unknown_token_is_a_clear_error():
     task = load_task("reverse")
     with pytest.raises(ValueError, match="not in its vocabulary"):

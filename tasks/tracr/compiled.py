@@ -135,10 +135,14 @@ def load_or_compile(spec: ProgramSpec) -> tuple[dict[str, torch.Tensor], dict]:
         return load_file(str(wpath)), json.loads(cpath.read_text())
     sd, card = convert(*compile_program(spec), spec)
     wpath.parent.mkdir(parents=True, exist_ok=True)
-    tmp = wpath.with_suffix(".tmp")
-    save_file(sd, str(tmp))
-    os.replace(tmp, wpath)  # atomic: parallel workers never read half a file
-    cpath.write_text(json.dumps(card, indent=1))
+    # Each writer its own temporary name, then an atomic rename: parallel workers (pytest-xdist,
+    # two trainings) never read half a file, and never rename each other's temporary away.
+    tag = f".{os.getpid()}.tmp"
+    wtmp, ctmp = wpath.with_name(wpath.name + tag), cpath.with_name(cpath.name + tag)
+    save_file(sd, str(wtmp))
+    ctmp.write_text(json.dumps(card, indent=1))
+    os.replace(ctmp, cpath)
+    os.replace(wtmp, wpath)
     return sd, card
 
 
