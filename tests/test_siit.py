@@ -231,3 +231,25 @@ def test_redundant_correspondence_and_variants():
         siit.correspondence(hl, ll, {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[1]", "blocks.0.mlp.hook_post"]})
     with pytest.raises(ValueError, match=">= 2 distinct LL nodes"):
         siit.correspondence(hl, ll, {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[9]"]})
+
+
+@pytest.mark.parametrize("name", ["first_token", "hist"])  # a card with sessions and config, and an older one without
+def test_recard_keeps_the_training_record(tmp_path, name):
+    """``--recard`` rewrites the metrics only: every training-record key of the old card survives, the weights are the
+    same, and a categorical card gains the HL-tie counts (cells with no defined answer) and the IIA without them."""
+    from tasks.siit.__main__ import main
+
+    for f in siit.paths(name):
+        shutil.copy(f, tmp_path / f.name)
+    wpath, cpath = siit.paths(name, tmp_path)
+    old = json.loads(cpath.read_text())
+    main(["--task", name, "--recard", "--weights-dir", str(tmp_path), "--device", "cpu", "--no-progress"])
+    new = json.loads(cpath.read_text())
+    for key in ("seed", "steps", "best_step", "wall_time_s", "continued_from", "device", "hyperparameters", "config",
+                "reinitialised_bystanders", "sessions", "history"):
+        assert (key in new) == (key in old) and new.get(key) == old.get(key), key
+    assert new["recarded"]["earlier_card"]["passed"] == old["passed"]
+    assert set(new["hl_tie_cells_per_node"]) == set(new["iia_defined_per_node"]) == set(new["iia_per_node"])
+    ll_old, _, _ = siit.load(name, "cpu")
+    ll_new, _, _ = siit.load(name, "cpu", tmp_path)
+    assert all(torch.equal(v, ll_new.state_dict()[k]) for k, v in ll_old.state_dict().items())

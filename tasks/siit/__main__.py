@@ -105,8 +105,8 @@ def recard(name: str, config: SiitConfig, args) -> dict:
     task = tracr_task(siit.program_of(name), args.device)
     ll, aux, old = siit.load(name, args.device, args.weights_dir)
     keep = ("seed", "steps", "best_step", "wall_time_s", "continued_from", "device", "hyperparameters", "config",
-            "reinitialised_bystanders", "history")
-    record = {k: old.get(k) for k in keep if k != "config" or k in old}
+            "reinitialised_bystanders", "sessions", "history")
+    record = {k: old.get(k) for k in keep if k in old or k not in ("config", "sessions")}  # older cards lack these two
     record["recarded"] = {"earlier_card": {k: old.get(k) for k in ("test_sources", "protocol", "accuracy", "iia", "iia_min_node", "siia", "siia_min_node", "liveness_min_out_of_circuit", "passed")},
                           "note": "weights unchanged; metrics recomputed with the current tasks.siit.evaluate and test data"}
     card = make_card(task, ll, aux, old["ll_config"], old["correspondence"], record, config.test_n, name=name)

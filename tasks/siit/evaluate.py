@@ -255,6 +255,8 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
         "iia_same_length": m["iia_same_length"],
         "iia_same_length_min_node": m["iia_same_length_min"],
         "iia_same_length_per_node": m["iia_same_length_per_node"],
+        # categorical programs: cells with no defined HL answer, and IIA without them (reported, not gated)
+        **{k: m[k] for k in ("iia_defined_per_node", "hl_tie_cells_per_node") if k in m},
         "siia_per_node": m["siia_per_node"],
         **_redundant_card(corr, m),
         "liveness_metric": "input-dependent variance of the node's residual write (batch variance per position, summed over "
