@@ -241,7 +241,7 @@ def test_recard_keeps_the_training_record(tmp_path, name):
 
     for f in siit.paths(name):
         shutil.copy(f, tmp_path / f.name)
-    wpath, cpath = siit.paths(name, tmp_path)
+    _, cpath = siit.paths(name, tmp_path)
     old = json.loads(cpath.read_text())
     main(["--task", name, "--recard", "--weights-dir", str(tmp_path), "--device", "cpu", "--no-progress"])
     new = json.loads(cpath.read_text())
