@@ -82,7 +82,7 @@ def test_two_writers_of_the_cache_do_not_collide(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ABENCH_CACHE", str(tmp_path))
     spec = PROGRAMS["length"]
-    real_save, real_getpid = tracr_tasks.save_file, tracr_tasks.os.getpid
+    real_save = tracr_tasks.save_file
     state = {"pid": 1000, "nested": False}
     monkeypatch.setattr(tracr_tasks.os, "getpid", lambda: state["pid"])
 
@@ -95,7 +95,6 @@ def test_two_writers_of_the_cache_do_not_collide(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tracr_tasks, "save_file", save_then_let_the_other_writer_finish)
     sd1, card1 = tracr_tasks.load_or_compile(spec)
-    monkeypatch.setattr(tracr_tasks.os, "getpid", real_getpid)
     assert state["nested"]
     assert sorted(p.suffix for p in (tmp_path / "tracr").iterdir()) == [".json", ".safetensors"]
     sd2, card2 = tracr_tasks.load_or_compile(spec)
