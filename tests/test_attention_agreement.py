@@ -29,8 +29,8 @@ def test_a_redundant_pair_compares_each_member_with_the_hl_head():
 
 
 def test_a_trained_head_that_routes_differently_is_measured_as_such():
-    # reverse's randomly initialised LL (below the bar, not shipped) computes the length in its
-    # layer-0 head with a pattern far from tracr's BOS-plus-every-token one
+    # reverse's shipped LL (randomly initialised, then trained to the bar) computes the length in its
+    # layer-0 head with a pattern far from tracr's BOS-plus-every-token one (measured: TV 0.60-0.64 per length)
     rows = attention_agreement.pattern_agreement(siit_task("reverse"), n=64)
     layer0 = [r for r in rows if r["node"] == "blocks.0.attn.hook_z[0]"]
     assert min(r["tv_mean"] for r in layer0) > 0.3, layer0

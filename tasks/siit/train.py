@@ -353,8 +353,12 @@ class _Run:
                     backup_zero += [(node, 4 * n + rows[(pick_r == r) & ~kept], None)]
             hl_pat: dict[str, torch.Tensor] = {}
             pat_rows = 2 * n if config.attn_iit_rows else n  # clean base rows, and with attn_iit_rows the IIT rows
-            pat_hooks = [(f"blocks.{layer}.attn.hook_pattern", lambda act, hook: hl_pat.__setitem__(hook.name, act[:pat_rows]))
-                         for layer in sorted({h.layer for h, _ in self.attn_pairs})]
+
+            def pattern_hooks(into: dict, layers) -> list:  # each layer's attention pattern, its first pat_rows rows
+                return [(f"blocks.{layer}.attn.hook_pattern", lambda act, hook: into.__setitem__(hook.name, act[:pat_rows]))
+                        for layer in sorted(layers)]
+
+            pat_hooks = pattern_hooks(hl_pat, {h.layer for h, _ in self.attn_pairs})
             hl_out = self.hl.run_with_hooks(torch.cat([base] * (3 if self.redundant else 2)),
                                             fwd_hooks=siit.patch_hooks(hl_assign, hl_src) + pat_hooks)
             hl_base, hl_iit, hl_backup = hl_out[:n], hl_out[n:2 * n], hl_out[2 * n:]
@@ -376,8 +380,7 @@ class _Run:
             return lambda act, hook: store.__setitem__(key, act)
 
         hooks += [(h, keep) for h in self.ll_hooks]
-        hooks += [(f"blocks.{layer}.attn.hook_pattern", lambda act, hook: store.__setitem__(hook.name, act[:pat_rows]))
-                  for layer in sorted({l.layer for _, l in self.attn_pairs})]
+        hooks += pattern_hooks(store, {l.layer for _, l in self.attn_pairs})
         hooks.append((self.last, keep_as("last")))
         if config.aux_layer0:
             hooks.append(("blocks.0.hook_resid_post", keep_as("r0")))
