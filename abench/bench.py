@@ -10,12 +10,14 @@ from pathlib import Path
 
 import torch
 
+from abench.attribution import estimator_row
 from abench.circuit import circuit_effects
 from abench.conventions import DEFAULT_CONVENTION, effect_setup
 from abench.effects import MethodError, joint_effects, node_effects
 from abench.guard import SharedState, describe
 from abench.separability import separability
 from ablations.base import REGISTRY, AblationMethod, TaskData, make_method
+from ablations.estimators import Estimator
 from interventions.methodspec import parse_spec
 from tasks.base import Task
 from tasks.seeds import derive
@@ -67,6 +69,11 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     try:
         m = make_method(method) if isinstance(method, str) else method
         row.update(method_fields(m.name))
+        if isinstance(m, Estimator):  # an estimate of another method's effects, scored beside them
+            estimate = estimator_row(task, m, fit, ev, convention, lambda: Timer(device))
+            _check_shared(shared, m, "estimate")
+            row.update(status="ok", error=None, **estimate)
+            return row
         with Timer(device) as t_fit:
             m.fit(fit)
         _check_shared(shared, m, "fit")

@@ -5,7 +5,7 @@ resample sweep of InterpBench's case-3 study.
 """
 
 from ablations.base import REGISTRY, AblationMethod, NodeBatch, TaskData, make_method, register
-from ablations import basic, optimal, pca  # noqa: F401  (registers the built-ins)
+from ablations import basic, estimators, optimal, pca  # noqa: F401  (registers the built-ins)
 from ablations.basic import SCALE_SWEEP
 
 DEFAULT_METHODS = [
