@@ -7,7 +7,12 @@ data of the leaderboard itself, that
 1. the reference method (``resample``: sources of every length >= the base's, the interchanges
    the models were trained on) separates the circuit perfectly: AUROC 1 and gap > 0;
 2. every in-circuit LL node has the effect its HL node has under exactly the same (base,
-   source) interchanges: ``|LL effect - HL effect| <= HL_TOLERANCE``.
+   source) interchanges: ``|LL effect - HL effect| <= HL_TOLERANCE``;
+3. the circuit is the circuit jointly (``abench.circuit.reference_circuit``, the same
+   interchanges): with every out-of-circuit node resampled together the output stays
+   (faithfulness >= ``FAITHFULNESS_BAR``), and with every in-circuit node resampled together it
+   changes as the HL model's does with its corresponding nodes resampled
+   (``|completeness(LL) - completeness(HL)| <= HL_TOLERANCE``).
 
 A correspondence value may be a list of LL nodes (a redundant HL node: a backup pair, each
 member of which carries the node alone, family ``siit_backup``). Resampling one member alone
@@ -22,6 +27,7 @@ without a high-level model (tracr: the labels are the weights themselves) have n
 
 from __future__ import annotations
 
+from abench.circuit import reference_circuit
 from abench.effects import joint_effects, node_effects
 from abench.separability import separability
 from ablations.base import TaskData
@@ -32,6 +38,8 @@ from tasks.base import Task
 # node's IIA >= 0.99 on these interchanges) differs by at most ~0.02 from its HL node.
 HL_TOLERANCE = 0.03
 REFERENCE_METHOD = "resample"
+# Fraction of non-BOS cells that must keep their prediction with every out-of-circuit node resampled together.
+FAITHFULNESS_BAR = 0.99
 
 
 def unit_key(value) -> str:
@@ -39,17 +47,24 @@ def unit_key(value) -> str:
     return value if isinstance(value, str) else "+".join(value)
 
 
-def high_level_effects(task: Task, ev: TaskData) -> dict[str, dict]:
+def high_level_data(task: Task, ev: TaskData) -> TaskData:
+    """The HL model's data on the interchanges of ``ev``: the same base tokens, the same source of every
+    row (``ev.sources``), its nodes those the correspondence names."""
+    hl = task.info["high_level"]
+    hl_nodes = [n for n in hl.nodes if n.name in task.info["correspondence"]]
+    return TaskData.build(hl.model, hl.output, hl_nodes, ev.tokens, ev.cf_tokens, seed=ev.seed, sources=ev.sources)
+
+
+def high_level_effects(task: Task, ev: TaskData, hl_data: TaskData | None = None) -> dict[str, dict]:
     """Per in-circuit LL unit: its HL node and the HL model's effect under the same interchanges.
 
     Returns ``{ll unit: {"hl_node": name, "hl_effect": fraction of non-BOS cells changed}}``, a unit
     being an LL node name, or ``"a+b"`` for a redundant set (a correspondence value that is a list).
-    The HL model sees the same base tokens and the same source of every row (``ev.sources``).
+    ``hl_data``: ``high_level_data(task, ev)`` when the caller has it.
     """
-    hl = task.info["high_level"]
     corr = task.info["correspondence"]  # HL node -> LL node (or list of LL nodes)
-    hl_nodes = [n for n in hl.nodes if n.name in corr]
-    hl_data = TaskData.build(hl.model, hl.output, hl_nodes, ev.tokens, ev.cf_tokens, seed=ev.seed, sources=ev.sources)
+    hl_data = hl_data if hl_data is not None else high_level_data(task, ev)
+    hl_nodes = hl_data.nodes
     effects = {e.name: e.effect for e in node_effects(Resample(), hl_data)}
     return {unit_key(corr[h.name]): {"hl_node": h.name, "hl_effect": effects[h.name]} for h in hl_nodes}
 
@@ -59,7 +74,8 @@ def check_task(task: Task, ev: TaskData) -> dict | None:
     if task.ground_truth != REFERENCE_METHOD or "high_level" not in task.info:
         return None
     ll = node_effects(Resample(), ev)
-    hl = high_level_effects(task, ev)
+    hl_data = high_level_data(task, ev)
+    hl = high_level_effects(task, ev, hl_data)
     sets = {unit_key(v): list(v) for v in task.info["correspondence"].values() if not isinstance(v, str)}
     member_of = {m: key for key, members in sets.items() for m in members}
     nodes, units = [], []
@@ -88,6 +104,16 @@ def check_task(task: Task, ev: TaskData) -> dict | None:
         f"{n['name']}: LL effect {n['ll_effect']:.3f} vs HL {n['hl_node']} {n['hl_effect']:.3f} (|diff| {n['abs_diff']:.3f} > {HL_TOLERANCE})"
         for n in units if n.get("abs_diff", 0.0) > HL_TOLERANCE
     ]
+    # jointly: the bystanders together, and the circuit together against the HL circuit
+    circ_ll = reference_circuit(ev, REFERENCE_METHOD)
+    circ_hl = reference_circuit(hl_data, REFERENCE_METHOD)
+    completeness_diff = abs(circ_ll["completeness"] - circ_hl["completeness"])
+    if circ_ll["faithfulness"] < FAITHFULNESS_BAR:
+        reasons.append(f"reference {REFERENCE_METHOD} faithfulness {circ_ll['faithfulness']:.3f} < {FAITHFULNESS_BAR} "
+                       f"(every out-of-circuit node resampled together)")
+    if completeness_diff > HL_TOLERANCE:
+        reasons.append(f"completeness LL {circ_ll['completeness']:.3f} vs HL {circ_hl['completeness']:.3f} "
+                       f"(|diff| {completeness_diff:.3f} > {HL_TOLERANCE}; every in-circuit node resampled together)")
     return {
         "task": task.name,
         "reference_method": REFERENCE_METHOD,
@@ -97,6 +123,11 @@ def check_task(task: Task, ev: TaskData) -> dict | None:
         "auroc": sep["auroc"],
         "gap": sep["gap"],
         "max_abs_diff": max(diffs) if diffs else None,
+        "faithfulness_bar": FAITHFULNESS_BAR,
+        "faithfulness": circ_ll["faithfulness"],
+        "completeness_ll": circ_ll["completeness"],
+        "completeness_hl": circ_hl["completeness"],
+        "completeness_abs_diff": completeness_diff,
         "nodes": nodes,
         # what the separation and the HL comparison score: every node alone, a redundant set by its joint effect
         "units": units,

@@ -16,6 +16,8 @@ DERIVATIONS = {
     "ablation-noise": lambda seed, node, group: seed * 1_000_003 + node * 1009 + group,  # NodeBatch.generator
     "siit-selection": lambda seed: 10_000 + seed,  # tasks/siit/train.py: held-out pairs for checkpoint selection
     "siit-card-test": lambda seed: 20_000 + seed,  # tasks/siit/evaluate.py: the card's test pairs
+    "siit-selection-subsets": lambda seed: 30_000 + seed,  # tasks/siit/train.py: bystander subsets for selection
+    "siit-card-subsets": lambda seed: 40_000 + seed,  # tasks/siit/evaluate.py: the card's bystander subsets
 }
 
 

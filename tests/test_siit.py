@@ -42,7 +42,7 @@ def test_shipped_model_meets_its_card(name):
     assert [n.name for n in task.nodes if n.in_circuit] == sorted(siit.ll_circuit(card["correspondence"]), key=[n.name for n in task.nodes].index)
     data = siit.eval_pairs(hl, FRESH_N, seed=FRESH_SEED, cross_length=True)  # as the card: sources of every length >= the base's
     torch.manual_seed(0)
-    m = siit.evaluate(hl, task.model, task.nodes, card["correspondence"], task.info["aux"], data)
+    m = siit.evaluate(hl, task.model, task.nodes, card["correspondence"], task.info["aux"], data, subset_seed=FRESH_SEED)
     assert card["protocol"] == siit.CARD_PROTOCOL and card["passed"]
     for key, card_key in (("accuracy", "accuracy"), ("iia_min", "iia_min_node"), ("siia_min", "siia_min_node"), ("iia", "iia"), ("siia", "siia")):
         assert m[key] >= siit.PASS_BAR, f"{name}: {key} {m[key]:.4f} < {siit.PASS_BAR}"
@@ -60,6 +60,14 @@ def test_shipped_model_meets_its_card(name):
     for node in task.nodes:
         if not node.in_circuit:
             assert m["liveness"][node.name] >= siit.LIVE_THRESHOLD, f"{name}: bystander {node.name} is near-constant ({m['liveness'][node.name]:.4f})"
+    # jointly, on the same fresh data with fresh bystander subsets: the bystanders together, the circuit together
+    joint = card["joint"]
+    for key in ("faithfulness_all", "faithfulness_subset_min"):
+        assert m[key] >= siit.PASS_BAR, f"{name}: {key} {m[key]:.4f} < {siit.PASS_BAR} (card {joint[key]:.4f})"
+    assert m["completeness_abs_diff"] <= siit.COMPLETENESS_TOL, (
+        f"{name}: completeness LL {m['completeness_ll']:.4f} vs HL {m['completeness_hl']:.4f} (card {joint['completeness_ll']:.4f} vs "
+        f"{joint['completeness_hl']:.4f})")
+    assert len(joint["subsets"]) >= 32 and {s["size"] for s in joint["subsets"]} >= {1, len(m["siia_per_node"])}
 
 
 def _fake_model(tmp_path):
@@ -181,13 +189,14 @@ def test_cross_length_pairs_cover_every_longer_source():
 
 
 def test_every_card_records_the_bar_and_only_passing_models_ship():
-    """A card of the current protocol says whether its numbers pass the per-node bar; only those ship.
+    """A card of the current protocol says whether its numbers pass the bar (per node and joint); only those ship.
     Cards of models that miss it (or of an earlier protocol) stay in the folder with what they reached."""
     cards = {p.stem: json.loads(p.read_text()) for p in sorted(siit.WEIGHTS_DIR.glob("*.json"))}
     for name, card in cards.items():
         if card.get("protocol") == siit.CARD_PROTOCOL:
             m = {"accuracy": card["accuracy"], "iia_min": card["iia_min_node"], "siia_min": card["siia_min_node"],
-                 "liveness_min_out_of_circuit": card["liveness_min_out_of_circuit"]}
+                 "liveness_min_out_of_circuit": card["liveness_min_out_of_circuit"],
+                 **{k: card["joint"][k] for k in ("faithfulness_all", "faithfulness_subset_min", "completeness_abs_diff")}}
             if "redundant" in card:
                 m.update(backup_iia_min=card["redundant"]["backup_iia_min_node"],
                          backup_accuracy_min=card["redundant"]["backup_accuracy_min_node"])

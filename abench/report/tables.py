@@ -96,7 +96,9 @@ def checks_frame(check: dict) -> pd.DataFrame:
 def check_line(check: dict) -> str:
     verdict = "passed" if check["passed"] else "FAILED: " + "; ".join(check["reasons"])
     return (f"{check['task']}: {verdict} (reference {check['reference_method']}: AUROC {fmt(check['auroc'])}, "
-            f"gap {fmt(check['gap'])}, max |LL - HL| {fmt(check['max_abs_diff'])}, tolerance {check['hl_tolerance']})")
+            f"gap {fmt(check['gap'])}, max |LL - HL| {fmt(check['max_abs_diff'])}, tolerance {check['hl_tolerance']}; "
+            f"faithfulness {fmt(check.get('faithfulness'))} (bar {check.get('faithfulness_bar', '-')}), "
+            f"completeness LL {fmt(check.get('completeness_ll'))} vs HL {fmt(check.get('completeness_hl'))})")
 
 
 JOINT_NOTE = ("Node sets a task declares (e.g. a name mover and its backup) ablated together, beside each member "

@@ -26,7 +26,13 @@ length in a "bystander" unseen, and its length-computing circuit nodes pass IIA 
 Cards (protocol ``CARD_PROTOCOL``) therefore measure IIA and SIIA per node with sources of
 every length >= the base's (``eval_pairs(cross_length=True)``, same length included): the
 interchanges the benchmark's reference ``resample`` makes. The bar (``passes_bar``) reads the
-weakest node. Training uses the same interchanges for its IIT, strict and aux rows.
+weakest node, and (protocol 3) the circuit jointly: with every bystander resampled together, and
+with each of 32 seeded bystander subsets (sizes from one to all), the output keeps its prediction
+in >= 99% of cells; with the circuit resampled together it changes as often as the HL model's
+does (within ``COMPLETENESS_TOL``). Per-node strict training alone leaves the bystanders free to
+carry a distributed copy of the answer that only a joint ablation reveals; ``--joint-strict``
+resamples a random bystander subset per strict row. Training uses the same interchanges for its
+IIT, strict and aux rows.
 
 ``SIIT_VARIANTS`` (``model.py``) adds models built on a program under another name whose
 correspondence maps one HL node to a *list* of LL nodes (``hist_backup``: a backup pair). An
@@ -36,7 +42,7 @@ accuracy. They form the family ``siit_backup`` (single-node ablation under-repor
 design) and declare the set under ``info["joint_sets"]``.
 """
 
-from tasks.siit.evaluate import (BENCH_NUM_EFFECT_TOL, bar_score, cell_correct, eval_pairs, evaluate,  # noqa: F401
+from tasks.siit.evaluate import (BENCH_NUM_EFFECT_TOL, COMPLETENESS_TOL, bar_score, cell_correct, eval_pairs, evaluate,  # noqa: F401
                                  make_card, passes_bar)
 from tasks.siit.model import (ARCH_OVERRIDES, CARD_PROTOCOL, CARD_SCHEMA, CARD_VERSION, LIVE_THRESHOLD,  # noqa: F401
                               LL_CONFIG_SCHEMA, NUM_TOL, OPTIONAL_CARD_SCHEMA, PASS_BAR, SIIT_VARIANTS, WEIGHTS_DIR, SiitLoadError,

@@ -39,9 +39,35 @@ def _zero_hooks(nodes, acts: dict[str, torch.Tensor], n_pos: int):
                             for node in nodes])
 
 
+# Bystander subsets the joint bar reads (``joint_subsets``): sizes spread from 1 to every bystander.
+CARD_JOINT_SUBSETS = 32
+# |completeness(LL) - completeness(HL)| allowed by the joint bar (the benchmark's HL_TOLERANCE).
+COMPLETENESS_TOL = 0.03
+
+
+def joint_subsets(bystanders: list[str], n_subsets: int, seed: int) -> list[list[str]]:
+    """``n_subsets`` seeded random subsets of ``bystanders``, their sizes spread evenly over 1 .. all
+    (the full set always among them; distinct sizes repeat with other members)."""
+    if not bystanders or n_subsets <= 0:
+        return []
+    rng = random.Random(seed)
+    n = len(bystanders)
+    sizes = [max(1, round(1 + (n - 1) * i / max(n_subsets - 1, 1))) for i in range(n_subsets)]
+    return [sorted(rng.sample(bystanders, k)) for k in sizes]
+
+
 def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], corr: dict[str, str | list[str]],
-             aux: dict[str, torch.Tensor] | None, data: list[tuple[torch.Tensor, torch.Tensor]], tol: float | None = None) -> dict:
-    """Accuracy, per-node IIA / SIIA, aux accuracy and per-node liveness on (base, source) groups.
+             aux: dict[str, torch.Tensor] | None, data: list[tuple[torch.Tensor, torch.Tensor]], tol: float | None = None,
+             n_subsets: int = CARD_JOINT_SUBSETS, subset_seed: int = 0) -> dict:
+    """Accuracy, per-node IIA / SIIA, aux accuracy, per-node liveness and the joint metrics on (base, source) groups.
+
+    Joint metrics (every row resampled from its own one source, the same interchanges as IIA):
+    ``faithfulness_all``: fraction of cells whose LL prediction is unchanged when every bystander
+    is resampled together; ``faithfulness_subsets``: the same per ``joint_subsets`` subset
+    (``n_subsets`` of them, seeded by ``subset_seed``), ``faithfulness_subset_min`` their minimum;
+    ``completeness_ll`` / ``completeness_hl``: fraction of cells whose prediction changes when
+    every in-circuit LL node / its HL node is resampled together, ``completeness_abs_diff`` the
+    gap; ``circuit_iia``: the circuit-ablated LL output agrees with the circuit-ablated HL one.
 
     ``iia`` and ``siia`` count every group: sources of every length >= the base's, the
     interchanges the benchmark's reference ``resample`` makes. ``iia_same_length`` counts only
@@ -74,6 +100,14 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
     alone = {l.name: [0, 0] for _, g in redundant for l in g}
     siia = {n.name: [0, 0] for n in bystanders}
     var = {n.name: [] for n in ll_node_list}
+    subsets = joint_subsets([n.name for n in bystanders], n_subsets, subset_seed)
+    by_name = {n.name: n for n in bystanders}
+    joint = {"all": [0, 0], "c_ll": [0, 0], "c_hl": [0, 0], "c_iia": [0, 0]}
+    joint_sub = [[0, 0] for _ in subsets]
+
+    def count(into, ok):
+        into[0] += ok.sum().item(); into[1] += ok.numel()
+
     for base, src in data:
         b = base.shape[0]
         allrows = torch.arange(b)
@@ -110,13 +144,27 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
             lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
             c = cell_correct(lp, hl_base, hl_task.output, tol)
             siia[n.name][0] += c.sum().item(); siia[n.name][1] += c.numel()
+
+        def resampled(nodes):  # the LL output with ``nodes`` resampled together from each row's source
+            return ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows) for n in nodes], ll_src.cache_dict,
+                                                                 base.shape[1]))
+
+        if bystanders:
+            count(joint["all"], cell_correct(resampled(bystanders), ll_base, hl_task.output, tol))
+        for counts, names in zip(joint_sub, subsets):
+            count(counts, cell_correct(resampled([by_name[m] for m in names]), ll_base, hl_task.output, tol))
+        store = {}
+        hooks = patch_hooks([(l, allrows, allrows) for _, g in circ for l in g], ll_src.cache_dict, base.shape[1])
+        hooks.append((last, lambda act, hook: store.__setitem__("r", act)))
+        if aux is not None and "aux.L0_W_U" in aux:
+            hooks.append(("blocks.0.hook_resid_post", lambda act, hook: store.__setitem__("r0", act)))
+        lp_circ = ll.run_with_hooks(base, fwd_hooks=hooks)
+        hp_circ = hl.run_with_hooks(base, fwd_hooks=patch_hooks([(h, allrows, allrows) for h, _ in circ], hl_src.cache_dict,
+                                                                base.shape[1]))
+        count(joint["c_ll"], ~cell_correct(lp_circ, ll_base, hl_task.output, tol))
+        count(joint["c_hl"], ~cell_correct(hp_circ, hl_base, hl_task.output, tol))
+        count(joint["c_iia"], cell_correct(lp_circ, hp_circ, hl_task.output, tol))
         if aux is not None:
-            store = {}
-            hooks = patch_hooks([(l, allrows, allrows) for _, g in circ for l in g], ll_src.cache_dict, base.shape[1])
-            hooks.append((last, lambda act, hook: store.__setitem__("r", act)))
-            if "aux.L0_W_U" in aux:
-                hooks.append(("blocks.0.hook_resid_post", lambda act, hook: store.__setitem__("r0", act)))
-            ll.run_with_hooks(base, fwd_hooks=hooks)
             logits = store["r"] @ aux["aux.W_U"] + aux["aux.b_U"]
             ok, n_cells = aux_logit_accuracy(logits, aux_targets(base, ll.cfg.d_vocab), aux_sizes(ll.cfg.d_vocab))
             tot["aux"][0] += ok; tot["aux"][1] += n_cells
@@ -132,6 +180,16 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
     iia_f = {k: frac(v) for k, v in iia.items()}
     iia_sf = {k: frac(v) for k, v in iia_same.items()}
     siia_f = {k: frac(v) for k, v in siia.items()}
+    faith_sub = [frac(c) for c in joint_sub]
+    joint_m = {
+        "faithfulness_all": frac(joint["all"]) if bystanders else 1.0,
+        "faithfulness_subsets": [{"nodes": names, "faithfulness": f} for names, f in zip(subsets, faith_sub)],
+        "faithfulness_subset_min": min(faith_sub, default=1.0),
+        "completeness_ll": frac(joint["c_ll"]),
+        "completeness_hl": frac(joint["c_hl"]),
+        "completeness_abs_diff": abs(frac(joint["c_ll"]) - frac(joint["c_hl"])),
+        "circuit_iia": frac(joint["c_iia"]),
+    }
     backup = {}
     if redundant:
         backup = {
@@ -143,6 +201,7 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
         backup["backup_accuracy_min"] = min(backup["backup_accuracy_per_node"].values())
     return {
         **backup,
+        **joint_m,
         "accuracy": frac(tot["acc"]),
         "iia": sum(iia_f.values()) / len(iia_f),
         "iia_min": min(iia_f.values()),
@@ -163,16 +222,24 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
 
 
 def bar_score(m: dict) -> float:
-    """The number the bar reads: min(accuracy, weakest in-circuit node's IIA, weakest bystander's SIIA);
-    with a redundant node also its members' weakest backup IIA and backup accuracy (each member alone,
-    its partners zero-ablated)."""
-    return min(m["accuracy"], m["iia_min"], m["siia_min"], m.get("backup_iia_min", 1.0), m.get("backup_accuracy_min", 1.0))
+    """The number the bar reads: min(accuracy, weakest in-circuit node's IIA, weakest bystander's SIIA,
+    faithfulness with every bystander resampled together, the weakest bystander subset's faithfulness,
+    and a completeness term: 1 while |completeness(LL) - completeness(HL)| <= ``COMPLETENESS_TOL``, else
+    1 - the gap, which is below the bar); with a redundant node also its members' weakest backup IIA and
+    backup accuracy (each member alone, its partners zero-ablated)."""
+    gap = m["completeness_abs_diff"]
+    return min(m["accuracy"], m["iia_min"], m["siia_min"], m["faithfulness_all"], m["faithfulness_subset_min"],
+               1.0 if gap <= COMPLETENESS_TOL else 1.0 - gap,
+               m.get("backup_iia_min", 1.0), m.get("backup_accuracy_min", 1.0))
 
 
 def passes_bar(m: dict) -> bool:
-    """Accuracy, every in-circuit node's IIA (a redundant set: the set patched together, and each
-    member's backup IIA and backup accuracy) and every bystander's SIIA >= ``PASS_BAR``, every bystander live."""
-    return bar_score(m) >= PASS_BAR and m["liveness_min_out_of_circuit"] >= LIVE_THRESHOLD
+    """Per node: accuracy, every in-circuit node's IIA (a redundant set: the set patched together, and each
+    member's backup IIA and backup accuracy) and every bystander's SIIA >= ``PASS_BAR``, every bystander live;
+    jointly: faithfulness with every bystander resampled together and with each bystander subset >= ``PASS_BAR``,
+    |completeness(LL) - completeness(HL)| <= ``COMPLETENESS_TOL``."""
+    return (bar_score(m) >= PASS_BAR and m["completeness_abs_diff"] <= COMPLETENESS_TOL
+            and m["liveness_min_out_of_circuit"] >= LIVE_THRESHOLD)
 
 
 def eval_pairs(task: Task, n_per_length: int, seed: int, cross_length: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -212,7 +279,7 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
     nodes = ll_nodes(ll, ll_circuit(corr))
     # fresh held-out data, unseen in training/selection; sources of every length >= the base's (same length included)
     test = eval_pairs(task, test_n, seed=derive(seed, "siit-card-test"), cross_length=True)
-    m = evaluate(task, ll, nodes, corr, aux, test)
+    m = evaluate(task, ll, nodes, corr, aux, test, subset_seed=derive(seed, "siit-card-subsets"))
     loose = None
     if task.output == "numerical":  # informational only: the benchmark's own numerical effect threshold
         m5 = evaluate(task, ll, nodes, corr, aux, test, tol=BENCH_NUM_EFFECT_TOL)
@@ -242,7 +309,9 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
         "test_sources": "cross_length: per base length L, one group per source length >= L (tasks.siit.eval_pairs); "
                         "iia and siia count every group (the benchmark's resample interchanges), iia_same_length the same-length ones",
         "protocol": CARD_PROTOCOL,
-        "bar": "accuracy, min-node IIA and min-node SIIA >= pass_bar (sources of every length >= the base's), every bystander live"
+        "bar": "accuracy, min-node IIA and min-node SIIA >= pass_bar (sources of every length >= the base's), every bystander live; "
+               "jointly: faithfulness with every bystander resampled together and the minimum over the bystander subsets "
+               f">= pass_bar, |completeness(LL) - completeness(HL)| <= {COMPLETENESS_TOL}"
                + ("; a redundant set counts as one IIA unit (patched together), and each member's backup IIA and backup "
                   "accuracy (partners zero-ablated) >= pass_bar too" if "backup_iia_min" in m else ""),
         "accuracy": m["accuracy"],
@@ -258,6 +327,22 @@ def make_card(task, ll, aux, ll_config: dict, corr: dict, record: dict, test_n: 
         # categorical programs: cells with no defined HL answer, and IIA without them (reported, not gated)
         **{k: m[k] for k in ("iia_defined_per_node", "hl_tie_cells_per_node") if k in m},
         "siia_per_node": m["siia_per_node"],
+        "joint": {
+            "what": "every row resampled from its own one source (the IIA interchanges); faithfulness: fraction of non-BOS "
+                    "cells whose LL prediction is unchanged with the bystanders resampled together; completeness: fraction "
+                    "that changes with every in-circuit node (LL) or its HL node (HL) resampled together; circuit_iia: the "
+                    "circuit-resampled LL output agrees with the circuit-resampled HL one; subsets: seeded, sizes spread "
+                    "from 1 to every bystander (subset_seed)",
+            "faithfulness_all": m["faithfulness_all"],
+            "faithfulness_subset_min": m["faithfulness_subset_min"],
+            "completeness_ll": m["completeness_ll"],
+            "completeness_hl": m["completeness_hl"],
+            "completeness_abs_diff": m["completeness_abs_diff"],
+            "completeness_tolerance": COMPLETENESS_TOL,
+            "circuit_iia": m["circuit_iia"],
+            "subset_seed": derive(seed, "siit-card-subsets"),
+            "subsets": [{"size": len(x["nodes"]), **x} for x in m["faithfulness_subsets"]],
+        },
         **_redundant_card(corr, m),
         "liveness_metric": "input-dependent variance of the node's residual write (batch variance per position, summed over "
                            "d_model, mean over non-BOS positions), divided by the median in-circuit node's",

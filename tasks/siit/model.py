@@ -22,8 +22,10 @@ from tasks.tracr.compiled import tracr_task
 WEIGHTS_DIR = Path(os.environ.get("ABENCH_SIIT_WEIGHTS") or Path(__file__).resolve().parent.parent / "weights" / "siit")
 CARD_VERSION = 1
 # Test protocol of a card. 2: IIA and SIIA with sources of every length >= the base's, bar per node.
+# 3: protocol 2 plus the joint bar (bystanders resampled together, in subsets and all at once; the
+# circuit resampled together changes the output as the HL model's does).
 # The registry ships only cards of this protocol that passed.
-CARD_PROTOCOL = 2
+CARD_PROTOCOL = 3
 # Pass bar for held-out accuracy, IIA and SIIA (fractions of non-BOS cells).
 PASS_BAR = 0.99
 # A numerical prediction counts as correct when within this of the tracr output.

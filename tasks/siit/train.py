@@ -180,12 +180,23 @@ class SiitConfig:
         "patch (a pattern that only a patch from a longer source brings is then supervised too); default: clean rows only")
     w_backup: float = _option(
         1.0, "weight of the backup loss (models with a redundant HL node only: one member kept, its partners zero-ablated)")
+    joint_strict: bool = _option(
+        False, "strict rows resample a random bystander subset together (the drawn one plus each other with probability "
+        "p ~ U(0, 1] per row; every bystander in a quarter of the rows); default: one bystander per row")
+    iit_bystanders: bool = _option(
+        False, "IIT rows also resample a random bystander subset (each with probability p ~ U(0, 1] per row) from the row's source")
+    w_circuit: float = _option(
+        0.0, "weight of the circuit loss: the every-circuit-node-resampled rows against HL with its circuit resampled the same way")
+    step_schedule: bool = _option(
+        False, "the cosine lr schedule follows steps only (--time-limit then only stops the run); default: steps or time")
+    eval_subsets: int = _option(8, "random bystander subsets in each held-out evaluation (the card uses 32)")
 
     def hyperparameters(self, output: str, continued: bool, redundant: dict | None = None) -> dict:
         """The card's description of the recipe (``hyperparameters``)."""
         out = {
             "batch": self.batch, "lr": self.lr, "max_steps": self.max_steps, "time_limit_s": self.time_limit, "optimizer": "Adam",
-            "lr_schedule": "cosine to 5% over max_steps or time_limit_s, whichever runs out first"
+            "lr_schedule": ("cosine to 5% over max_steps" if self.step_schedule
+                            else "cosine to 5% over max_steps or time_limit_s, whichever runs out first")
                            + ("; linear warm-up over 200 steps (continued from trained weights)" if continued
                               else "; linear warm-up over 200 steps (warm start from tracr's weights)" if self.init_tracr else ""),
             "grad_clip": self.clip,
@@ -194,7 +205,13 @@ class SiitConfig:
                                    "tol = the pass tolerance"}} if output == "numerical" and self.num_tail else {}),
             **({"focal_cross_entropy": {"exponent": self.focal, "what": "each cell's cross-entropy weighted by "
                                         "(1 - p_target)^exponent"}} if output == "categorical" and self.focal else {}),
-            "loss_weights": {"behaviour": 1.0, "iit": self.w_iit, "strict": self.w_strict, "aux": self.w_aux, "live": self.w_live},
+            "loss_weights": {"behaviour": 1.0, "iit": self.w_iit, "strict": self.w_strict, "aux": self.w_aux, "live": self.w_live,
+                             **({"circuit": self.w_circuit} if self.w_circuit else {})},
+            "strict_rows": ("a random bystander subset per row, resampled together from the row's one source: the drawn "
+                            "bystander plus each other with probability p ~ U(0, 1] (p drawn per row); every bystander in a "
+                            "quarter of the rows" if self.joint_strict else "one random bystander per row"),
+            "iit_rows_bystanders": ("each bystander also resampled from the row's source with probability p ~ U(0, 1] "
+                                    "(p drawn per row)" if self.iit_bystanders else "left at base"),
             "live_floor": self.live_floor,
             "live_hinge": "mean over bystanders of relu(sqrt(live_floor) - sqrt(var / median in-circuit var))",
             "eval_every": self.eval_every, "eval_examples_per_length": self.eval_n, "early_stop_target": self.target,
@@ -213,7 +230,8 @@ class SiitConfig:
             if self.w_attn else None,
             "iit_hl_ties": "left out of the IIT loss (top-2 HL logit margin < 1e-3: no defined answer)" if self.skip_hl_ties
             else "trained to the HL argmax like every cell",
-            "selection": "best held-out min(accuracy, min-node IIA, min-node SIIA), sources of every length >= the base's"
+            "selection": "best held-out min(accuracy, min-node IIA, min-node SIIA, faithfulness with every bystander resampled, "
+                         f"min over {self.eval_subsets} bystander subsets, completeness term), sources of every length >= the base's"
                          + ("; a warm start: among checkpoints at the pass bar with every bystander >= live_floor, "
                             "the best aux accuracy" if self.init_tracr else ""),
             "init": ("tracr warm start: residual dimensions 0..d_model(tracr) hold tracr's residual; embeddings, unembedding and "
@@ -320,6 +338,10 @@ class _Run:
                         self.aux[k].copy_(init[1][k].to(device))
         self.lengths = list(range(hl_task.inputs.min_len, hl_task.inputs.max_len + 1))
 
+    def _subset_p(self, n: int) -> torch.Tensor:
+        """``[n]`` per-row inclusion probabilities, uniform in (0, 1]: rows range from one bystander to nearly all."""
+        return 1.0 - torch.rand(n, generator=self.gen).to(self.device)
+
     def length_losses(self, L: int, n: int):
         """Loss and running metrics on ``n`` (base, source) pairs of length ``L``: one stacked LL forward of 4n rows
         (5n with a redundant HL node: the backup rows)."""
@@ -340,9 +362,18 @@ class _Run:
             pick_r = torch.randint(len(self.redundant), (n,), generator=gen).to(device)
             keep_m = torch.randint(max(len(g) for _, g in self.redundant), (n,), generator=gen).to(device)
             patch_k = (torch.rand(n, generator=gen) < 0.5).to(device)
+        # strict rows (2n..3n): which bystanders each row resamples; IIT rows (n..2n): which bystanders ride along
+        strict_mask = F.one_hot(pick_b, len(bys)).bool()
+        if config.joint_strict:
+            strict_mask |= torch.rand(n, len(bys), generator=gen).to(device) < self._subset_p(n)[:, None]
+            strict_mask[torch.rand(n, generator=gen).to(device) < 0.25] = True
+        iit_mask = (torch.rand(n, len(bys), generator=gen).to(device) < self._subset_p(n)[:, None]) if config.iit_bystanders else None
+        hl_blocks = 3 if self.redundant else 2
         with torch.no_grad():
             hl_src = siit.prefix_cache(self.hl, srcs, self.hl_hooks, L + 1)
             hl_assign = [(h, n + rows[pick_c == i], rows[pick_c == i]) for i, h in enumerate(self.circ_hl)]
+            if config.w_circuit:  # one more block: every HL circuit node resampled, as the LL's rows 3n..4n
+                hl_assign += [(h, hl_blocks * n + rows, rows) for h in self.circ_hl]
             backup_assign, backup_zero = [], []
             for r, (i, group) in enumerate(self.redundant):
                 hl_rows = rows[(pick_r == r) & patch_k]
@@ -359,12 +390,15 @@ class _Run:
                         for layer in sorted(layers)]
 
             pat_hooks = pattern_hooks(hl_pat, {h.layer for h, _ in self.attn_pairs})
-            hl_out = self.hl.run_with_hooks(torch.cat([base] * (3 if self.redundant else 2)),
+            hl_out = self.hl.run_with_hooks(torch.cat([base] * (hl_blocks + (1 if config.w_circuit else 0))),
                                             fwd_hooks=siit.patch_hooks(hl_assign, hl_src) + pat_hooks)
-            hl_base, hl_iit, hl_backup = hl_out[:n], hl_out[n:2 * n], hl_out[2 * n:]
+            hl_base, hl_iit, hl_backup = hl_out[:n], hl_out[n:2 * n], hl_out[2 * n:hl_blocks * n]
+            hl_circuit = hl_out[hl_blocks * n:]
             ll_src = siit.prefix_cache(ll, srcs, self.ll_hooks, L + 1)
         assign = [(node, n + rows[pick_c == i], rows[pick_c == i]) for i, group in enumerate(self.circ_groups) for node in group]
-        assign_x = [(node, 2 * n + rows[pick_b == i], rows[pick_b == i]) for i, node in enumerate(bys)]
+        assign_x = [(node, 2 * n + rows[strict_mask[:, i]], rows[strict_mask[:, i]]) for i, node in enumerate(bys)]
+        if iit_mask is not None:
+            assign_x += [(node, n + rows[iit_mask[:, i]], rows[iit_mask[:, i]]) for i, node in enumerate(bys)]
         assign_x += [(node, 3 * n + rows, rows) for node in circ_ll]
         store: dict[str, torch.Tensor] = {}
         hooks = siit.patch_hooks(assign + assign_x + backup_assign, ll_src)
@@ -402,6 +436,8 @@ class _Run:
         # hinge on the std ratio: a variance hinge has a vanishing gradient at a dead (zero-weight) node
         l_live = torch.stack([F.relu(config.live_floor ** 0.5 - (vars_[node.name] / med + 1e-8).sqrt()) for node in bys]).mean()
         loss = l_beh + config.w_iit * l_iit + config.w_strict * l_strict + config.w_aux * l_aux + config.w_live * l_live
+        if config.w_circuit:
+            loss = loss + config.w_circuit * _loss(out[3 * n:4 * n], hl_circuit, output, scale, **kw)
         if self.redundant:
             l_backup = _loss(out[4 * n:], hl_backup, output, scale, **kw)
             loss = loss + config.w_backup * l_backup
@@ -429,7 +465,7 @@ def _set_lr(opt: torch.optim.Optimizer, config: SiitConfig, step: int, elapsed: 
     Continuing from trained weights: a linear warm-up, since a fresh Adam's first steps move every
     weight by ~lr at once (frac_prevs fell from accuracy 1.0 to 0.42 in 100 steps without it)."""
     done = step / config.max_steps
-    if config.time_limit:
+    if config.time_limit and not config.step_schedule:
         done = max(done, elapsed / config.time_limit)
     warm = min(1.0, step / warmup_steps) if warmup_steps else 1.0
     for g in opt.param_groups:
@@ -590,12 +626,14 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
         bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
         if step % config.eval_every == 0 or step == config.max_steps:
             ll.eval()
-            m = evaluate(hl_task, ll, run.nodes, run.corr, {k: v.detach() for k, v in aux.items()}, eval_data)
+            m = evaluate(hl_task, ll, run.nodes, run.corr, {k: v.detach() for k, v in aux.items()}, eval_data,
+                         n_subsets=config.eval_subsets, subset_seed=derive(config.seed, "siit-selection-subsets"))
             score = bar_score(m)
             history.append({"step": step, "wall_s": round(time.time() - t0, 1), "accuracy": m["accuracy"], "iia": m["iia"],
                             "siia": m["siia"], "aux_accuracy": m["aux_accuracy"], "live_min": m["liveness_min_out_of_circuit"]})
             tqdm.write(f"[{name}] step {step} {time.time() - t0:.0f}s acc {m['accuracy']:.4f} iia {m['iia']:.4f} (min {m['iia_min']:.3f}) "
-                       f"siia {m['siia']:.4f} (min {m['siia_min']:.3f}) aux {m['aux_accuracy']:.3f} live_min {m['liveness_min_out_of_circuit']:.3f}"
+                       f"siia {m['siia']:.4f} (min {m['siia_min']:.3f}) faith {m['faithfulness_all']:.4f} (subsets min {m['faithfulness_subset_min']:.3f}) "
+                       f"compl {m['completeness_ll']:.3f}/{m['completeness_hl']:.3f} aux {m['aux_accuracy']:.3f} live_min {m['liveness_min_out_of_circuit']:.3f}"
                        + (f" backup_iia_min {m['backup_iia_min']:.3f} backup_acc_min {m['backup_accuracy_min']:.3f} "
                           f"resample_alone {min(m['resample_alone_per_node'].values()):.3f}" if "backup_iia_min" in m else ""))
             live_ok = m["liveness_min_out_of_circuit"] >= siit.LIVE_THRESHOLD
