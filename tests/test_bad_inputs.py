@@ -132,6 +132,17 @@ def test_bad_method_parameter_names_the_method(bench_inprocess, tmp_path, spec, 
     assert not (tmp_path / "rep").exists()
 
 
+@pytest.mark.parametrize("spec, expected", [
+    ("", "--methods '': names no method"),
+    (" , ", "--methods ' , ': names no method"),
+    ("zero,zero", "--methods: zero selected more than once"),
+    ("default,mean", "--methods: mean selected more than once"),
+])
+def test_empty_or_repeated_methods_are_usage_errors(bench_inprocess, tmp_path, spec, expected):
+    res, seconds = bench_inprocess("--tasks", "reverse", "--methods", spec, "--report-dir", str(tmp_path / "rep"))
+    assert_usage_error(res, seconds, expected)
+
+
 def test_plugin_reusing_a_builtin_name_is_an_error_unless_replace(bench_inprocess, tmp_path):
     plugin = tmp_path / "shadow.py"
     plugin.write_text("from ablations import register\n\n@register('mean')\ndef mean(batch):\n    return batch.clean.clone()\n")

@@ -95,3 +95,31 @@ def test_peer_comparison_runs_only_when_named_or_asked_for():
         assert res.returncode == 0, res.stdout + res.stderr
         assert "test_peers.py::test_peer_all_node_effects" in res.stdout, (args, res.stdout)
         assert "peer comparison not run" not in res.stdout
+
+
+def test_benchmarks_with_a_task_of_their_own_follow_the_task_selection():
+    """--tasks selects every benchmark: the floor runs on the selected SIIT tasks only, the speed
+    ratios only when their task is selected; without --tasks both run as before."""
+    import importlib.util
+
+    from tasks.registry import families
+
+    spec = importlib.util.spec_from_file_location("speed_benchmark", ROOT / "benchmarks" / "test_speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    SPEED_TASK = speed.SPEED_TASK
+
+    siit_tasks = families().get("siit", [])
+    if not siit_tasks:
+        pytest.fail("no SIIT task is shipped: nothing to select")
+    one = siit_tasks[0]
+    res = collect("benchmarks", "--tasks", one, "--methods", "zero")
+    assert res.returncode == 0, res.stdout + res.stderr
+    floor = [line for line in res.stdout.splitlines() if "test_floor.py::" in line]
+    assert floor == [f"benchmarks/test_floor.py::test_engine_against_the_floor[{one}]"], floor
+    assert "test_speed.py::" not in res.stdout
+    res = collect("benchmarks", "--tasks", SPEED_TASK, "--methods", "zero")
+    assert "test_speed.py::" in res.stdout and "test_floor.py::" not in res.stdout
+    res = collect("benchmarks", "--methods", "zero")
+    assert sum("test_floor.py::" in line for line in res.stdout.splitlines()) == len(siit_tasks)
+    assert "test_speed.py::" in res.stdout

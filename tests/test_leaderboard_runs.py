@@ -1,6 +1,7 @@
 """Whole `pytest benchmarks` runs: determinism, xdist = serial, baseline comparison."""
 
 import json
+import re
 
 from abench.leaderboard import strip_volatile
 from tests.test_benchmark_cli import run_bench
@@ -46,3 +47,6 @@ def test_runs_are_deterministic_parallel_equals_serial_and_compare_catches_a_reg
     table = worse.stdout.split("regressions against")[1]
     assert "frac_prevs-mean" in table and "method mean" in table
     assert "reverse-zero" not in table  # untouched rows are not reported
+    n_regs = int(re.search(r"regressions against \S+: (\d+)", worse.stdout).group(1))
+    last = [line for line in worse.stdout.splitlines() if line.strip()][-1]
+    assert re.search(rf"\b{n_regs} regressions\b", last), last  # pytest's last line counts them: never a bare "N passed"
