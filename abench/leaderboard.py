@@ -120,6 +120,48 @@ def summarize(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]
     return sorted(out, key=key)
 
 
+def _pooled_auroc(labels: list[bool], scores: list[float]) -> float | None:
+    return None if not labels or no_auroc_reason(labels) else float(roc_auc_score(labels, scores))
+
+
+def attribution_summary(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """Per attribution estimator (rows with an ``exact_method``), over its ok rows: the estimate's
+    pooled AUROC (95% bootstrap interval) beside its exact method's own rows' pooled AUROC and the
+    pooled AUROC of the exact change of the estimator's metric; Spearman (mean over tasks),
+    on-the-line share and false negatives pooled over nodes; estimate and exact seconds and their
+    ratio (``abench.attribution`` defines each)."""
+    out = []
+    ok = [r for r in rows if r.get("status") == "ok"]
+    for m in dict.fromkeys(r["method"] for r in ok if r.get("exact_method")):
+        mine = [r for r in ok if r["method"] == m]
+        exact_name = mine[0]["exact_method"]
+        exact_rows = [r for r in ok if r["method"] == exact_name and r["task"] in {x["task"] for x in mine}]
+        labels = [bool(n["in_circuit"]) for r in mine for n in r["nodes"]]
+        est = [float(n["effect"]) for r in mine for n in r["nodes"]]
+        ci = bootstrap_auroc(labels, est, n_boot=n_boot, seed=seed) if _pooled_auroc(labels, est) is not None else None
+        t_est = float(sum(r["estimate_seconds"] for r in mine))
+        t_exact = float(sum(r["exact_seconds"] for r in mine))
+        n_nodes = sum(len(r["nodes"]) for r in mine)
+        out.append({
+            "method": m,
+            "exact_method": exact_name,
+            "n_tasks": len(mine),
+            "pooled_auroc": _pooled_auroc(labels, est),
+            "pooled_auroc_ci95": list(ci) if ci else None,
+            "exact_pooled_auroc": _pooled_auroc([bool(n["in_circuit"]) for r in exact_rows for n in r["nodes"]],
+                                                [float(n["effect"]) for r in exact_rows for n in r["nodes"]]),
+            "exact_metric_pooled_auroc": _pooled_auroc(labels, [float(n["exact"]) for r in mine for n in r["nodes"]]),
+            "mean_spearman": _mean(r.get("spearman") for r in mine),
+            "on_line_share": float(sum(r["on_line_share"] * len(r["nodes"]) for r in mine) / n_nodes) if n_nodes else None,
+            "false_negatives": int(sum(r["false_negatives"] for r in mine)),
+            "n_in": int(sum(labels)),
+            "estimate_seconds": t_est,
+            "exact_seconds": t_exact,
+            "exact_over_estimate": t_exact / t_est if t_est > 0 else None,
+        })
+    return out
+
+
 # The benchmark proper: its summary is the headline of every report. Other families are sanity
 # checks with their own tables; families are never pooled together (their ground truths differ).
 HEADLINE_FAMILIES = ("siit",)
@@ -160,6 +202,9 @@ def build(rows: list[dict], env: dict, extra: dict | None = None, checks: dict[s
         "excluded_tasks": excluded,
         "rows": rows,
     }
+    attribution = {fam: a for fam in fam_names if (a := attribution_summary([r for r in pooled if r["family"] == fam]))}
+    if attribution:  # attribution patching rows: estimate beside exact, per family
+        doc["attribution"] = attribution
     doc.update(extra or {})
     return doc
 

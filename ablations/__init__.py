@@ -1,6 +1,7 @@
 """Ablation methods, each registered by name. ``make_method("scaled_resample[s=0.5]")`` builds one.
 
-The default leaderboard set is ``DEFAULT_METHODS``; ``SCALE_SWEEP_METHODS`` is the scaled
+The default leaderboard set is ``DEFAULT_METHODS`` (with ``ESTIMATOR_METHODS``, the attribution
+estimates of zero, mean and resample, ``ablations/estimators.py``); ``SCALE_SWEEP_METHODS`` is the scaled
 resample sweep of InterpBench's case-3 study.
 """
 
@@ -26,9 +27,12 @@ DEFAULT_METHODS = [
     "optimal",
     "optimal_position",
 ]
+# attribution patching: linear estimates of zero / mean / resample, scored beside their exact effects
+ESTIMATOR_METHODS = [f"{e}[{m}{extra}]" for e, extra in (("atp", ""), ("atp_ig", ",steps=5")) for m in ("zero", "mean", "resample")]
+DEFAULT_METHODS += ESTIMATOR_METHODS
 SCALE_SWEEP_METHODS = [f"scaled_resample[s={s:g}]" for s in SCALE_SWEEP]
 
 __all__ = [
     "REGISTRY", "AblationMethod", "NodeBatch", "TaskData", "make_method", "register",
-    "DEFAULT_METHODS", "SCALE_SWEEP_METHODS",
+    "DEFAULT_METHODS", "ESTIMATOR_METHODS", "SCALE_SWEEP_METHODS",
 ]

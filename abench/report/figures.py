@@ -272,6 +272,7 @@ def method_effect_figure(doc: dict, method: str) -> go.Figure | None:
     if not ok:
         return None
     fig = go.Figure()
+    top = 0.0
     for in_circuit in (True, False):
         xs, ys, names = [], [], []
         for r in ok:
@@ -282,6 +283,7 @@ def method_effect_figure(doc: dict, method: str) -> go.Figure | None:
                     names.append(n["name"])
         if not ys:
             continue
+        top = max(top, *ys)
         color = IN_COLOR if in_circuit else OUT_COLOR
         fig.add_trace(
             go.Box(
@@ -303,7 +305,8 @@ def method_effect_figure(doc: dict, method: str) -> go.Figure | None:
         title=dict(text=html.escape(title), font=dict(size=14)),
         boxmode="group",
         height=340,
-        yaxis=dict(title="effect", range=[-0.03, 1.03]),
+        # a fraction of cells fits [0, 1]; an attribution estimate (metric units) may not
+        yaxis=dict(title="effect", range=[-0.03, 1.03] if top <= 1 else None),
         legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
         margin=dict(t=60, b=40, l=55, r=10),
     )

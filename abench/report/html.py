@@ -9,7 +9,9 @@ The page holds a single inline copy of plotly.js (no network needed) and:
   coloured by in/out of circuit (a note instead when the run has no ``scaled_resample[s=...]`` rows);
 - the faithfulness curves: per task of the headline family, the share of predictions unchanged
   against the number k of out-of-circuit nodes ablated together, one line per method;
-- per method, the in- vs out-of-circuit effects of every task (box plot with every node as a point).
+- per method, the in- vs out-of-circuit effects of every task (box plot with every node as a point);
+- per family with attribution-patching rows, their table beside the exact methods and the scatter
+  of estimated against exact effect (``abench/report/attribution.py``).
 
 The page checks itself after loading: every figure must be drawn with at least one mark and no
 JavaScript error may have happened. The verdict goes into ``document.title`` (``OK n_figures=7`` or
@@ -26,6 +28,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from abench.report.attribution import ATTRIBUTION_NOTE, attribution_frame, attribution_scatter
 from abench.report.figures import (faithfulness_curve_figure, method_colors, method_effect_figure, methods_of, ok_rows,
                                    out_effect_figure, roc_figure, sweep_figure, sweep_scale)
 from abench.report.metrics import SHOWN, best_values, ci_text, is_best, value
@@ -275,6 +278,14 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
         parts.append(f'<div class="grid">{"".join(grid)}</div>')
     if empty:
         parts.append(f'<p class="note">No successful task, nothing to show: {html.escape(", ".join(empty))}.</p>')
+
+    for i, (fam, summ) in enumerate((doc.get("attribution") or {}).items()):
+        parts.append(f"<h2>Attribution patching: estimate vs exact, family <code>{html.escape(fam)}</code></h2>"
+                     f'<p class="meta">{html.escape(ATTRIBUTION_NOTE)}</p>'
+                     + attribution_frame(summ).to_html(index=False, classes="rows", border=0, escape=True))
+        fig = attribution_scatter(doc, fam)
+        if fig is not None:
+            parts.append(add(fig, f"fig-attribution-{i}"))
 
     check = _SELF_CHECK.replace("__EXPECTED__", str(len(figures)))
     return "\n".join(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from abench.report.attribution import ATTRIBUTION_NOTE, attribution_frame
 from abench.report.tables import CIRCUIT_NOTE, JOINT_NOTE, check_line, checks_frame, joint_frame, rows_frame, summary_frame
 
 
@@ -39,6 +40,9 @@ def to_markdown(doc: dict) -> str:
                   "effect must match its high-level (tracr) node's effect on the same interchanges.", ""]
         for check in checks.values():
             lines += [f"### `{check['task']}`", "", check_line(check), "", checks_frame(check).to_markdown(index=False), ""]
+    for fam, summ in (doc.get("attribution") or {}).items():
+        lines += [f"## Attribution patching: estimate vs exact, family `{fam}`", "", ATTRIBUTION_NOTE, "",
+                  attribution_frame(summ).to_markdown(index=False), ""]
     joint = joint_frame(doc["rows"])
     if joint is not None:
         lines += ["## Joint ablation of declared node sets", "", JOINT_NOTE, "", joint.to_markdown(index=False), ""]
