@@ -135,3 +135,24 @@ def test_estimator_names_round_trip_and_refuse_estimates_of_estimates():
         make_method("atp[atp]")
     with pytest.raises(KeyError):
         make_method("atp[no_such_method]")
+
+
+def test_leaderboard_section_and_report_show_estimate_beside_exact():
+    from abench import leaderboard
+    from abench.report.html import to_html
+    from abench.report.markdown import to_markdown
+
+    task = planted_task()
+    fit, ev = bench.task_data(task, 16, 32, 0)
+    rows = [bench.run_row(task, m, fit, ev) for m in ("zero", "atp[zero]", "atp_ig[zero,steps=2]")]
+    doc = leaderboard.build(rows, leaderboard.environment("cpu"))
+    summary = doc["attribution"]["mine"]
+    assert [s["method"] for s in summary] == ["atp[zero]", "atp_ig[zero,steps=2]"]
+    exact_summary = next(s for s in doc["summary_by_family"]["mine"] if s["method"] == "zero")
+    for s, r in zip(summary, rows[1:]):
+        assert s["exact_pooled_auroc"] == exact_summary["pooled_auroc"] and s["pooled_auroc"] == r["auroc"]
+        assert s["on_line_share"] == r["on_line_share"] and s["exact_over_estimate"] == pytest.approx(r["exact_over_estimate"])
+    page = to_html(doc)
+    assert 'id="fig-attribution-0"' in page and "on the line:" in page
+    assert "Attribution patching: estimate vs exact, family `mine`" in to_markdown(doc)
+    assert "attribution" not in leaderboard.build(rows[:1], leaderboard.environment("cpu"))
