@@ -62,7 +62,9 @@ class Timer:
 def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskData, convention: str = DEFAULT_CONVENTION) -> dict:
     """Fit ``method`` on ``fit``, measure every node's effect on ``ev``. Never raises for a bad method:
     its row gets ``status: failed`` and the reason. ``convention``: the effect convention
-    (``abench.conventions``: ``suite`` or ``iit``; a next-token task scores its logit difference)."""
+    (``abench.conventions``: ``suite`` or ``iit``; a next-token task scores its logit difference).
+    An attribution estimator (``atp[...]``, ``atp_ig[...]``) gets its estimated effects scored beside
+    the exact ones of the method it wraps (``abench.attribution.estimator_row``)."""
     row = {"task": task.name, "family": task.family, "ground_truth": task.ground_truth}
     device = str(task.model.cfg.device)
     shared = SharedState.of(fit, ev)  # what every method of this task sees, restored after each
