@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from abench import bench, leaderboard
+from abench.data_budget import check_data_budget
 from interventions import memory
 from abench.report import tables
 from abench.ground_truth import check_task
@@ -215,6 +216,7 @@ class Session:
                 task = load_task(name, self.device)
                 opt = self.opt
                 stage = "data"
+                check_data_budget(task, opt("--n-fit"), opt("--n-eval"))  # before any input is drawn
                 fit, ev = bench.task_data(task, opt("--n-fit"), opt("--n-eval"), opt("--bench-seed"))
                 stage = "ground-truth check"
                 check = check_task(task, ev)  # every leaderboard checks its own ground truth
@@ -294,7 +296,7 @@ def task_failure_reason(err: BaseException) -> str:
     """One line: a load error's own message (it names the file and field), else type, message and where."""
     from tasks.siit import SiitLoadError
 
-    if isinstance(err, SiitLoadError):
+    if isinstance(err, SiitLoadError) or (isinstance(err, MemoryError) and str(err)):  # their messages name the file / option
         return str(err)
     if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str):
         return err.args[0]

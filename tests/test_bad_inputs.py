@@ -167,6 +167,20 @@ def run_bench(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subproce
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env={**base, **(env or {})})
 
 
+def test_data_too_large_for_memory_is_refused_before_it_is_drawn(tmp_path):
+    from abench.data_budget import bytes_per_input
+    from tasks.registry import load_task
+
+    n_eval = 10_000_000
+    t0 = time.perf_counter()
+    res = run_bench("--tasks", "reverse", "--methods", "zero", "--n-eval", str(n_eval), "--report-dir", str(tmp_path / "rep"))
+    seconds = time.perf_counter() - t0
+    assert res.returncode == 1, res.stdout + res.stderr
+    need = (128 + n_eval) * bytes_per_input(load_task("reverse"))
+    assert f"--n-eval {n_eval} inputs of reverse need about {need / 2**30:.1f} GiB" in res.stdout, res.stdout
+    assert seconds < 120, f"{seconds:.0f} s: the inputs were drawn before the check"
+
+
 MUTATORS = '''
 import torch
 from ablations import AblationMethod, register

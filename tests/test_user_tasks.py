@@ -164,3 +164,33 @@ def test_task_from_ready_model_with_high_level_and_hook_result_names():
 
     check = check_task(task, ev)  # a user task with a high-level model gets the SIIT ground-truth check
     assert check is not None and check["max_abs_diff"] == 0.0
+
+
+def test_rasp_example_runs_end_to_end(tmp_path):
+    """A user's RASP programs through the one front door (``tasks.rasp.rasp_task``): compiled, labelled by
+    their weights, benchmarked."""
+    example = ROOT / "examples" / "my_rasp_task.py"
+    report = tmp_path / "reports"
+    res = run_bench("--task-module", str(example), "--methods", "zero,resample", "--n-fit", "32", "--n-eval", "32",
+                    "--report-dir", str(report), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    doc = json.loads((report / "leaderboard.json").read_text())
+    assert {(r["task"], r["family"], r["status"]) for r in doc["rows"]} == {
+        (t, "my_rasp", "ok") for t in ("my_frac_a", "my_dyck")}
+    for r in doc["rows"]:
+        assert r["n_in"] >= 1 and r["n_out"] >= 1, r  # tracr's zero-weight nodes are the bystanders
+        assert r["auroc"] is not None, r
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"output": "logit_diff"}, "output must be one of"),
+    ({"vocab": []}, "vocab must be a non-empty sequence"),
+    ({"vocab": ["a", "a"]}, "vocab must be a non-empty sequence"),
+    ({"max_len": 0}, "need integers 1 <= min_len <= max_len"),
+])
+def test_rasp_task_names_the_bad_argument(kwargs, expected):
+    from tasks.rasp import rasp_task
+
+    args = {"name": "bad", "program": lambda: None, "vocab": ["a", "b"], "max_len": 4, **kwargs}
+    with pytest.raises(ValueError, match=expected):
+        rasp_task(**args)

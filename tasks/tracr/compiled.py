@@ -128,8 +128,11 @@ def _cache_paths(spec: ProgramSpec) -> tuple[Path, Path]:
     return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
-def load_or_compile(spec: ProgramSpec) -> tuple[dict[str, torch.Tensor], dict]:
-    """Converted weights and card of ``spec``: from the cache, else compiled and cached."""
+def load_or_compile(spec: ProgramSpec, cache: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """Converted weights and card of ``spec``: from the cache, else compiled and cached. ``cache=False``:
+    compiled every time (a user's program: the cache is keyed by name, vocabulary and length, not by code)."""
+    if not cache:
+        return convert(*compile_program(spec), spec)
     wpath, cpath = _cache_paths(spec)
     if wpath.exists() and cpath.exists():
         return load_file(str(wpath)), json.loads(cpath.read_text())
@@ -163,12 +166,16 @@ def decode_encoding(card: dict) -> dict:
 
 def tracr_task(name: str, device: str = "cpu") -> Task:
     """The tracr task ``name`` (see ``PROGRAMS``) as a HookedTransformer with circuit labels."""
-    spec = PROGRAMS[name]
-    sd, card = load_or_compile(spec)
+    return task_of_program(PROGRAMS[name], device=device)
+
+
+def task_of_program(spec: ProgramSpec, family: str = "tracr", device: str = "cpu", cache: bool = True) -> Task:
+    """A compiled program as a task: its circuit the nodes tracr gave non-zero weights (``weights_in_circuit``)."""
+    sd, card = load_or_compile(spec, cache=cache)
     model = build_model(card, sd, device)
     return Task(
-        name=name,
-        family="tracr",
+        name=spec.name,
+        family=family,
         model=model,
         output=spec.output,
         nodes=all_nodes(model, weights_in_circuit(sd)),

@@ -25,7 +25,7 @@ class ProgramSpec:
     output: Output
 
 
-def _distinct(vocab):
+def distinct_sampler(vocab):
     def sample(rng: random.Random, length: int) -> Tokens:
         return rng.sample(list(vocab), length)
 
@@ -43,7 +43,7 @@ def _distinct(vocab):
     return sample, edit
 
 
-def _dyck_sampler(pairs: list[str]):
+def dyck_sampler(pairs: list[str]):
     """Half balanced shuffle-Dyck words (each bracket type balanced on its own), half uniform."""
     vocab = [c for p in pairs for c in p]
 
@@ -224,8 +224,8 @@ def _specs() -> dict[str, ProgramSpec]:
 
     max_len = 5
     dyck_pairs = ["()", "{}"]
-    dyck_vocab, dyck_sample = _dyck_sampler(dyck_pairs)
-    uniq_sample, uniq_edit = _distinct([1, 2, 3, 4, 5])
+    dyck_vocab, dyck_sample = dyck_sampler(dyck_pairs)
+    uniq_sample, uniq_edit = distinct_sampler([1, 2, 3, 4, 5])
     specs = [
         ProgramSpec("reverse", lambda: lib()[0].make_reverse(lib()[1].tokens), InputSpec([1, 2, 3], max_len), "categorical"),
         ProgramSpec(
