@@ -430,7 +430,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "leaderboard: a task x method leaderboard case")
     # Validates names now, so a bad option is a usage error (one line, exit 4); loads no task yet.
     config._abench = s = Session(config)
-    if not _is_worker(config):
+    if not _is_worker(config) and _runs_benchmarks(config):
         s.lock = acquire_lock(s.report_dir)
         if not config.getoption("--resume"):
             s.journal.unlink(missing_ok=True)  # a fresh run: rows of an earlier interrupted one are not reused
@@ -438,6 +438,20 @@ def pytest_configure(config: pytest.Config) -> None:
         # partial file, the tracked reports stay as they were
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _terminate)
+
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _runs_benchmarks(config: pytest.Config) -> bool:
+    """Whether this run may write the report folder: it names the benchmarks folder, a file in it, or a
+    folder holding it (a `pytest tests` run beside a benchmark run must neither take the lock nor reset
+    the journal)."""
+    for arg in config.args:
+        p = Path(arg.split("::")[0]).resolve()
+        if p == BENCHMARKS_DIR or BENCHMARKS_DIR in p.parents or p in BENCHMARKS_DIR.parents:
+            return True
+    return False
 
 
 def _terminate(signum, frame):
@@ -611,6 +625,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line("ground-truth checks (reference method separates the circuit; in-circuit LL effect = HL effect):")
         for check in checks.values():
             tr.write_line("  " + tables.check_line(check))
+    for fam, summ in (s.doc.get("attribution") or {}).items():
+        from abench.report.attribution import attribution_frame
+
+        tr.write_line(f"attribution patching, family {fam} (each estimate beside the exact change it estimates):")
+        tr.write_line(attribution_frame(summ).to_string(index=False))
     for t, f in (s.doc.get("failed_tasks") or {}).items():
         tr.write_line(f"FAILED TASK {t} ({f['stage']}; in no row or summary): {f['reason']}")
     failed = [r for r in s.doc["rows"] if r["status"] != "ok"]

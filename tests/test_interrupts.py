@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 from abench.leaderboard import strip_volatile
 from abench.pytest_plugin import JOURNAL, LOCK, PARTIAL
 
@@ -122,3 +124,16 @@ def test_a_second_writer_of_the_report_folder_is_refused(tmp_path, slow_module):
                          text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert not (report_dir / LOCK).exists()
+
+
+def test_a_unit_test_run_leaves_the_benchmark_lock_and_journal_alone(tmp_path, pytester):
+    """`pytest tests` beside a benchmark run: neither refused by the run's lock nor resetting its journal."""
+    report_dir = tmp_path / "reports"
+    report_dir.mkdir()
+    (report_dir / LOCK).write_text(f"{os.getpid()}\n")
+    (report_dir / JOURNAL).write_text('{"row": {"task": "t", "method": "m"}}\n')
+    pytester.makepyfile(test_one="def test_one():\n    assert True\n")
+    res = pytester.runpytest_inprocess("-p", "abench.pytest_plugin", "-p", "no:cacheprovider", "--report-dir", str(report_dir))
+    assert res.ret == 0, res.outlines
+    assert (report_dir / LOCK).read_text() == f"{os.getpid()}\n"
+    assert (report_dir / JOURNAL).read_text() == '{"row": {"task": "t", "method": "m"}}\n'
