@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from abench import report
+from abench.recommend import recommend
 from abench.effects import EFFECT_CONVENTION
 from abench.report.metrics import METRICS
 from abench.separability import bootstrap_auroc, no_auroc_reason
@@ -205,6 +206,7 @@ def build(rows: list[dict], env: dict, extra: dict | None = None, checks: dict[s
     attribution = {fam: a for fam in fam_names if (a := attribution_summary([r for r in pooled if r["family"] == fam]))}
     if attribution:  # attribution patching rows: estimate beside exact, per family
         doc["attribution"] = attribution
+    doc["recommendation"] = {fam: rec for fam, summ in by_family.items() if (rec := recommend(summ))}
     doc.update(extra or {})
     return doc
 

@@ -618,6 +618,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line(f"family {fam} (ground truth: {gt['intervention']}), pooled over its tasks, best first:")
         if summ:
             tr.write_line(tables.summary_frame(summ).to_string(index=False))
+            rec = (s.doc.get("recommendation") or {}).get(fam)
+            if rec:
+                tr.write_line(f"which method to use on {fam}: {rec['method']}: {rec['why']}")
         else:
             tr.write_line("  (no task of this family to pool: see the ground-truth checks below)")
     checks = s.doc.get("ground_truth_checks") or {}

@@ -27,6 +27,9 @@ def to_markdown(doc: dict) -> str:
     for fam, summ in doc["summary_by_family"].items():
         title = "the benchmark" if fam == head else "sanity family, not pooled with the benchmark"
         lines += [f"## Family `{fam}` ({title}): methods pooled over its tasks, best first", "", summary_frame(summ).to_markdown(index=False), ""]
+        rec = (doc.get("recommendation") or {}).get(fam)
+        if rec:
+            lines += [f"**Which method to use** on `{fam}`: `{rec['method']}`: {rec['why']} (`abench/recommend.py`).", ""]
     if doc.get("excluded_tasks"):
         lines += ["Left out of every summary (ground-truth check failed): "
                   + ", ".join(f"`{t}`" for t in doc["excluded_tasks"]), ""]
@@ -36,8 +39,10 @@ def to_markdown(doc: dict) -> str:
     checks = doc.get("ground_truth_checks") or {}
     if checks:
         lines += ["## Ground-truth checks", "",
-                  "Per task: the reference method must separate the circuit (AUROC 1, gap > 0) and every in-circuit node's "
-                  "effect must match its high-level (tracr) node's effect on the same interchanges.", ""]
+                  "Per task: the reference method must separate the circuit (AUROC 1, gap > 0), every in-circuit node's "
+                  "effect must match its high-level (tracr) node's effect on the same interchanges, and jointly: with every "
+                  "out-of-circuit node ablated together the output stays (faithfulness >= 0.99), and with the circuit ablated "
+                  "together it changes as the high-level model's does (completeness within 0.03).", ""]
         for check in checks.values():
             lines += [f"### `{check['task']}`", "", check_line(check), "", checks_frame(check).to_markdown(index=False), ""]
     for fam, summ in (doc.get("attribution") or {}).items():
