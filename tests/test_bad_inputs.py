@@ -1,5 +1,5 @@
 """Nothing silent: a bad option, plugin, card, weight file or baseline gives one clear message and a
-non-zero exit, and changes nothing else (issue 12).
+non-zero exit, and changes nothing else.
 
 Option errors run pytest in-process (``pytester``: the imports are warm, so each case shows the
 option is checked before any task is loaded); whole runs use a subprocess on one or two tasks

@@ -148,12 +148,9 @@ class SiitConfig:
     target: float = _option(0.993, "early stop once min(accuracy, min-node IIA, min-node SIIA) reaches this")
     num_loss_scale: float = _option(NUM_LOSS_SCALE, "multiplier of the MSE loss on numerical outputs")
     same_length_sources: bool = _option(
-        False, "draw sources of the base's length only (blind to length computed in bystanders; cards without "
-        "hyperparameters.sources were trained so)")
+        False, "draw sources of the base's length only (default: every length >= the base's, as the benchmark does)")
     all_lengths_per_step: bool = _option(
-        False, "each step averages the gradients of every input length (steadier for numerical frac_prevs, but in "
-        "from-scratch runs of reverse and sort it killed every layer-0 bystander head); default: one random "
-        "length per step (cards without hyperparameters.lengths_per_step were trained so)")
+        False, "each step averages the gradients of every input length (default: one random length per step)")
     reinit_dead_after: int = _option(
         3, "redraw a bystander's weights after this many consecutive evals below the liveness threshold (0: never)")
     aux_layer0: bool = _option(
@@ -161,34 +158,21 @@ class SiitConfig:
     w_attn: float = _option(
         0.0, "weight of the attention-pattern loss: each in-circuit LL head's pattern against its tracr head's (0: off)")
     init_tracr: bool = _option(
-        False, "warm start: the residual widened to hold tracr's (plus spare dimensions), each in-circuit LL node starting "
-        "as its tracr node, bystanders randomly initialised (tasks/siit/warm_start.py); relu as tracr")
+        False, "warm start: each in-circuit node starts as its tracr node in a widened residual (tasks/siit/warm_start.py)")
     skip_hl_ties: bool = _option(
-        False, "leave IIT cells whose HL logits tie (no unique argmax: no defined answer) out of the IIT loss; the card's "
-        "IIA still counts them (iia_defined_per_node reports IIA without them)")
+        False, "leave IIT cells whose HL logits tie (no defined answer) out of the IIT loss; the card still counts them")
     freeze_circuit: bool = _option(
-        False, "with --init-tracr: keep every in-circuit node, the embeddings on tracr's dimensions and the unembedding "
-        "as compiled (gradients masked); only bystanders and spare dimensions train (warm_start.frozen_masks)")
-    num_tail: float = _option(
-        0.0, "numerical outputs: weight of the tail term (train.numerical_tail: errors past half the pass tolerance) "
-        "added to the MSE of the behaviour, IIT, strict and backup rows (0: off)")
-    focal: float = _option(
-        0.0, "categorical outputs: focal exponent of the cross-entropy of the behaviour, IIT, strict and backup rows "
-        "(each cell weighted by (1 - p_target)^focal; the cells and their draw are unchanged; 0: plain cross-entropy)")
+        False, "with --init-tracr: keep the circuit, tracr's embedding dimensions and the unembedding frozen")
+    num_tail: float = _option(0.0, "numerical outputs: weight of the tail term on errors past half the pass tolerance (0: off)")
+    focal: float = _option(0.0, "categorical outputs: focal exponent of the cross-entropy (0: plain cross-entropy)")
     attn_iit_rows: bool = _option(
-        False, "with --w-attn: the attention-pattern loss also on the IIT rows, against tracr's patterns under the same "
-        "patch (a pattern that only a patch from a longer source brings is then supervised too); default: clean rows only")
-    w_backup: float = _option(
-        1.0, "weight of the backup loss (models with a redundant HL node only: one member kept, its partners zero-ablated)")
+        False, "with --w-attn: the attention-pattern loss also on the IIT rows, against tracr's under the same patch")
+    w_backup: float = _option(1.0, "weight of the backup loss (redundant HL nodes: one member kept, its partners zero-ablated)")
     joint_strict: bool = _option(
-        False, "strict rows resample a random bystander subset together (the drawn one plus each other with probability "
-        "p ~ U(0, 1] per row; every bystander in a quarter of the rows); default: one bystander per row")
-    iit_bystanders: bool = _option(
-        False, "IIT rows also resample a random bystander subset (each with probability p ~ U(0, 1] per row) from the row's source")
-    w_circuit: float = _option(
-        0.0, "weight of the circuit loss: the every-circuit-node-resampled rows against HL with its circuit resampled the same way")
-    step_schedule: bool = _option(
-        False, "the cosine lr schedule follows steps only (--time-limit then only stops the run); default: steps or time")
+        False, "strict rows resample a random bystander subset together (default: one bystander per row)")
+    iit_bystanders: bool = _option(False, "IIT rows also resample a random bystander subset from the row's source")
+    w_circuit: float = _option(0.0, "weight of the circuit loss: every circuit node resampled, against HL resampled the same way")
+    step_schedule: bool = _option(False, "the cosine lr schedule follows steps only (--time-limit then only stops the run)")
     eval_subsets: int = _option(8, "random bystander subsets in each held-out evaluation (the card uses 32)")
 
     def hyperparameters(self, output: str, continued: bool, redundant: dict | None = None) -> dict:
