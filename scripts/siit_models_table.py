@@ -45,6 +45,10 @@ def rows(weights: Path) -> list[dict]:
             "wall s": c.get("wall_time_s"), "continued": c.get("continued_from") is not None,
             "acc": c.get("accuracy"), "IIA min": c.get("iia_min_node"), "SIIA min": c.get("siia_min_node"),
             "live min": c.get("liveness_min_out_of_circuit"),
+            # the joint bar (protocol 3): bystanders resampled together, all and in subsets; the circuit against HL's
+            "faith all": (c.get("joint") or {}).get("faithfulness_all"),
+            "faith subsets min": (c.get("joint") or {}).get("faithfulness_subset_min"),
+            "compl LL-HL": (c.get("joint") or {}).get("completeness_abs_diff"),
         })
     return out
 
