@@ -9,11 +9,12 @@ continuous: mean KL(clean || ablated) (categorical) or squared error (numerical)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 
-from interventions.hooks import (DEFAULT_MAX_ROWS, ablated_outputs_batched, ablated_outputs_loop, ablated_outputs_sets_batched,
-                                  ablated_outputs_sets_loop)
+from interventions.hooks import (DEFAULT_MAX_ROWS, ablated_outputs_loop, ablated_outputs_sets_batched, ablated_outputs_sets_loop,
+                                  iter_ablated_outputs_batched)
 from abench.measures import SuiteScorer
 from ablations.base import AblationMethod, TaskData
 
@@ -71,27 +72,42 @@ def node_effects(
     summed over the groups and divided."""
     scorer = scorer or SuiteScorer()
     sums = {n.name: [0.0, 0, 0.0, 0] for n in data.nodes}
+    by_name = {n.name: n for n in data.nodes}
     with torch.no_grad():
         for g in range(data.n_groups):
-            repl = replacements(method, data, g)
             clean = data.outputs[g]
-            if batched:
-                # A replacement equal to the clean activation cannot change the (deterministic)
-                # output: skip its forward (e.g. resampling a node that is constant).
-                changed_nodes = [n for n in data.nodes if not torch.equal(repl[n.name], data.acts[n.name][g])]
-                writes = data.writes[g] if data.writes else None
-                outs = ablated_outputs_batched(data.model, data.resid_pre[g], changed_nodes, repl, max_rows, writes)
-                outs.update({n.name: clean for n in data.nodes if n.name not in outs})
-            else:
-                outs = ablated_outputs_loop(data.model, data.tokens[g], data.nodes, repl)
-            for n in data.nodes:
-                for i, v in enumerate(scorer.score(data, g, n, clean, outs[n.name])):
-                    sums[n.name][i] += v
+            # One layer at a time, each output scored as soon as it exists: what is held beyond the
+            # clean data is one layer's replacements and one stacked forward (the --max-batch-mb
+            # budget), never every node's outputs [b, pos, vocab] at once.
+            for layer_nodes in _by_layer(data.nodes):
+                repl = replacements(method, data, g, layer_nodes)
+                if batched:
+                    # A replacement equal to the clean activation cannot change the (deterministic)
+                    # output: skip its forward (e.g. resampling a node that is constant).
+                    changed_nodes = [n for n in layer_nodes if not torch.equal(repl[n.name], data.acts[n.name][g])]
+                    writes = data.writes[g] if data.writes else None
+                    outs = iter_ablated_outputs_batched(data.model, data.resid_pre[g], changed_nodes, repl, max_rows, writes)
+                    unchanged = [(n.name, clean) for n in layer_nodes if n not in changed_nodes]
+                else:
+                    outs, unchanged = ablated_outputs_loop(data.model, data.tokens[g], layer_nodes, repl).items(), []
+                for name, out in chain(outs, unchanged):
+                    for i, v in enumerate(scorer.score(data, g, by_name[name], clean, out)):
+                        sums[name][i] += v
+                    del out  # a view of its stacked forward: dropped before the next forward runs
+                del repl, outs
     effects = []
     for n in data.nodes:
         changed, cells, diverg, diverg_cells = sums[n.name]
         effects.append(NodeEffect(n.name, n.in_circuit, changed / cells, diverg / diverg_cells))
     return effects
+
+
+def _by_layer(nodes) -> list[list]:
+    """Nodes grouped by layer, in order of first appearance."""
+    groups: dict[int, list] = {}
+    for n in nodes:
+        groups.setdefault(n.layer, []).append(n)
+    return list(groups.values())
 
 
 def joint_effects(

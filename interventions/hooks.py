@@ -19,7 +19,7 @@ group of sets starting at its earliest layer (``ablated_outputs_sets_batched``).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import einops
 import torch
@@ -127,10 +127,25 @@ def ablated_outputs_batched(
     clean ``resid_mid``. The model then runs on from the next layer. Without ``writes`` each
     node's layer is recomputed from ``resid_pre`` with a hook (the joint-ablation path).
     """
+    return dict(iter_ablated_outputs_batched(model, resid_pre, nodes, replacements, max_rows, writes))
+
+
+def iter_ablated_outputs_batched(
+    model: HookedTransformer,
+    resid_pre: Mapping[int, torch.Tensor],
+    nodes: Sequence[Node],
+    replacements: Mapping[str, torch.Tensor] | Callable[[Node], torch.Tensor],
+    max_rows: int = DEFAULT_MAX_ROWS,
+    writes: Mapping[int, Mapping[str, torch.Tensor]] | None = None,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """``ablated_outputs_batched`` one stacked forward at a time: yields ``(node, outputs [b, pos, v])``
+    as each forward ends, so a caller that drops each output after use holds one forward's outputs
+    (the ``--max-batch-mb`` budget), not every node's."""
     if writes and all(n.layer in writes for n in nodes):
-        return _ablated_outputs_from_writes(model, resid_pre, writes, nodes, replacements, max_rows)
-    outs = ablated_outputs_sets_batched(model, resid_pre, [[node] for node in nodes], replacements, max_rows)
-    return {node.name: out for node, out in zip(nodes, outs)}
+        yield from _iter_from_writes(model, resid_pre, writes, nodes, replacements, max_rows)
+        return
+    for i, out in _iter_sets_batched(model, resid_pre, [[node] for node in nodes], replacements, max_rows):
+        yield nodes[i].name, out
 
 
 def supports_write_start(model: HookedTransformer) -> bool:
@@ -153,12 +168,11 @@ def _attn_out(attn, z: torch.Tensor) -> torch.Tensor:
     return F.linear(z.reshape(z.shape[0], z.shape[1], -1), w, attn.b_O)
 
 
-def _ablated_outputs_from_writes(model, resid_pre, writes, nodes, replacements, max_rows) -> dict[str, torch.Tensor]:
+def _iter_from_writes(model, resid_pre, writes, nodes, replacements, max_rows) -> Iterator[tuple[str, torch.Tensor]]:
     get = replacements if callable(replacements) else (lambda n: replacements[n.name])
     by_layer: dict[int, list[Node]] = defaultdict(list)
     for n in nodes:
         by_layer[n.layer].append(n)
-    outs: dict[str, torch.Tensor] = {}
     for layer, layer_nodes in sorted(by_layer.items()):
         block = model.blocks[layer]
         resid = resid_pre[layer]
@@ -174,15 +188,18 @@ def _ablated_outputs_from_writes(model, resid_pre, writes, nodes, replacements, 
                 for j, n in enumerate(heads):
                     z[j * b : (j + 1) * b, :, n.head, :] = get(n)
                 resid_mid = resid.repeat(len(heads), 1, 1) + _attn_out(block.attn, z)
+                del z
                 parts.append(resid_mid if model.cfg.attn_only else resid_mid + block.apply_mlp(block.ln2(resid_mid)))
             for n in mlps:  # the MLP's own output is the replacement: no MLP forward at all
                 # contiguous: batch_addmm views its input, and a method may return an expanded constant
                 parts.append(writes[layer]["resid_mid"] + batch_addmm(block.mlp.b_out, block.mlp.W_out, get(n).contiguous()))
             stacked = parts[0] if len(parts) == 1 else torch.cat(parts)
+            del parts
             out = model(stacked, start_at_layer=layer + 1)
+            del stacked
             for j, n in enumerate(heads + mlps):
-                outs[n.name] = out[j * b : (j + 1) * b]
-    return outs
+                yield n.name, out[j * b : (j + 1) * b]
+            del out  # not alive while the next chunk runs
 
 
 # --------------------------------------------------------------------------- joint ablation of node sets
@@ -219,12 +236,19 @@ def ablated_outputs_sets_batched(
     one set). Within a chunk each node gets one write covering the rows of every set holding it.
     An empty set gives the clean outputs (run from the earliest cached layer).
     """
+    outs: list[torch.Tensor | None] = [None] * len(node_sets)
+    for i, out in _iter_sets_batched(model, resid_pre, node_sets, replacements, max_rows):
+        outs[i] = out
+    return outs  # type: ignore[return-value]
+
+
+def _iter_sets_batched(model, resid_pre, node_sets, replacements, max_rows) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(set index, outputs [b, pos, v])`` of ``ablated_outputs_sets_batched``, one stacked forward at a time."""
     get = replacements if callable(replacements) else (lambda n: replacements[n.name])
     sets = [list({n.name: n for n in s}.values()) for s in node_sets]  # a node twice in a set: once
     by_start: dict[int, list[int]] = defaultdict(list)
     for i, s in enumerate(sets):
         by_start[min(n.layer for n in s) if s else min(resid_pre)].append(i)
-    outs: list[torch.Tensor | None] = [None] * len(sets)
     for layer, idx in sorted(by_start.items()):
         resid = resid_pre[layer]
         b = resid.shape[0]
@@ -249,6 +273,7 @@ def ablated_outputs_sets_batched(
             stacked = resid.repeat(len(chunk), 1, 1)
             with model.hooks(fwd_hooks=replacing_hooks(entries)):
                 out = model(stacked, start_at_layer=layer)
+            del stacked, entries
             for j, i in enumerate(chunk):
-                outs[i] = out[j * b : (j + 1) * b]
-    return outs  # type: ignore[return-value]
+                yield i, out[j * b : (j + 1) * b]
+            del out  # not alive while the next chunk runs

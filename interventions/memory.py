@@ -76,8 +76,32 @@ def bytes_per_row(model, pos: int) -> int:
 
 def rows_within_budget(model, pos: int, max_rows: int) -> int:
     """Rows one stacked forward may take: ``max_rows`` (the speed cap) or fewer under the budget."""
-    mb = _MAX_BATCH_MB if _MAX_BATCH_MB is not None else default_budget_mb(model.cfg.device)
-    return max(1, min(max_rows, int(mb * 2**20) // bytes_per_row(model, pos)))
+    return max(1, min(max_rows, budget_bytes(model.cfg.device) // bytes_per_row(model, pos)))
+
+
+def budget_bytes(device) -> int:
+    """The current budget in bytes (``--max-batch-mb``, or the device's default)."""
+    mb = _MAX_BATCH_MB if _MAX_BATCH_MB is not None else default_budget_mb(device)
+    return int(mb * 2**20)
+
+
+def held_bound_bytes(model, batch: int, pos: int) -> int:
+    """The most all-node effects (``abench.effects.node_effects``) hold on one length group of
+    ``batch`` sequences of ``pos`` positions, beyond the model and the clean data (``TaskData``):
+
+    - one stacked forward: the budget, or one node's ``batch`` rows when the budget is smaller;
+    - one layer's replacements (``batch x pos x (n_heads d_head + d_mlp)`` floats);
+    - scoring one output: the clean log-probs kept per group and four ``[batch, pos, d_vocab_out]``
+      transients of the KL divergence;
+    - the unembedding's own copy: TransformerLens' ``Unembed`` makes ``W_U.T`` contiguous on every
+      forward (``d_model x d_vocab_out`` floats; 147 MiB at gpt2-small's shape).
+    """
+    c = model.cfg
+    forward = max(budget_bytes(c.device), batch * bytes_per_row(model, pos))
+    layer_repl = BYTES_PER_FLOAT * batch * pos * (c.n_heads * c.d_head + (c.d_mlp or 0))
+    scoring = 5 * BYTES_PER_FLOAT * batch * pos * c.d_vocab_out
+    unembed_copy = BYTES_PER_FLOAT * c.d_model * c.d_vocab_out
+    return forward + layer_repl + scoring + unembed_copy
 
 
 def worker_device(device: str, worker: str | None = None, count: int | None = None) -> str:

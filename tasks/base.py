@@ -49,7 +49,8 @@ class InputSpec:
 
     ``sample(rng, length)`` returns one sequence of that length; ``edit(rng, seq)`` returns a
     minimal edit of it (same length, aligned positions) that still meets the precondition: the
-    task's counterfactual distribution.
+    task's counterfactual distribution. ``lengths``: the lengths drawn (default every length from
+    ``min_len`` to ``max_len``).
     """
 
     vocab: Sequence
@@ -57,6 +58,10 @@ class InputSpec:
     min_len: int = 2
     sample: Callable[[random.Random, int], Tokens] | None = None
     edit: Callable[[random.Random, Tokens], Tokens] | None = None
+    lengths: Sequence[int] | None = None
+
+    def all_lengths(self) -> list[int]:
+        return list(self.lengths) if self.lengths is not None else list(range(self.min_len, self.max_len + 1))
 
     def draw(self, rng: random.Random, length: int) -> Tokens:
         if self.sample is not None:
@@ -118,7 +123,7 @@ class Task:
 
     def sample_raw(self, n: int, seed: int) -> list[list[Tokens]]:
         """``n`` sequences split evenly over the allowed lengths, grouped by length."""
-        lengths = list(range(self.inputs.min_len, self.inputs.max_len + 1))
+        lengths = self.inputs.all_lengths()
         per = max(2, n // len(lengths))  # >= 2 per group so a derangement exists
         rng = random.Random(seed)
         return [[self.inputs.draw(rng, L) for _ in range(per)] for L in lengths]

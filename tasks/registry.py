@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from tasks.base import Task, describe_ground_truth
 from tasks.next_token import FAMILY as NEXT_TOKEN_FAMILY, planted_backup_task
+from tasks.scale import FAMILY as SCALE_FAMILY, SHAPES as SCALE_SHAPES, scale_task
 from tasks.siit import family_of as siit_family_of
 from tasks.siit import shipped as siit_shipped
 from tasks.siit import siit_task
@@ -82,6 +83,13 @@ def register_task(name: str, family: str, loader: Callable[[str], Task], replace
 # The next-token family (tasks/next_token.py): a tiny model with a planted name mover + backup head,
 # scored by logit difference. Selectable by name, by family (next_token) or all; not a default family.
 register_task("next_token_planted", NEXT_TOKEN_FAMILY, lambda device: planted_backup_task(device))
+
+
+# The scale family (tasks/scale.py): random weights at gpt2-small, Pythia-70m and Llama-style (grouped-query)
+# shapes, for time and memory only. No ground truth: never a default family, never a leaderboard row
+# (benchmarks/test_scale.py measures them; the leaderboard's tests skip them).
+for _shape in SCALE_SHAPES:
+    register_task(f"scale_{_shape}", SCALE_FAMILY, lambda device, shape=_shape: scale_task(shape, device))
 
 
 # --------------------------------------------------------------------------- user task files and entry points
