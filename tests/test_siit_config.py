@@ -51,7 +51,9 @@ def test_seed_streams_keep_the_historical_formulas(seed):
     assert derive(seed, "ablation-noise", 3, 2) == seed * 1_000_003 + 3 * 1009 + 2
     assert derive(seed, "siit-selection") == 10_000 + seed
     assert derive(seed, "siit-card-test") == 20_000 + seed
-    assert len(DERIVATIONS) == 6
+    assert derive(seed, "siit-selection-subsets") == 30_000 + seed
+    assert derive(seed, "siit-card-subsets") == 40_000 + seed
+    assert len(DERIVATIONS) == 8
 
 
 def test_unknown_stream():
