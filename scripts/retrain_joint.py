@@ -62,6 +62,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-iit-bystanders", action="store_true", help="IIT rows leave the bystanders at base")
     ap.add_argument("--w-strict", type=float, default=None, help="default: max(card's, 1)")
     ap.add_argument("--w-live", type=float, default=None, help="default: the card's")
+    ap.add_argument("--eval-every", type=int, default=None, help="default: the card's")
     args = ap.parse_args(argv)
     card = json.loads(siit.paths(args.name, Path(args.weights_dir))[1].read_text())
     cfg = card.get("config") or config_of_old_card(card)
@@ -72,8 +73,9 @@ def main(argv=None) -> None:
         overrides["iit_bystanders"] = False
     if args.seed is not None:
         overrides["seed"] = args.seed
-    if args.w_live is not None:
-        overrides["w_live"] = args.w_live
+    for key in ("w_live", "eval_every"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     run = command(args.name, cfg, overrides, args.weights_dir)
     print("python -m tasks.siit " + shlex.join(run), flush=True)
     siit_main(run)
