@@ -46,6 +46,7 @@ COMMITTED_LEADERBOARD = "reports/leaderboard.json"
 # The peer comparison (issue: speed against the peers) is its own job, minutes long: a plain
 # `pytest benchmarks` leaves it out unless --peers is given or the file is named.
 PEERS_FILE = "test_peers.py"
+SCALE_FILE = "test_scale.py"
 
 # Named selections; explicit --tasks/--methods/--n-fit/--n-eval override a preset's values.
 PRESETS = {
@@ -204,8 +205,14 @@ class Session:
         if config.getoption("--resume"):
             self.resumed = {(r["task"], r["method"]): r for r in read_journal(self.journal)["rows"]}
 
+    def leaderboard_tasks(self) -> list[str]:
+        """The selected tasks that get leaderboard rows: every one but cost-only tasks (the ``scale`` family: no ground truth)."""
+        from tasks.scale import is_cost_only
+
+        return [t for t in self.tasks if not (t in LOADERS and is_cost_only(LOADERS[t][0]))]
+
     def cases(self) -> list[tuple[str, str]]:
-        return [(t, m) for t in self.tasks for m in self.methods]
+        return [(t, m) for t in self.leaderboard_tasks() for m in self.methods]
 
     def setup_task(self, name: str) -> str | None:
         """Load the task, build its data and check its ground truth, once per process (a failure
@@ -472,13 +479,19 @@ def get_session(config: pytest.Config) -> Session:
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     s = get_session(config)
-    named = any(Path(a.split("::")[0]).name == PEERS_FILE for a in config.args)
-    if not (named or config.getoption("--peers")):
+    named = {Path(a.split("::")[0]).name for a in config.args}
+    if not (PEERS_FILE in named or config.getoption("--peers")):
         peers = [it for it in items if it.path.name == PEERS_FILE]
         if peers:
             config.hook.pytest_deselected(items=peers)
             items[:] = [it for it in items if it.path.name != PEERS_FILE]
             s.peers_deselected = len(peers)
+    # the scale benchmark (real-shape cost, minutes) is opt-in: named, or its task selected with --tasks
+    scale = [it for it in items if it.path.name == SCALE_FILE and SCALE_FILE not in named
+             and not (s.tasks_selected and _own_task(it) in s.tasks)]
+    if scale:
+        config.hook.pytest_deselected(items=scale)
+        items[:] = [it for it in items if it not in scale]
     # benchmarks of their own tasks (the floor on every SIIT task, the speed ratios on one task) follow --tasks:
     # a run that selects tasks runs them only on those tasks
     if s.tasks_selected:
@@ -504,7 +517,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cases = get_session(metafunc.config).cases()
         metafunc.parametrize("leaderboard_case", cases, ids=[f"{t}-{m}" for t, m in cases])
     if "leaderboard_task" in metafunc.fixturenames:
-        tasks = get_session(metafunc.config).tasks
+        tasks = get_session(metafunc.config).leaderboard_tasks()
         metafunc.parametrize("leaderboard_task", tasks, ids=tasks)
 
 

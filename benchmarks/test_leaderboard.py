@@ -12,18 +12,8 @@ shared data); the row is still written, with the reason, and every other row com
 
 import pytest
 
-from tasks.registry import LOADERS
-from tasks.scale import is_cost_only
-
-
-def skip_cost_only(name: str) -> None:
-    """A cost-only task (the scale family: no ground truth) is never a leaderboard row."""
-    if name in LOADERS and is_cost_only(LOADERS[name][0]):
-        pytest.skip(f"{name}: cost only, no ground truth (benchmarks/test_scale.py measures it)")
-
 
 def test_task_setup(leaderboard_task, abench_session, benchmark):
-    skip_cost_only(leaderboard_task)
     benchmark.group = f"task {leaderboard_task}"
     reason = benchmark.pedantic(abench_session.setup_task, args=(leaderboard_task,), rounds=1, iterations=1)
     if reason:
@@ -31,7 +21,6 @@ def test_task_setup(leaderboard_task, abench_session, benchmark):
 
 
 def test_ablation(leaderboard_case, abench_session, benchmark):
-    skip_cost_only(leaderboard_case[0])
     benchmark.group = f"task {leaderboard_case[0]}"
     reason = abench_session.setup_task(leaderboard_case[0])  # untimed: done by test_task_setup unless deselected
     if reason:

@@ -27,10 +27,6 @@ BATCH, LENGTH = 2, 32
 def gpt2_data(abench_session, request):
     from tasks.registry import load_task
 
-    named = any(Path(a.split("::")[0]).name == Path(__file__).name for a in request.config.args)
-    if not (named or SPEED_TASK in abench_session.tasks):
-        pytest.skip(f"opt-in: name {Path(__file__).name} or --tasks scale")
-
     task = load_task(SPEED_TASK, abench_session.device)
     n = task.model.cfg.n_layers
     ev = scale_data(task, [x for x in task.nodes if x.layer >= n - 2], BATCH, LENGTH, seed=0)
