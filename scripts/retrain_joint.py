@@ -63,12 +63,13 @@ def main(argv=None) -> None:
     ap.add_argument("--w-strict", type=float, default=None, help="default: max(card's, 1)")
     ap.add_argument("--w-live", type=float, default=None, help="default: the card's")
     ap.add_argument("--eval-every", type=int, default=None, help="default: the card's")
+    ap.add_argument("--target", type=float, default=None, help=f"early-stop score (default: max(card's, {JOINT_TARGET}))")
     args = ap.parse_args(argv)
     card = json.loads(siit.paths(args.name, Path(args.weights_dir))[1].read_text())
     cfg = card.get("config") or config_of_old_card(card)
     overrides = {**JOINT, "lr": args.lr, "max_steps": args.max_steps, "time_limit": args.time_limit,
                  "w_strict": args.w_strict if args.w_strict is not None else max(cfg.get("w_strict", 0.4), 1.0),
-                 "target": max(cfg.get("target", 0.993), JOINT_TARGET)}
+                 "target": args.target if args.target is not None else max(cfg.get("target", 0.993), JOINT_TARGET)}
     if args.no_iit_bystanders:
         overrides["iit_bystanders"] = False
     if args.seed is not None:
