@@ -9,7 +9,6 @@ replacements + scoring one output + TransformerLens' unembedding copy; + ``CPU_A
 the CPU). Peaks, bounds and forwards are reported in pytest-benchmark's extra_info and printed.
 """
 
-from pathlib import Path
 
 import pytest
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 from abench.leaderboard import strip_volatile
 from abench.pytest_plugin import JOURNAL, LOCK, PARTIAL
+
+pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "test_leaderboard.py"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tasks import siit
-from tasks.registry import DEFAULT_FAMILIES, LOADERS, families, load_task, resolve_task_names
+from tasks.registry import DEFAULT_FAMILIES, families, load_task, resolve_task_names
 
 SHIPPED = siit.shipped()
 # Fresh held-out data: a seed used neither in training (10_000 + seed eval, random stream) nor for the card (20_000 + seed).

@@ -78,8 +78,8 @@ def test_attention_pattern_loss_pulls_in_circuit_heads_toward_tracr():
             for t in tokens:
                 _, hc = hl.model.run_with_cache(t)
                 _, lc = ll.run_with_cache(t)
-                p = hc[f"blocks.0.attn.hook_pattern"][:, head.head, 1:]
-                q = lc[f"blocks.0.attn.hook_pattern"][:, head.head, 1:]
+                p = hc["blocks.0.attn.hook_pattern"][:, head.head, 1:]
+                q = lc["blocks.0.attn.hook_pattern"][:, head.head, 1:]
                 # KL(tracr || LL): the cross-entropy less the tracr pattern's own entropy
                 ces.append((p * (p.clamp_min(1e-9).log() - q.clamp_min(1e-9).log())).sum(-1).mean().item())
             return sum(ces) / len(ces)

@@ -12,7 +12,7 @@ import torch
 
 from abench import bench
 from tasks.registry import load_entry_point_tasks, load_task_file
-from tasks.user_tasks import TaskSpec, TaskSpecError, build_task, import_task_file, plant_circuit
+from tasks.user_tasks import TaskSpec, TaskSpecError, build_task, plant_circuit
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "my_task.py"
