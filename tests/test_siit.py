@@ -19,7 +19,7 @@ FRESH_N = 96  # examples per length
 
 
 def test_some_models_shipped_and_registered():
-    assert len(SHIPPED) >= 1, "no SIIT model passed the bar; retrain with `python -m tasks.train_siit --task all`"
+    assert len(SHIPPED) >= 1, "no SIIT model passed the bar; retrain with `python -m tasks.siit --task all`"
     plain = [n for n in SHIPPED if siit.family_of(n) == "siit"]
     backup = [n for n in SHIPPED if siit.family_of(n) == siit.BACKUP_FAMILY]
     compiled = [n for n in SHIPPED if siit.family_of(n) == siit.COMPILED_FAMILY]
