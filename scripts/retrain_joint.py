@@ -63,6 +63,7 @@ def main(argv=None) -> None:
     ap.add_argument("--w-strict", type=float, default=None, help="default: max(card's, 1)")
     ap.add_argument("--w-live", type=float, default=None, help="default: the card's")
     ap.add_argument("--eval-every", type=int, default=None, help="default: the card's")
+    ap.add_argument("--w-iit", type=float, default=None, help="default: the card's")
     ap.add_argument("--target", type=float, default=None, help=f"early-stop score (default: max(card's, {JOINT_TARGET}))")
     args = ap.parse_args(argv)
     card = json.loads(siit.paths(args.name, Path(args.weights_dir))[1].read_text())
@@ -74,7 +75,7 @@ def main(argv=None) -> None:
         overrides["iit_bystanders"] = False
     if args.seed is not None:
         overrides["seed"] = args.seed
-    for key in ("w_live", "eval_every"):
+    for key in ("w_live", "eval_every", "w_iit"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     run = command(args.name, cfg, overrides, args.weights_dir)
