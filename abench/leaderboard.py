@@ -217,11 +217,12 @@ def write(doc: dict, folder: str | Path) -> list[Path]:
 
 
 def strip_volatile(doc: dict) -> dict:
-    """The document without timings and timestamps (what must be identical run to run)."""
+    """The document without timings and timestamps (what must be identical run to run); the
+    recommendation is among them, its last tie-break being cost."""
 
     def clean(x):
         if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items() if not ("seconds" in k or k in ("created_at", "speed"))}
+            return {k: clean(v) for k, v in x.items() if not ("seconds" in k or k in ("created_at", "speed", "recommendation"))}
         if isinstance(x, list):
             return [clean(v) for v in x]
         return x

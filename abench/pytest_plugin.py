@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -494,8 +495,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items[:] = [it for it in items if it not in scale]
     # benchmarks of their own tasks (the floor on every SIIT task, the speed ratios on one task) follow --tasks:
     # a run that selects tasks runs them only on those tasks
+    # a benchmark file named on the command line (or the peers' asked for with --peers) runs whatever --tasks says
+    exempt = named | ({PEERS_FILE} if config.getoption("--peers") else set())
     if s.tasks_selected:
-        off = [it for it in items if _own_task(it) is not None and _own_task(it) not in s.tasks]
+        off = [it for it in items if _own_task(it) is not None and _own_task(it) not in s.tasks and it.path.name not in exempt]
         if off:
             config.hook.pytest_deselected(items=off)
             items[:] = [it for it in items if it not in off]
@@ -664,4 +667,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_sep("=", f"regressions against {config.getoption('--compare')}: {len(regs)}")
         tr.write_line(format_regressions(regs) if regs else "none: every row and method summary within tolerance")
         if regs:  # counted in pytest's last line too ("11 regressions, 153 passed"), so it cannot read as a clean pass
-            tr.stats.setdefault("regressions", []).extend(regs)
+            # report-like entries (other plugins read every stats entry's attributes)
+            tr.stats.setdefault("regressions", []).extend(SimpleNamespace(nodeid="", when="call", regression=r) for r in regs)
