@@ -8,8 +8,7 @@ has available, naming the options to lower, instead of growing until the machine
 
 from __future__ import annotations
 
-import os
-
+from interventions.memory import available_bytes
 from tasks.base import Task
 
 BYTES_PER_FLOAT = 4
@@ -25,21 +24,6 @@ def bytes_per_input(task: Task) -> int:
         act = c.d_head if node.kind == "attn" else (c.d_mlp or c.d_model)
         per_pos += 2 * act + c.d_model  # clean and counterfactual activation, the node's write
     return int(TRANSIENT_FACTOR * BYTES_PER_FLOAT * c.n_ctx * per_pos)
-
-
-def available_bytes() -> int | None:
-    """MemAvailable of /proc/meminfo, or free physical pages where that file is missing; None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def check_data_budget(task: Task, n_fit: int, n_eval: int, available: int | None = None) -> int:

@@ -49,12 +49,12 @@ def default_budget_mb(device) -> float:
         if key.startswith("cuda") and torch.cuda.is_available():
             free = torch.cuda.mem_get_info(torch.device(key))[0]
         else:
-            free = _mem_available_bytes()
+            free = available_bytes()
         _DEFAULTS[key] = DEFAULT_FRACTION * free / 2**20
     return _DEFAULTS[key]
 
 
-def _mem_available_bytes() -> float:
+def available_bytes() -> float:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
