@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -35,6 +36,21 @@ class Node:
     @property
     def name(self) -> str:
         return f"{self.hook_name}[{self.head}]" if self.kind == "attn" else self.hook_name
+
+    @classmethod
+    def from_name(cls, name: str, in_circuit: bool = False) -> "Node | None":
+        """The node a name denotes: ``blocks.L.attn.hook_z[h]`` (``hook_result[h]``, iit's and
+        InterpBench's name for the same head, is read too) or ``blocks.L.mlp.hook_post``; None for
+        anything else."""
+        m = _HEAD_NAME.match(name.strip())
+        if m:
+            return cls(int(m.group(1)), "attn", int(m.group(2)), in_circuit)
+        m = _MLP_NAME.match(name.strip())
+        return cls(int(m.group(1)), "mlp", None, in_circuit) if m else None
+
+
+_HEAD_NAME = re.compile(r"^blocks\.(\d+)\.attn\.hook_(?:z|result)\[(\d+)\]$")
+_MLP_NAME = re.compile(r"^blocks\.(\d+)\.mlp\.hook_post$")
 
 
 def all_nodes(model: HookedTransformer, in_circuit: Callable[[int, str, int | None], bool]) -> list[Node]:

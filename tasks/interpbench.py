@@ -149,10 +149,10 @@ def edge_node(name) -> Node | None:
         heads = re.findall(r"\d+", m.group(3))
         if not heads:
             raise InterpBenchLoadError(f"edges.pkl: cannot read the head index of {name!r}")
-        return Node(int(m.group(1)), "attn", int(heads[-1]))
+        return Node.from_name(f"blocks.{m.group(1)}.attn.hook_z[{heads[-1]}]")  # every head hook -> the suite's name
     m = _MLP_HOOK.match(name)
     if m:
-        return Node(int(m.group(1)), "mlp", None)
+        return Node.from_name(f"blocks.{m.group(1)}.mlp.hook_post")
     if _OTHER_HOOK.match(name):
         return None
     raise InterpBenchLoadError(f"edges.pkl: unrecognised node name {name!r}")

@@ -56,8 +56,6 @@ OUTPUTS = ("categorical", "numerical", "logit_diff")
 REQUIRED = ("name", "family", "model", "circuit", "vocab", "lengths", "output")
 ENTRY_POINT_GROUP = "abench.tasks"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_HEAD = re.compile(r"^blocks\.(\d+)\.attn\.hook_(?:z|result)\[(\d+)\]$")
-_MLP = re.compile(r"^blocks\.(\d+)\.mlp\.hook_post$")
 
 
 class TaskSpecError(ValueError):
@@ -101,17 +99,6 @@ class IdEncoding(dict):
         raise KeyError(key)
 
 
-def node_from_name(name: str) -> Node | None:
-    """``blocks.1.attn.hook_z[2]`` (or ``hook_result[2]``) / ``blocks.0.mlp.hook_post`` -> Node, else None."""
-    m = _HEAD.match(name.strip())
-    if m:
-        return Node(int(m.group(1)), "attn", int(m.group(2)))
-    m = _MLP.match(name.strip())
-    if m:
-        return Node(int(m.group(1)), "mlp", None)
-    return None
-
-
 def _fail(spec_name, fld: str, msg: str):
     who = f"task {spec_name!r}" if spec_name else "task"
     raise TaskSpecError(f"{who}: field {fld!r}: {msg}")
@@ -152,7 +139,7 @@ def _circuit_nodes(model: HookedTransformer, names, spec_name, fld: str = "circu
     valid = [n.name for n in all_nodes(model, lambda *a: False)]
     out = []
     for raw in names:
-        node = node_from_name(raw) if isinstance(raw, str) else None
+        node = Node.from_name(raw) if isinstance(raw, str) else None
         if node is None or node.name not in valid:
             example = ", ".join(valid[:3] + ([valid[-1]] if len(valid) > 3 else []))
             _fail(spec_name, fld, f"node {raw!r} does not exist in the model ({model.cfg.n_layers} layers, "
