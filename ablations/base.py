@@ -17,6 +17,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interventions.hooks import clean_run
+from interventions.interchange import source_lengths, source_prefix
 from interventions.methodspec import parse_spec
 from interventions.nodes import Node
 from tasks.seeds import derive
@@ -60,7 +61,7 @@ def draw_sources(lengths: Sequence[int], sizes: Sequence[int], generator: torch.
         by_length.setdefault(L, []).append(g)
     out = []
     for g, (L, n) in enumerate(zip(lengths, sizes, strict=True)):
-        longer = sorted(x for x in by_length if x >= L)
+        longer = source_lengths(L, by_length)
         src_group, src_row = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long)
         for i in range(n):
             while True:
@@ -176,7 +177,7 @@ class TaskData:
         clean = self.acts[name][group]
         out = torch.empty_like(clean)
         for h, dst, src in self._source_plan(group):
-            out[dst] = self.acts[name][h][src, : clean.shape[1]]
+            out[dst] = source_prefix(self.acts[name][h][src], clean.shape[1])
         return out
 
     def _source_plan(self, group: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:

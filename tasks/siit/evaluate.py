@@ -8,6 +8,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interventions.hooks import node_activation, replacing_hooks
+from interventions.interchange import source_lengths
 from interventions.measures import cell_changed
 from tasks.base import Node, Task
 from tasks.seeds import derive
@@ -254,7 +255,7 @@ def eval_pairs(task: Task, n_per_length: int, seed: int, cross_length: bool = Fa
     out = []
     lo, hi = task.inputs.min_len, task.inputs.max_len
     for L in range(lo, hi + 1):
-        longer = list(range(L + 1, hi + 1)) if cross_length else []
+        longer = [Ls for Ls in source_lengths(L, range(lo, hi + 1)) if Ls > L] if cross_length else []
         for Ls, n in [(L, n_per_length)] + [(Ls, max(16, n_per_length // len(longer))) for Ls in longer]:
             base = task.encode([task.inputs.draw(rng, L) for _ in range(n)])
             src = task.encode([task.inputs.draw(rng, Ls) for _ in range(n)])

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interventions.hooks import node_activation, replacing_hooks
+from interventions.interchange import source_prefix
 from tasks.base import Node, Task, all_nodes
 from tasks.tracr.compiled import tracr_task
 
@@ -281,7 +282,8 @@ def patch_hooks(assignments, src_acts: dict[str, torch.Tensor], n_pos: int | Non
     activations there carry the source's length, which same-length sources cannot vary).
     """
     return replacing_hooks(
-        [(node, rows, node_activation(src_acts[node.hook_name], node)[src_rows][:, :n_pos])
+        [(node, rows, node_activation(src_acts[node.hook_name], node)[src_rows] if n_pos is None
+          else source_prefix(node_activation(src_acts[node.hook_name], node)[src_rows], n_pos))
          for node, rows, src_rows in assignments if len(rows)]
     )
 
@@ -292,7 +294,7 @@ def prefix_cache(model: HookedTransformer, sources: Sequence[torch.Tensor], hook
     first ``n_pos`` positions and stacked along the batch: ``{hook: [sum of group sizes, n_pos, ...]}``."""
     names = set(hooks)
     caches = [model.run_with_cache(src, names_filter=lambda h: h in names)[1] for src in sources]
-    return {h: torch.cat([c[h][:, :n_pos] for c in caches]) for h in names}
+    return {h: torch.cat([source_prefix(c[h], n_pos) for c in caches]) for h in names}
 
 
 def node_write(node: Node, act: torch.Tensor, model: HookedTransformer) -> torch.Tensor:

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from interventions.hooks import node_activation, replacing_hooks
+from interventions.interchange import source_lengths
 from tasks.base import Task
 from tasks.seeds import derive
 from tasks.siit import model as siit
@@ -335,7 +336,8 @@ class _Run:
         # each row's source has a length drawn uniformly from [L, max_len] (the benchmark's resample
         # draw); a longer source varies what the base's length fixes. Patches take its first L + 1
         # positions. Sources are run grouped by length; their prefixes are stacked row by row.
-        src_lengths = sorted(rng.randint(L, self.lengths[-1]) if not config.same_length_sources else L for _ in range(n))
+        allowed = source_lengths(L, self.lengths)  # contiguous: one randint draws uniformly among them
+        src_lengths = sorted(rng.randint(allowed[0], allowed[-1]) if not config.same_length_sources else L for _ in range(n))
         srcs = [task.encode([task.inputs.draw(rng, Ls) for _ in range(src_lengths.count(Ls))])
                 for Ls in sorted(set(src_lengths))]
         rows = torch.arange(n, device=device)
