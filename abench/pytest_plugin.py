@@ -52,9 +52,9 @@ SCALE_FILE = "test_scale.py"
 # Named selections; explicit --tasks/--methods/--n-fit/--n-eval override a preset's values.
 PRESETS = {
     # a fixed subset, so the CI gate's cost does not grow with every shipped model: SIIT models of each
-    # shape (count, sort, 3-layer, 40 nodes, backup pair) and three tracr programs
-    "ci": {"tasks": "siit_hist,siit_length,siit_sort_unique,siit_mix3,siit_back2_wide,siit_hist_backup,reverse,frac_prevs,"
-                    "pair_balance", "methods": "default",
+    # shape (counting, length-8 inputs, 40 nodes, numerical, a compiled circuit) and three tracr programs
+    "ci": {"tasks": "siit_hist,siit_length,siit_count_a,siit_first_token_wide,siit_frac_prevs,siit_count_less_freq_compiled,"
+                    "reverse,frac_prevs,pair_balance", "methods": "default",
            "n_fit": 64, "n_eval": 128},
 }
 
@@ -177,22 +177,22 @@ class Session:
         spec = opt("--methods")
         if spec is not None and not split_specs(spec):
             raise pytest.UsageError(f"--methods {spec!r}: names no method (omit the option for the default set)")
-        names: list[str] = []
-        for part in split_specs(spec or "default"):
-            names += DEFAULT_METHODS if part == "default" else [part]
-        if opt("--scale-sweep"):
-            names += SCALE_SWEEP_METHODS
-        names += [m for m in plugin_methods if m not in names]  # a module's methods join unless --methods names them
-        self.methods: list[str] = []
-        for n in names:
-            try:
-                self.methods.append(make_method(n).name)
-            except (KeyError, ValueError) as err:
-                raise pytest.UsageError(f"--methods: {err.args[0]}") from None
+        def canonical(names: list[str]) -> list[str]:
+            out = []
+            for n in names:
+                try:
+                    out.append(make_method(n).name)
+                except (KeyError, ValueError) as err:
+                    raise pytest.UsageError(f"--methods: {err.args[0]}") from None
+            return out
+
+        # what --methods names must not repeat; the sweep and a module's methods join where not named already
+        self.methods = canonical([m for part in split_specs(spec or "default") for m in (DEFAULT_METHODS if part == "default" else [part])])
         twice = sorted({m for m in self.methods if self.methods.count(m) > 1})
         if twice:
-            raise pytest.UsageError(f"--methods: {', '.join(twice)} selected more than once (directly, through 'default', "
-                                    f"--scale-sweep or an --ablation-module)")
+            raise pytest.UsageError(f"--methods: {', '.join(twice)} selected more than once (directly or through 'default')")
+        extra = canonical((SCALE_SWEEP_METHODS if opt("--scale-sweep") else []) + plugin_methods)
+        self.methods += [m for m in dict.fromkeys(extra) if m not in self.methods]
         self.data: dict[str, tuple] = {}
         self.rows: list[dict] = []
         self.speed: dict = {}

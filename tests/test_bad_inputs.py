@@ -143,6 +143,14 @@ def test_empty_or_repeated_methods_are_usage_errors(bench_inprocess, tmp_path, s
     assert_usage_error(res, seconds, expected)
 
 
+def test_the_sweep_and_a_module_join_the_default_set_without_a_repeat_error(bench_inprocess, tmp_path):
+    """``default`` holds ``scaled_resample[s=0.5]``, which the sweep holds too: the sweep joins, it is not a repeat."""
+    res, _ = bench_inprocess("--tasks", "reverse", "--scale-sweep", "--collect-only", "--report-dir", str(tmp_path / "rep"))
+    assert res.ret == 0, res.outlines[-20:] + res.errlines
+    ids = [line for line in res.outlines if "test_ablation[reverse-" in line]
+    assert sum("scaled_resample[s=0.5]" in line for line in ids) == 1, ids
+
+
 def test_plugin_reusing_a_builtin_name_is_an_error_unless_replace(bench_inprocess, tmp_path):
     plugin = tmp_path / "shadow.py"
     plugin.write_text("from ablations import register\n\n@register('mean')\ndef mean(batch):\n    return batch.clean.clone()\n")
