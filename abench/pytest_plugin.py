@@ -53,7 +53,7 @@ SCALE_FILE = "test_scale.py"
 PRESETS = {
     # a fixed subset, so the CI gate's cost does not grow with every shipped model: SIIT models of each
     # shape (counting, length-8 inputs, 40 nodes, numerical, a compiled circuit) and three tracr programs
-    "ci": {"tasks": "siit_hist,siit_length,siit_count_a,siit_first_token_wide,siit_frac_prevs,siit_count_less_freq_compiled,"
+    "ci": {"tasks": "siit_hist,siit_length,siit_prev_token,siit_first_token_wide,siit_frac_prevs,siit_count_less_freq_compiled,"
                     "reverse,frac_prevs,pair_balance", "methods": "default",
            "n_fit": 64, "n_eval": 128},
 }
