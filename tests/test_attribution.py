@@ -22,12 +22,7 @@ IDENTITY_ATOL = 1e-5
 REPLACEMENTS = ("zero", "mean", "resample")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_data(attn_only: bool, norm: str | None, output: str, seed: int = 0, lengths=(4, 6), n: int = 12) -> TaskData:

@@ -8,7 +8,6 @@ node's effect on the same interchanges within ``HL_TOLERANCE``.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from abench import bench, leaderboard
 from abench.ground_truth import HL_TOLERANCE, check_task, high_level_effects
@@ -19,12 +18,7 @@ SHIPPED = siit.shipped()
 FRESH_SEED = 4242  # not the leaderboard's default seed
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", SHIPPED)

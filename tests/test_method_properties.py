@@ -40,14 +40,7 @@ OPTIMAL_FAST = "max_steps=6,patience=3,max_examples=10000"
 ROUNDING_KL = 1e-7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~40x faster than two
-    contending ones. Restored after this module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fast_name(name: str) -> str:
