@@ -116,6 +116,15 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
         _, hl_src = hl.run_with_cache(src, names_filter=lambda n: n in hooks_hl)
         ll_base, ll_cache = ll.run_with_cache(base, names_filter=lambda n: n in hooks_ll)
         _, ll_src = ll.run_with_cache(src, names_filter=lambda n: n in hooks_ll)
+        outs: dict[frozenset, torch.Tensor] = {}  # one forward per distinct node set (the full bystander set is also a subset)
+
+        def resampled(nodes):  # the LL output with ``nodes`` resampled together from each row's source
+            key = frozenset(n.name for n in nodes)
+            if key not in outs:
+                outs[key] = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows) for n in nodes], ll_src.cache_dict,
+                                                                          base.shape[1]))
+            return outs[key]
+
         c = cell_correct(ll_base, hl_base, hl_task.output, tol)
         tot["acc"][0] += c.sum().item(); tot["acc"][1] += c.numel()
         for n in ll_node_list:
@@ -123,8 +132,7 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
         for h, group in circ:
             key = unit_name([l.name for l in group])
             hp = hl.run_with_hooks(base, fwd_hooks=patch_hooks([(h, allrows, allrows)], hl_src.cache_dict, base.shape[1]))
-            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(l, allrows, allrows) for l in group], ll_src.cache_dict, base.shape[1]))
-            c = cell_correct(lp, hp, hl_task.output, tol)
+            c = cell_correct(resampled(group), hp, hl_task.output, tol)
             iia[key][0] += c.sum().item(); iia[key][1] += c.numel()
             if hl_task.output == "categorical":
                 tie = hl_ties(hp[:, 1:])
@@ -142,14 +150,7 @@ def evaluate(hl_task: Task, ll: HookedTransformer, ll_node_list: list[Node], cor
                     c = cell_correct(ll.run_with_hooks(base, fwd_hooks=hooks), target, hl_task.output, tol)
                     store[l.name][0] += c.sum().item(); store[l.name][1] += c.numel()
         for n in bystanders:
-            lp = ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows)], ll_src.cache_dict, base.shape[1]))
-            c = cell_correct(lp, hl_base, hl_task.output, tol)
-            siia[n.name][0] += c.sum().item(); siia[n.name][1] += c.numel()
-
-        def resampled(nodes):  # the LL output with ``nodes`` resampled together from each row's source
-            return ll.run_with_hooks(base, fwd_hooks=patch_hooks([(n, allrows, allrows) for n in nodes], ll_src.cache_dict,
-                                                                 base.shape[1]))
-
+            count(siia[n.name], cell_correct(resampled([n]), hl_base, hl_task.output, tol))
         if bystanders:
             count(joint["all"], cell_correct(resampled(bystanders), ll_base, hl_task.output, tol))
         for counts, names in zip(joint_sub, subsets):
