@@ -359,9 +359,7 @@ def read_journal(path: Path) -> dict:
     """Rows (last one of each (task, method) wins), checks and failed tasks saved in a journal; a
     torn last line (the process was killed mid-write) is ignored."""
     out = {"rows": {}, "checks": {}, "failed_tasks": {}}
-    if not path.is_file():
-        return {"rows": [], "checks": {}, "failed_tasks": {}}
-    for line in path.read_text().splitlines():
+    for line in path.read_text().splitlines() if path.is_file() else []:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
@@ -551,7 +549,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput["abench_failed_tasks"] = json.dumps(s.failed_tasks)
         return
     if exitstatus == pytest.ExitCode.INTERRUPTED:
-        write_partial(s, session)
+        write_partial(s)
         return
     if not s.rows and not s.speed and not s.failed_tasks:
         return
@@ -571,7 +569,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def write_partial(s: Session, session: pytest.Session) -> None:
+def write_partial(s: Session) -> None:
     """An interrupted run: the rows finished so far (this process's and every worker's, from the
     journal) go to ``leaderboard.partial.json``, marked partial; the tracked reports are not touched."""
     saved = read_journal(s.journal)
