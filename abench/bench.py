@@ -83,7 +83,7 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
         with Timer(device) as t_eff:
             effects = node_effects(setup.method, ev, scorer=setup.scorer)
         # named node sets the task declares (e.g. a name mover and its backup), ablated together
-        joint = joint_effects(setup.method, ev, task.info["joint_sets"], effects, scorer=setup.scorer) if task.info.get("joint_sets") else None
+        joint = joint_effects(setup.method, ev, task.joint_sets, effects, scorer=setup.scorer) if task.joint_sets else None
         with Timer(device) as t_circ:
             circuit = circuit_effects(m, ev)  # joint ablation: faithfulness, completeness, curve
         _check_shared(shared, m, "ablate")

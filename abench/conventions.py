@@ -34,7 +34,7 @@ A *scorer* turns, per length group and node, the clean and ablated outputs into 
   per-batch average. For an exactly faithful model (LL = HL on every cell and interchange) a
   resample effect is the fraction of label-changing cells whose HL output moves under the node's
   interchange.
-- ``logit_diff`` (next-token tasks, ``task.info["scoring"]``; ``LogitDiffScorer``): the logit
+- ``logit_diff`` (next-token tasks, ``task.scoring``; ``LogitDiffScorer``): the logit
   difference LD = logit[correct] - logit[wrong] at the final position; effect = sum |LD_ablated -
   LD_clean| / sum |LD_clean| over the prompts (the fraction of the clean logit difference moved),
   continuous = mean (LD_ablated - LD_clean)^2.
@@ -186,9 +186,8 @@ class EffectSetup:
 
 def high_level_model(task: Task):
     """The model whose outputs are the task's HL labels, and why (or None and the reason)."""
-    hl = task.info.get("high_level")
-    if hl is not None:
-        return hl.model, "its high-level model"
+    if task.high_level is not None:
+        return task.high_level.model, "its high-level model"
     if task.family == "tracr":
         return task.model, "a tracr model is its own high-level model (compiled exactly)"
     return None, f"task {task.name!r} has no high-level model (iit's convention compares with high-level labels)"
@@ -198,15 +197,15 @@ def effect_setup(task: Task, method: AblationMethod, data: TaskData, convention:
     """The scorer and method for ``task`` under ``convention`` (``suite`` or ``iit``)."""
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown effect convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
-    if task.info.get("ablate_at", "all") == "final":
+    if task.ablate_at == "final":
         method = AtPositions(method, -1)
-    scoring = task.info.get("scoring")
+    scoring = task.scoring
     info = {"effect_convention": convention, "effect_convention_note": None}
-    if scoring is not None and scoring.get("kind") == "logit_diff":
+    if scoring is not None:
         info["effect_convention"] = "logit_diff"
         if convention == "iit":
             info["effect_convention_note"] = "iit's convention needs high-level labels; this next-token task is scored by its logit difference"
-        return EffectSetup(method, LogitDiffScorer(scoring["answers"], scoring.get("position", -1)), info)
+        return EffectSetup(method, LogitDiffScorer(scoring.answers, scoring.position), info)
     if convention == "iit":
         hl, why = high_level_model(task)
         if hl is None:

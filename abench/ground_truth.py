@@ -50,8 +50,8 @@ def unit_key(value) -> str:
 def high_level_data(task: Task, ev: TaskData) -> TaskData:
     """The HL model's data on the interchanges of ``ev``: the same base tokens, the same source of every
     row (``ev.sources``), its nodes those the correspondence names."""
-    hl = task.info["high_level"]
-    hl_nodes = [n for n in hl.nodes if n.name in task.info["correspondence"]]
+    hl = task.high_level
+    hl_nodes = [n for n in hl.nodes if n.name in task.correspondence]
     return TaskData.build(hl.model, hl.output, hl_nodes, ev.tokens, ev.cf_tokens, seed=ev.seed, sources=ev.sources)
 
 
@@ -62,7 +62,7 @@ def high_level_effects(task: Task, ev: TaskData, hl_data: TaskData | None = None
     being an LL node name, or ``"a+b"`` for a redundant set (a correspondence value that is a list).
     ``hl_data``: ``high_level_data(task, ev)`` when the caller has it.
     """
-    corr = task.info["correspondence"]  # HL node -> LL node (or list of LL nodes)
+    corr = task.correspondence  # HL node -> LL node (or list of LL nodes)
     hl_data = hl_data if hl_data is not None else high_level_data(task, ev)
     hl_nodes = hl_data.nodes
     effects = {e.name: e.effect for e in node_effects(Resample(), hl_data)}
@@ -71,12 +71,12 @@ def high_level_effects(task: Task, ev: TaskData, hl_data: TaskData | None = None
 
 def check_task(task: Task, ev: TaskData) -> dict | None:
     """The ground-truth check of ``task`` on its eval data, or None when it has no high-level model."""
-    if task.ground_truth != REFERENCE_METHOD or "high_level" not in task.info:
+    if task.ground_truth != REFERENCE_METHOD or task.high_level is None:
         return None
     ll = node_effects(Resample(), ev)
     hl_data = high_level_data(task, ev)
     hl = high_level_effects(task, ev, hl_data)
-    sets = {unit_key(v): list(v) for v in task.info["correspondence"].values() if not isinstance(v, str)}
+    sets = {unit_key(v): list(v) for v in task.correspondence.values() if not isinstance(v, str)}
     member_of = {m: key for key, members in sets.items() for m in members}
     nodes, units = [], []
     for e in ll:

@@ -7,7 +7,7 @@ and HL patterns, and the mean attention both put on BOS. A head with the same ou
 inputs can still route differently from tracr's (a TV distance far from 0); it then has no reason
 to keep that output when a patch from a longer source brings inputs it was never trained on
 clean, which is where count_less_freq's and frac_prevs' IIA misses sit. ``--w-attn`` in
-``python -m tasks.siit`` trains toward tracr's pattern.
+``python -m siit_training`` trains toward tracr's pattern.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from tasks.siit.model import ll_members
 
 def pattern_agreement(task, n: int = 256, seed: int = 0) -> list[dict]:
     """One row per (in-circuit head, length): TV distance mean / max over queries and BOS mass (LL, HL)."""
-    hl, ll = task.info["high_level"].model, task.model
+    hl, ll = task.high_level.model, task.model
     rng = random.Random(seed)
-    hl_nodes = {node.name: node for node in task.info["high_level"].nodes}
+    hl_nodes = {node.name: node for node in task.high_level.nodes}
     ll_nodes = {node.name: node for node in task.nodes}
     # (HL head, LL head) pairs from the correspondence; a redundant set pairs its HL head with each member
-    pairs = [(hl_nodes[h], ll_nodes[m]) for h, v in task.info["correspondence"].items() if hl_nodes[h].kind == "attn"
+    pairs = [(hl_nodes[h], ll_nodes[m]) for h, v in task.correspondence.items() if hl_nodes[h].kind == "attn"
              for m in ll_members(v)]
     names = {f"blocks.{node.layer}.attn.hook_pattern" for pair in pairs for node in pair}
     out = []

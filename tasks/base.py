@@ -18,6 +18,7 @@ from interventions.nodes import Node, all_nodes  # noqa: F401  (re-exported: the
 from tasks.seeds import derive
 
 Output = Literal["categorical", "numerical"]
+AblateAt = Literal["all", "final"]  # positions a node is ablated at: every position, or the final one only
 
 # What each kind of ground truth means, for the report legend (``leaderboard.json`` ``ground_truth``).
 # Task files add their own with ``describe_ground_truth``.
@@ -74,12 +75,30 @@ class InputSpec:
         return edit_one_token(rng, seq, self.vocab)
 
 
+def redundant_sets(correspondence: dict[str, str | list[str]]) -> dict[str, list[str]]:
+    """The joint sets a correspondence declares: each high-level node carried by a list of low-level
+    nodes (a backup pair, or a larger redundant set), ablated together."""
+    return {f"{h} backup pair" if len(v) == 2 else f"{h} redundant set": list(v)
+            for h, v in correspondence.items() if not isinstance(v, str)}
+
+
 def edit_one_token(rng: random.Random, seq: Tokens, vocab: Sequence) -> Tokens:
     """Replace one random position by a different vocabulary value."""
     out = list(seq)
     i = rng.randrange(len(out))
     out[i] = rng.choice([v for v in vocab if v != out[i]])
     return out
+
+
+@dataclass(frozen=True)
+class LogitDiffScoring:
+    """How a next-token task is scored: the logit difference (correct - wrong) at ``position``.
+
+    ``answers(tokens [n, L + 1]) -> [n, 2]``: per prompt the (correct, wrong) ids among the model's outputs.
+    """
+
+    answers: Callable[[torch.Tensor], torch.Tensor]
+    position: int = -1
 
 
 @dataclass
@@ -98,6 +117,18 @@ class Task:
         ground_truth: which intervention defines ``in_circuit`` (``weights`` for tracr: a node is
             in when its weights are non-zero; ``resample`` for SIIT: trained to be irrelevant
             under resample ablation).
+        info: free-form facts of the task's family (a tracr program's ``label`` and
+            ``output_values``, a SIIT model's card and auxiliary readouts, roles); the benchmark's
+            engine reads none of them.
+        high_level: the model whose nodes the circuit implements (SIIT, user tasks with a
+            correspondence); its outputs are the task's high-level labels.
+        correspondence: high-level node name -> the low-level node (or redundant set of nodes)
+            implementing it.
+        joint_sets: label -> nodes ablated together in the joint-ablation table (backup pairs).
+        scoring: ``LogitDiffScoring`` for next-token tasks scored by their logit difference;
+            ``None``: by the outputs (the effect conventions of ``abench.conventions``).
+        ablate_at: ``all`` positions, or the ``final`` one only (next-token tasks).
+        ground_truth_meaning: one sentence for the report legend, where the kind is new.
     """
 
     name: str
@@ -109,6 +140,16 @@ class Task:
     encoding: dict
     ground_truth: str
     info: dict = field(default_factory=dict)
+    high_level: "Task | None" = None
+    correspondence: dict[str, str | list[str]] = field(default_factory=dict)
+    joint_sets: dict[str, list[str]] = field(default_factory=dict)
+    scoring: LogitDiffScoring | None = None
+    ablate_at: AblateAt = "all"
+    ground_truth_meaning: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ablate_at not in ("all", "final"):
+            raise ValueError(f"task {self.name!r}: ablate_at must be 'all' or 'final', got {self.ablate_at!r}")
 
     def encode(self, seqs: Sequence[Tokens]) -> torch.Tensor:
         """``[n, length + 1]`` token ids with BOS first; all sequences must share one length."""

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from tasks.base import Node, Task, all_nodes
+from tasks.base import Node, Task, all_nodes, redundant_sets
 
 FILES = ("ll_model.pth", "ll_model_cfg.pkl", "edges.pkl", "meta.json")
 FAMILY = "interpbench"
@@ -281,10 +281,6 @@ def interpbench_task(folder: str | Path, device: str = "cpu", program: str | Non
         stray = [ll for v in corr.values() for ll in ([v] if isinstance(v, str) else v) if ll not in circuit]
         if stray:
             raise InterpBenchLoadError(f"{folder}: correspondence names {stray[0]}, which no edge has")
-        info.update(high_level=hl, correspondence=corr)
-        joint = {f"{h} backup pair" if len(v) == 2 else f"{h} redundant set": list(v) for h, v in corr.items() if not isinstance(v, str)}
-        if joint:
-            info["joint_sets"] = joint
     return Task(
         name=name or f"interpbench_{folder.name}",
         family=FAMILY,
@@ -295,6 +291,9 @@ def interpbench_task(folder: str | Path, device: str = "cpu", program: str | Non
         encoding=hl.encoding,
         ground_truth="resample",
         info=info,
+        high_level=hl if corr else None,
+        correspondence=corr,
+        joint_sets=redundant_sets(corr),
     )
 
 
@@ -329,7 +328,7 @@ def export_task(task: Task, folder: str | Path, program: str | None = None, extr
         "ground_truth": task.ground_truth,
         "circuit": task.in_circuit_names,
         "node_syntax": "suite: blocks.L.attn.hook_z[h] (head h) / blocks.L.mlp.hook_post; edges.pkl: hook_result[h] as InterpBench",
-        "correspondence": task.info.get("correspondence"),
+        "correspondence": task.correspondence or None,
         "inputs": {"vocab": list(task.inputs.vocab), "min_len": task.inputs.min_len, "max_len": task.inputs.max_len},
         "encoding": [[k, v] for k, v in task.encoding.items()],
     }

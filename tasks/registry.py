@@ -22,7 +22,7 @@ LOADERS: dict[str, tuple[str, Callable[[str], Task]]] = {
     name: ("tracr", lambda device, name=name: tracr_task(name, device)) for name in PROGRAMS
 }
 # SIIT models shipped under tasks/weights/siit whose card says they passed the bar (accuracy,
-# IIA, SIIA >= 99% and every bystander live); retrain with `python -m tasks.siit`. A model with a
+# IIA, SIIA >= 99% and every bystander live); retrain with `python -m siit_training`. A model with a
 # redundant node (a backup pair, tasks.siit.SIIT_VARIANTS) is in its own family, siit_backup:
 # single-node ablation under-reports its pair by design, so it is never pooled with siit. A
 # compiled-circuit variant (its circuit tracr's frozen weights) is in siit_compiled, also apart.
@@ -105,7 +105,7 @@ def register_user_tasks(tasks: Sequence[Task], source: str) -> list[str]:
         built = {str(task.model.cfg.device): task}
         register_task(task.name, task.family, lambda device, built=built, task=task: _on_device(built, task, device), replace=True)
         _USER_NAMES.add(task.name)
-        meaning = task.info.get("ground_truth_meaning")
+        meaning = task.ground_truth_meaning
         if meaning:
             describe_ground_truth(task.ground_truth, meaning)
         names.append(task.name)
@@ -121,10 +121,9 @@ def _on_device(built: dict, task: Task, device: str) -> Task:
 
         t = copy.copy(task)
         t.model = copy.deepcopy(task.model).to(device, print_details=False)
-        if "high_level" in task.info:
-            hl = copy.copy(task.info["high_level"])
-            hl.model = copy.deepcopy(hl.model).to(device, print_details=False)
-            t.info = dict(task.info, high_level=hl)
+        if task.high_level is not None:
+            t.high_level = copy.copy(task.high_level)
+            t.high_level.model = copy.deepcopy(task.high_level.model).to(device, print_details=False)
         built[device] = t
     return built[device]
 

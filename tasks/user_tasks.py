@@ -50,7 +50,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from transformer_lens import HookedTransformer
 
-from tasks.base import InputSpec, Node, Task, all_nodes, describe_ground_truth
+from tasks.base import InputSpec, LogitDiffScoring, Node, Task, all_nodes, describe_ground_truth
 
 OUTPUTS = ("categorical", "numerical", "logit_diff")
 REQUIRED = ("name", "family", "model", "circuit", "vocab", "lengths", "output")
@@ -227,14 +227,16 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
         describe_ground_truth(spec.ground_truth, str(spec.ground_truth_meaning))
     task_output = "categorical" if spec.output == "logit_diff" else spec.output
     info = dict(spec.info)
-    info.update(ablate_at=spec.ablate_at, user_output=spec.output, ground_truth_meaning=spec.ground_truth_meaning)
+    info.update(user_output=spec.output)
+    joint_sets = {}
     if spec.joint is not None:
         if not isinstance(spec.joint, Mapping) or not spec.joint:
             _fail(name, "joint", "must be a non-empty dict: set name -> list of node names")
-        info["joint_sets"] = {str(k): _circuit_nodes(model, v, name, "joint") for k, v in spec.joint.items()}
+        joint_sets = {str(k): _circuit_nodes(model, v, name, "joint") for k, v in spec.joint.items()}
     nodes = all_nodes(model, lambda layer, kind, head: Node(layer, kind, head).name in circuit)
     task = Task(name=name, family=spec.family, model=model, output=task_output, nodes=nodes, inputs=inputs,
-                encoding=encoding, ground_truth=spec.ground_truth, info=info)
+                encoding=encoding, ground_truth=spec.ground_truth, info=info, joint_sets=joint_sets,
+                ablate_at=spec.ablate_at, ground_truth_meaning=spec.ground_truth_meaning)
 
     # one forward on a small sample: the shapes the engine relies on
     toks = _call(lambda: task.sample(2 * (hi - lo + 1), seed=0), name, "sample")
@@ -259,7 +261,7 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
                       f"{(list(a.shape), str(a.dtype)) if isinstance(a, torch.Tensor) else type(a).__name__}")
             if int(a.min()) < 0 or int(a.max()) >= d_out:
                 _fail(name, "answers", f"token ids must be in [0, {d_out})")
-        info["scoring"] = {"kind": "logit_diff", "answers": spec.answers, "position": -1}
+        task.scoring = LogitDiffScoring(spec.answers)
     elif spec.answers is not None:
         _fail(name, "answers", "is only used with output 'logit_diff'")
 
@@ -281,9 +283,9 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
         if stray:
             _fail(name, "correspondence", f"low-level node {stray[0]!r} is not in circuit")
         hl_nodes = all_nodes(hl_model, lambda layer, kind, head: Node(layer, kind, head).name in hl_names)
-        info["high_level"] = Task(name=f"{name}_hl", family=spec.family, model=hl_model, output=task_output,
-                                  nodes=hl_nodes, inputs=inputs, encoding=encoding, ground_truth="weights")
-        info["correspondence"] = dict(zip(hl_names, ll_names))
+        task.high_level = Task(name=f"{name}_hl", family=spec.family, model=hl_model, output=task_output,
+                               nodes=hl_nodes, inputs=inputs, encoding=encoding, ground_truth="weights")
+        task.correspondence = dict(zip(hl_names, ll_names))
     return task
 
 

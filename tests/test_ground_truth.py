@@ -30,7 +30,7 @@ def test_shipped_model_passes_its_ground_truth_check(name):
     assert check["auroc"] == 1.0 and check["gap"] > 0
     # units: every node alone, a redundant set (a backup pair) by its joint effect; one per HL node in the circuit
     in_circuit = [n for n in check["units"] if n["in_circuit"]]
-    assert len(in_circuit) == len(task.info["correspondence"])
+    assert len(in_circuit) == len(task.correspondence)
     assert all(abs(n["ll_effect"] - n["hl_effect"]) <= HL_TOLERANCE for n in in_circuit)
     # an in-circuit node of a model that follows tracr has the effect its tracr node has: never 0 here
     assert all(n["hl_effect"] > 0 for n in in_circuit), in_circuit
@@ -42,7 +42,7 @@ def test_high_level_effects_use_the_same_interchanges_as_the_low_level_model():
 
     hl = tracr_task("length")
     circ = {n.name: n.name for n in hl.nodes if n.in_circuit}
-    task = type(hl)(**{**hl.__dict__, "ground_truth": "resample", "info": {**hl.info, "high_level": hl, "correspondence": circ}})
+    task = type(hl)(**{**hl.__dict__, "ground_truth": "resample", "high_level": hl, "correspondence": circ})
     _, ev = bench.task_data(task, n_fit=16, n_eval=64, seed=3)
     check = check_task(task, ev)
     effects = high_level_effects(task, ev)
@@ -79,10 +79,10 @@ def test_backup_pair_joint_effect_matches_hl_while_single_zero_effects_vanish(na
     from ablations.basic import Resample, Zero
 
     task = load_task(f"siit_{name}")
-    assert task.family == siit.BACKUP_FAMILY and task.info["joint_sets"]
+    assert task.family == siit.BACKUP_FAMILY and task.joint_sets
     _, ev = bench.task_data(task, n_fit=16, n_eval=256, seed=FRESH_SEED)
     hl = high_level_effects(task, ev)
-    for label, members in task.info["joint_sets"].items():
+    for label, members in task.joint_sets.items():
         unit = "+".join(members)
         assert hl[unit]["hl_effect"] > 0.2  # the HL node matters
         single_r = node_effects(Resample(), ev)

@@ -146,7 +146,7 @@ def siit_length():
 @pytest.mark.parametrize("name, method", [("length", "resample"), ("hist", "resample_same_length")])
 def test_suite_under_iit_convention_equals_iit_transcription(name, method):
     task, fit, ev = siit_data(name)
-    hl = task.info["high_level"].model
+    hl = task.high_level.model
     with torch.no_grad():
         row = bench.run_row(task, method, fit, ev, "iit")
         assert row["status"] == "ok" and row["effect_convention"] == "iit", row

@@ -36,8 +36,8 @@ def test_round_trip_of_every_shipped_siit_model(exported):
         loaded = interpbench_task(folder)
         assert (loaded.name, loaded.family, loaded.ground_truth) == (f"interpbench_{name}", "interpbench", "resample")
         assert loaded.in_circuit_names == original.in_circuit_names
-        assert loaded.info["correspondence"] == original.info["correspondence"]
-        assert loaded.info.get("joint_sets") == original.info.get("joint_sets")  # a backup pair stays a joint set
+        assert loaded.correspondence == original.correspondence
+        assert loaded.joint_sets == original.joint_sets  # a backup pair stays a joint set
         assert [n.name for n in loaded.nodes] == [n.name for n in original.nodes]
         with torch.no_grad():
             diff = max((original.model(t) - loaded.model(t)).abs().max().item() for t in original.sample(64, seed=11))

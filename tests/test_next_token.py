@@ -24,7 +24,7 @@ def planted():
 
 
 def logit_diffs(task, tokens, out):
-    ans = task.info["scoring"]["answers"](tokens)
+    ans = task.scoring.answers(tokens)
     last = out[:, -1]
     return last.gather(-1, ans[:, :1])[:, 0] - last.gather(-1, ans[:, 1:])[:, 0]
 

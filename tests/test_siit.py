@@ -37,7 +37,7 @@ def test_some_models_shipped_and_registered():
 def test_shipped_model_meets_its_card(name):
     task = load_task(f"siit_{name}")
     card = task.info["card"]
-    hl = task.info["high_level"]
+    hl = task.high_level
     assert task.family == siit.family_of(name) and task.ground_truth == "resample" and task.output == hl.output
     assert [n.name for n in task.nodes if n.in_circuit] == sorted(siit.ll_circuit(card["correspondence"]), key=[n.name for n in task.nodes].index)
     data = siit.eval_pairs(hl, FRESH_N, seed=FRESH_SEED, cross_length=True)  # as the card: sources of every length >= the base's

@@ -153,7 +153,7 @@ def test_task_from_ready_model_with_high_level_and_hook_result_names():
                                vocab=[1, 2, 3, 4], lengths=(2, 5), output="categorical", high_level=model,
                                correspondence={"blocks.0.mlp.hook_post": "blocks.0.mlp.hook_post"}, ground_truth="resample"))
     assert task.in_circuit_names == ["blocks.0.attn.hook_z[1]", "blocks.0.mlp.hook_post"]
-    assert task.info["correspondence"] == {"blocks.0.mlp.hook_post": "blocks.0.mlp.hook_post"}
+    assert task.correspondence == {"blocks.0.mlp.hook_post": "blocks.0.mlp.hook_post"}
     fit, ev = bench.task_data(task, 16, 32, 0)
     with torch.no_grad():
         for method in ("zero", "mean", "resample", "noise"):

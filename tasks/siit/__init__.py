@@ -39,7 +39,7 @@ correspondence maps one HL node to a *list* of LL nodes (``hist_backup``: a back
 interchange patches the whole set; extra training rows teach each member alone (its partners
 zero-ablated) to implement the node, and the card's bar adds each member's backup IIA and backup
 accuracy. They form the family ``siit_backup`` (single-node ablation under-reports each member by
-design) and declare the set under ``info["joint_sets"]``.
+design) and declare the set in the task's ``joint_sets``.
 """
 
 from tasks.siit.evaluate import (BENCH_NUM_EFFECT_TOL, COMPLETENESS_TOL, bar_score, cell_correct, eval_pairs, evaluate,  # noqa: F401

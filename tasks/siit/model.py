@@ -16,7 +16,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interventions.hooks import node_activation, replacing_hooks
 from interventions.interchange import source_prefix
-from tasks.base import Node, Task, all_nodes
+from tasks.base import Node, Task, all_nodes, redundant_sets
 from tasks.tracr.compiled import tracr_task
 
 # $ABENCH_SIIT_WEIGHTS points the registry (and the trainer) at another folder, e.g. in tests
@@ -456,7 +456,7 @@ def shipped(weights_dir: Path | None = None) -> list[str]:
 def siit_task(name: str, device: str = "cpu", weights_dir: Path | None = None) -> Task:
     """The SIIT task ``siit_<name>`` for tracr program ``program_of(name)``: trained LL model +
     resample ground truth. A variant with redundant nodes (``SIIT_VARIANTS``) is in family
-    ``siit_backup`` and declares each redundant set under ``info["joint_sets"]``."""
+    ``siit_backup`` and declares each redundant set in ``joint_sets``."""
     name = name.removeprefix("siit_")
     ll, aux, card = load(name, device, weights_dir)
     program = program_of(name)
@@ -471,9 +471,6 @@ def siit_task(name: str, device: str = "cpu", weights_dir: Path | None = None) -
         raise SiitLoadError(f"SIIT task {name!r}: card correspondence does not match the tracr program's circuit"
                             + (f" with redundant nodes {redundant_of(name)}" if redundant_of(name) else ""))
     nodes = ll_nodes(ll, ll_circuit(card["correspondence"]))
-    # node-name lists, as abench.effects.joint_effects and user task files take them
-    joint_sets = {f"{h} backup pair" if len(v) == 2 else f"{h} redundant set": list(v)
-                  for h, v in card["correspondence"].items() if not isinstance(v, str)}
     return Task(
         name=f"siit_{name}",
         family=family_of(name),
@@ -483,13 +480,8 @@ def siit_task(name: str, device: str = "cpu", weights_dir: Path | None = None) -
         inputs=hl.inputs,
         encoding=hl.encoding,
         ground_truth="resample",
-        info={
-            "label": hl.info.get("label"),
-            "output_values": hl.info.get("output_values"),
-            "correspondence": card["correspondence"],
-            "aux": aux,
-            "card": card,
-            "high_level": hl,
-            **({"joint_sets": joint_sets} if joint_sets else {}),
-        },
+        info={"label": hl.info.get("label"), "output_values": hl.info.get("output_values"), "aux": aux, "card": card},
+        high_level=hl,
+        correspondence=card["correspondence"],
+        joint_sets=redundant_sets(card["correspondence"]),
     )
