@@ -1,4 +1,4 @@
-"""Rows of the attribution estimators (``atp[...]``, ``atp_ig[...]``), scored beside the exact effect they estimate.
+"""Rows of the attribution estimators (``atp[...]``, ``atp_ig[...]``, ``atp_gd[...]``), scored beside the exact effect they estimate.
 
 **Metric** (differentiable and non-stationary at the clean run; KL to the clean output is 0 with
 gradient 0 there): per cell, the log-probability of the clean prediction (categorical outputs),
@@ -11,6 +11,10 @@ metric|`` when that node alone is replaced by the wrapped method's value: the li
 ``interventions.hooks``, one forward per node). The row's separability (AUROC, gap, FPR at full
 recall) is the estimate's, on the task's ground truth like every row; ``exact_metric_auroc`` is the
 exact effect's on the same metric.
+
+**GradDrop** (``atp_gd``) gives a magnitude per cell, ``sum_l |AtP_{-l}| / (L - 1)``, not a signed
+change: its effect of a node is the mean over cells of that magnitude, beside the same exact mean
+``|change|``, and ``on_line_share_cells`` compares it with the exact ``|change|`` per cell.
 
 **Agreement** with the exact effect, per node:
 
@@ -37,7 +41,7 @@ from abench.effects import replacements
 from abench.separability import bootstrap_auroc, separability
 from ablations.base import AblationMethod, TaskData
 from ablations.estimators import Estimator
-from interventions.attribution import CellMetric, attribution_estimates
+from interventions.attribution import CellEstimate, CellMetric
 from interventions.hooks import ablated_outputs_batched
 from tasks.base import Task
 
@@ -83,15 +87,17 @@ def task_metrics(data: TaskData, scorer) -> tuple[list[GroupMetric], str]:
     return out, f"{what} per non-BOS cell"
 
 
-def estimated_changes(method: AblationMethod, data: TaskData, metrics: list[GroupMetric], alphas) -> tuple[dict[str, torch.Tensor], dict]:
-    """Per node the estimated change of the metric at every cell, all groups concatenated: ``{node: [cells]}``;
-    and the replacements per group (``{group: {node: [b, pos, d]}}``), for the exact counterpart."""
+def estimated_changes(method: AblationMethod, data: TaskData, metrics: list[GroupMetric],
+                      estimate: CellEstimate) -> tuple[dict[str, torch.Tensor], dict]:
+    """Per node the estimate (``estimate``, e.g. ``Estimator.estimate``) at every cell of the change of the
+    metric when ``method`` replaces it, all groups concatenated: ``{node: [cells]}``; and the replacements
+    per group (``{group: {node: [b, pos, d]}}``), for the exact counterpart."""
     cells: dict[str, list[torch.Tensor]] = {n.name: [] for n in data.nodes}
     repl_of = {}
     for g, gm in enumerate(metrics):
         repl = repl_of[g] = replacements(method, data, g)
         deltas = {n.name: repl[n.name] - data.acts[n.name][g] for n in data.nodes}
-        est = attribution_estimates(data.model, data.resid_pre[g], data.nodes, deltas, gm.fn, gm.positions, alphas)
+        est = estimate(data.model, data.resid_pre[g], data.nodes, deltas, gm.fn, gm.positions)
         for n in data.nodes:
             cells[n.name].append(est[n.name].reshape(-1))
     return {k: torch.cat(v).cpu() for k, v in cells.items()}, repl_of
@@ -134,7 +140,7 @@ def agreement(labels, estimate, exact) -> dict:
             "false_negatives": len(fn), "false_negative_idx": fn}
 
 
-# The exact counterpart is shared by the estimators of one method on one eval set (atp and atp_ig):
+# The exact counterpart is shared by the estimators of one method on one eval set (atp, atp_ig, atp_gd):
 # keyed by the data's identity, reused only while the replacements are bit-identical.
 _EXACT: dict[tuple[int, str], tuple[weakref.ref, dict, dict, float]] = {}
 
@@ -164,7 +170,7 @@ def estimator_row(task: Task, method: Estimator, fit: TaskData, ev: TaskData, co
     setup = effect_setup(task, method.inner, ev, convention)  # final-position ablation where the task asks for it
     metrics, metric_text = task_metrics(ev, setup.scorer)
     with timer() as t_est:
-        est_cells, repl_of = estimated_changes(setup.method, ev, metrics, method.alphas)
+        est_cells, repl_of = estimated_changes(setup.method, ev, metrics, method.estimate)
     t_est_rep = t_est.seconds
     repl_of = {g: {k: v.clone() for k, v in r.items()} for g, r in repl_of.items()}  # the cache compares later rows' with these
     exact_cells, t_exact = _cached_exact(ev, method.inner.name, metrics, repl_of, timer)
@@ -178,6 +184,8 @@ def estimator_row(task: Task, method: Estimator, fit: TaskData, ev: TaskData, co
     fn_idx = agree.pop("false_negative_idx")
     all_est = torch.cat([est_cells[n] for n in names]).numpy()
     all_ex = torch.cat([exact_cells[n] for n in names]).numpy()
+    if not method.signed:  # a magnitude per cell (GradDrop): beside the exact |change|
+        all_ex = np.abs(all_ex)
     row = {
         **sep,
         "auroc_ci95": list(ci) if ci else None,
@@ -189,7 +197,9 @@ def estimator_row(task: Task, method: Estimator, fit: TaskData, ev: TaskData, co
         "on_line_tolerance": {"rtol": ON_LINE_RTOL, "atol": ON_LINE_ATOL},
         "attribution_metric": metric_text,
         "effect_convention": "attribution",
-        "effect_convention_note": f"mean |change| per cell of the {metric_text}: estimated; exact in node 'exact'",
+        "effect_convention_note": f"mean |change| per cell of the {metric_text}: "
+                                  + ("estimated" if method.signed else "GradDrop magnitude per cell, averaged")
+                                  + "; exact in node 'exact'",
         "fit_seconds": t_fit.seconds,
         "effect_seconds": t_est_rep,
         "seconds": t_fit.seconds + t_est_rep,

@@ -4,13 +4,16 @@ Three steps, each a tie-break of the one before:
 
 1. **Separation** (the node axis): the methods whose pooled AUROC interval reaches the best
    method's lower bound (their intervals overlap the best one's from above); estimator rows
-   (``atp[...]``) are left out: they stand for an exact method, which is ranked instead.
+   (``atp[...]``, ``atp_ig[...]``, ``atp_gd[...]``) are left out: they stand for an exact method,
+   which is ranked instead.
 2. **Faithfulness** (the circuit axis): among those, the methods whose mean faithfulness
    interval overlaps the best one's.
 3. **Cost**: the cheapest of what is left (summed seconds over the family's tasks).
 """
 
 from __future__ import annotations
+
+from ablations.estimators import is_estimator
 
 
 def _lo(ci, value):
@@ -24,7 +27,7 @@ def _hi(ci, value):
 def recommend(summary: list[dict]) -> dict | None:
     """``{"method", "why", "tied_on_auroc", "tied_on_faithfulness"}`` for one family's summary, or
     None when no method has a pooled AUROC."""
-    rows = [s for s in summary if s.get("pooled_auroc") is not None and not s["method"].startswith(("atp[", "atp_ig["))]
+    rows = [s for s in summary if s.get("pooled_auroc") is not None and not is_estimator(s["method"])]
     if not rows:
         return None
     best = max(rows, key=lambda s: _lo(s.get("pooled_auroc_ci95"), s["pooled_auroc"]))

@@ -27,8 +27,9 @@ DEFAULT_METHODS = [
     "optimal",
     "optimal_position",
 ]
-# attribution patching: linear estimates of zero / mean / resample, scored beside their exact effects
-ESTIMATOR_METHODS = [f"{e}[{m}{extra}]" for e, extra in (("atp", ""), ("atp_ig", ",steps=5")) for m in ("zero", "mean", "resample")]
+# attribution patching: linear estimates (and AtP*'s GradDrop score) of zero / mean / resample, scored beside their exact effects
+ESTIMATOR_METHODS = [f"{e}[{m}{extra}]" for e, extra in (("atp", ""), ("atp_ig", ",steps=5"), ("atp_gd", ""))
+                     for m in ("zero", "mean", "resample")]
 DEFAULT_METHODS += ESTIMATOR_METHODS
 SCALE_SWEEP_METHODS = [f"scaled_resample[s={s:g}]" for s in SCALE_SWEEP]
 

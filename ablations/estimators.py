@@ -1,6 +1,6 @@
 """Attribution patching: linear estimates of a replacement method's single-node effects.
 
-``atp[<method>]`` and ``atp_ig[<method>,steps=k]`` wrap a registered method that produces a
+``atp[<method>]``, ``atp_ig[<method>,steps=k]`` and ``atp_gd[<method>]`` wrap a registered method that produces a
 replacement (``zero``, ``mean``, ``resample``, ... and plugins). They are not new ablations: their
 replacement is the wrapped method's (``ablate`` delegates, so joint ablation and the method checks
 see that method), and their leaderboard row holds the *estimated* effect of replacing each node,
@@ -10,6 +10,13 @@ beside the exact effect of the same replacement on the same metric (``abench.att
   forward and one backward for every node (Nanda 2023; Kramar et al. 2024).
 - ``atp_ig``: the gradient averaged at ``k`` midpoints of the path from the clean run to the
   replacement, every node moved together (EAP-IG, Hanna et al. 2024); ``k`` forwards and backwards.
+- ``atp_gd``: AtP*'s GradDrop (Kramar et al. 2024), ``sum_l |AtP_{-l}| / (L - 1)`` per cell over
+  the model's ``L`` layers, ``AtP_{-l}`` the AtP estimate with no gradient flowing back through
+  block ``l``'s attention and MLP (``interventions.attribution.graddrop_estimates`` says what a
+  layer at or below the node's own contributes); one forward and backward per layer. It is a
+  magnitude (no sign), scored against the exact ``|change|`` per cell: ``|AtP|`` where each of the
+  node's paths crosses exactly one later block, ``L / (L - 1) * |AtP|`` where the node acts only
+  directly, and not near 0 where the node's downstream paths cancel in the plain gradient.
 
 AtP* (Kramar et al. 2024) corrections for the suite's nodes (a head's output ``hook_z`` and an
 MLP's output ``hook_post``):
@@ -20,17 +27,29 @@ MLP's output ``hook_post``):
   softmaxes downstream are linearised like every other downstream nonlinearity (AtP* does the same
   for non-QK nodes).
 - **GradDrop: applies** to any node (it targets cancellation between downstream paths, whatever
-  the node). It is not implemented as a row yet: it changes the ranking score (a sum of absolute
-  per-layer estimates), not the estimated effect, so it has no exact counterpart on one scale.
+  the node): ``atp_gd``. Its score is a ranking score rather than an estimate of the change, but it
+  is on the scale of ``|AtP|`` per cell (above), so the row sets it beside the mean exact
+  ``|change|`` per cell like the other estimators.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Mapping, Sequence
 
-from ablations.base import AblationMethod, NodeBatch, TaskData, make_method, param, register
-from interventions.attribution import path_points
+import torch
+from transformer_lens import HookedTransformer
+
+from ablations.base import REGISTRY, AblationMethod, NodeBatch, TaskData, make_method, param, register
+from interventions.attribution import CellMetric, attribution_estimates, graddrop_estimates, path_points
 from interventions.methodspec import parse_spec
+from interventions.nodes import Node
+
+
+def is_estimator(method: str) -> bool:
+    """Whether ``method`` (a spec such as ``atp[zero]``) names a registered attribution estimator."""
+    spec = parse_spec(str(method))
+    factory = REGISTRY.get(spec.name) if spec is not None else None
+    return isinstance(factory, type) and issubclass(factory, Estimator)
 
 
 def _inner(method: str) -> AblationMethod:
@@ -38,7 +57,7 @@ def _inner(method: str) -> AblationMethod:
     if spec is None or spec.bracketed:
         # a bracketed inner spec would not survive this method's own bracket syntax (``atp[a[b]]``)
         raise ValueError(f"method must be a plain registered name such as zero, mean or resample, got {method!r}")
-    if spec.name in ("atp", "atp_ig"):
+    if is_estimator(spec.name):
         raise ValueError(f"method {method!r} is itself an estimate: estimate a replacement method")
     return make_method(spec.name)
 
@@ -47,14 +66,24 @@ class Estimator(AblationMethod):
     """Base of the attribution estimators: wraps the method whose effects it estimates (``inner``)."""
 
     flag_param = "method"  # ``atp[zero]``: the bare word is the wrapped method
+    signed = True  # per-cell values estimate the signed change of the metric (False: a magnitude)
 
     def __init__(self, method: str = "zero"):
         self.inner = _inner(method)
 
     @property
+    def name(self) -> str:
+        return f"{self.base_name}[{self.inner.name}]"
+
+    @property
     def alphas(self) -> list[float]:
         """Points on the clean -> replacement path where the gradient is taken."""
         raise NotImplementedError
+
+    def estimate(self, model: HookedTransformer, resid_pre: Mapping[int, torch.Tensor], nodes: Sequence[Node],
+                 deltas: Mapping[str, torch.Tensor], metric: CellMetric, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Per node the value at every scored cell, ``{node: [b, P]}`` (``interventions.attribution.CellEstimate``)."""
+        return attribution_estimates(model, resid_pre, nodes, deltas, metric, positions, self.alphas)
 
     def fit(self, data: TaskData) -> "Estimator":
         self.inner.fit(data)
@@ -69,12 +98,23 @@ class AtP(Estimator):
     """Attribution patching: the gradient at the clean run dotted with (replacement - clean)."""
 
     @property
-    def name(self) -> str:
-        return f"{self.base_name}[{self.inner.name}]"
+    def alphas(self) -> list[float]:
+        return [0.0]
+
+
+@register("atp_gd")
+class AtPGradDrop(Estimator):
+    """AtP*'s GradDrop: ``sum_l |AtP_{-l}| / (L - 1)`` per cell (``interventions.attribution.graddrop_estimates``)."""
+
+    signed = False
 
     @property
     def alphas(self) -> list[float]:
-        return [0.0]
+        return [0.0]  # each AtP_{-l} takes its gradient at the clean run
+
+    def estimate(self, model: HookedTransformer, resid_pre: Mapping[int, torch.Tensor], nodes: Sequence[Node],
+                 deltas: Mapping[str, torch.Tensor], metric: CellMetric, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        return graddrop_estimates(model, resid_pre, nodes, deltas, metric, positions)
 
 
 @register("atp_ig")

@@ -20,12 +20,21 @@ backward of ``P x b`` rows give every cell's gradient (rows never interact). The
 respect to a node's activation is taken as the gradient of an additive shift at its hook
 (``act + shift``; ``d(act + shift) / d shift = 1``), one leaf per hook for all of its heads.
 ``attribution_reference`` does the same per node and per position with plain autograd.
+
+**GradDrop** (AtP*, Kramar et al. 2024): ``graddrop_estimates`` reruns AtP once per layer ``l`` of
+the model with the gradient *dropped through layer l*: that block's attention and MLP read a
+stop-gradient copy of the residual stream (``gradient_dropped``; forward values unchanged), so no
+gradient flows back through block ``l`` while the skip connection still carries it. A node's score
+at a cell is ``sum_l |AtP_{-l}(node)| / (L - 1)`` (``L``: the model's layers; see the function for
+what a layer at or below the node's own contributes). ``graddrop_reference`` computes the same per
+node, layer and position through TransformerLens's ``hook_attn_in`` / ``hook_mlp_in`` instead.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from transformer_lens import HookedTransformer
@@ -37,6 +46,10 @@ from interventions.nodes import Node
 # metric(outputs [R, pos, v], example [R]) -> [R, pos]: the per-cell metric of rows whose base
 # example (row of the length group) is ``example`` (needed for per-example answers)
 CellMetric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (model, resid_pre, nodes, deltas, metric, positions) -> {node: [b, P]}: one estimator's per-cell
+# values, ``attribution_estimates`` at fixed path points or ``graddrop_estimates``
+CellEstimate = Callable[[HookedTransformer, Mapping[int, torch.Tensor], Sequence[Node], Mapping[str, torch.Tensor],
+                         CellMetric, Sequence[int]], dict[str, torch.Tensor]]
 
 
 def path_points(steps: int) -> list[float]:
@@ -157,3 +170,100 @@ def attribution_reference(
     return out
 
 
+
+
+def _detached(x):
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+@contextmanager
+def gradient_dropped(model: HookedTransformer, layer: int) -> Iterator[None]:
+    """Within the context, block ``layer``'s attention and MLP read a stop-gradient copy of their
+    input (a forward pre-hook on each module): every forward value is unchanged, and no gradient
+    flows back through that block into the residual stream; the skip connection past it still
+    carries the gradient."""
+
+    def detach_inputs(module, args, kwargs):
+        return tuple(_detached(a) for a in args), {k: _detached(v) for k, v in kwargs.items()}
+
+    block = model.blocks[layer]
+    parts = [block.attn] + ([block.mlp] if not model.cfg.attn_only else [])
+    handles = [p.register_forward_pre_hook(detach_inputs, with_kwargs=True) for p in parts]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _check_layers(model: HookedTransformer) -> int:
+    n_layers = model.cfg.n_layers
+    if n_layers < 2:
+        raise ValueError(f"GradDrop divides by n_layers - 1 and needs a model with at least 2 layers, got {n_layers}")
+    return n_layers
+
+
+def graddrop_estimates(
+    model: HookedTransformer,
+    resid_pre: Mapping[int, torch.Tensor],
+    nodes: Sequence[Node],
+    deltas: Mapping[str, torch.Tensor],
+    metric: CellMetric,
+    positions: Sequence[int],
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> dict[str, torch.Tensor]:
+    """AtP*'s GradDrop score of each node at every cell: ``sum_l |AtP_{-l}| / (L - 1)`` over the
+    model's ``L`` layers, ``AtP_{-l}`` the AtP estimate (``attribution_estimates`` at the clean run)
+    with the gradient dropped through layer ``l`` (``gradient_dropped``). Returns ``{node: [b, P]}``,
+    non-negative; arguments as ``attribution_estimates``.
+
+    What a layer contributes to a node of layer ``m``: ``l < m``: the plain AtP (the block is upstream
+    of the node, so none of its downstream paths is touched); ``l = m``: its paths through that
+    block's MLP are cut when the node is a head of a sequential block (the MLP reads the head's write),
+    nothing for an MLP node (the node's own write is the node, not a downstream path: it is never
+    dropped); ``l > m``: every path through block ``l`` is cut. So a node whose every path crosses
+    exactly one later block scores ``|AtP|`` (``L - 1`` terms ``|AtP|``, one 0), one that acts on the
+    metric only directly (through the residual stream, e.g. in the last layer) ``L / (L - 1) * |AtP|``,
+    and one whose paths cancel in the plain gradient keeps the size of the paths left when one block
+    is dropped. One forward and backward per layer at or above the first node's (layers below it are
+    not run: one plain pass stands for all of them)."""
+    n_layers = _check_layers(model)
+    start = min(n.layer for n in nodes)
+    total: dict[str, torch.Tensor] = {}
+    for layer in ([None] if start > 0 else []) + list(range(start, n_layers)):
+        with gradient_dropped(model, layer) if layer is not None else nullcontext():
+            est = attribution_estimates(model, resid_pre, nodes, deltas, metric, positions, (0.0,), max_rows)
+        weight = start if layer is None else 1  # the plain pass counts once per layer below ``start``
+        for k, v in est.items():
+            total[k] = total.get(k, 0) + weight * v.abs()
+    return {k: v / (n_layers - 1) for k, v in total.items()}
+
+
+def graddrop_reference(
+    model: HookedTransformer,
+    tokens: torch.Tensor,
+    nodes: Sequence[Node],
+    deltas: Mapping[str, torch.Tensor],
+    metric: CellMetric,
+    positions: Sequence[int],
+) -> dict[str, torch.Tensor]:
+    """The plain reference of ``graddrop_estimates``: for every layer (none skipped)
+    ``attribution_reference`` (per node and position, full forwards from ``tokens``) with the layer's
+    attention and MLP inputs detached at TransformerLens's ``hook_attn_in`` / ``hook_mlp_in`` (switched
+    on for the call, a route independent of ``gradient_dropped``); ``sum |.| / (L - 1)``."""
+    n_layers = _check_layers(model)
+    saved = (model.cfg.use_attn_in, model.cfg.use_hook_mlp_in)
+    model.set_use_attn_in(True)
+    if not model.cfg.attn_only:
+        model.set_use_hook_mlp_in(True)
+    total: dict[str, torch.Tensor] = {}
+    try:
+        for layer in range(n_layers):
+            names = [f"blocks.{layer}.hook_attn_in"] + ([] if model.cfg.attn_only else [f"blocks.{layer}.hook_mlp_in"])
+            with model.hooks(fwd_hooks=[(name, lambda act, hook: act.detach()) for name in names]):
+                est = attribution_reference(model, tokens, nodes, deltas, metric, positions)
+            for k, v in est.items():
+                total[k] = total.get(k, 0) + v.abs()
+    finally:
+        model.cfg.use_attn_in, model.cfg.use_hook_mlp_in = saved
+    return {k: v / (n_layers - 1) for k, v in total.items()}

@@ -20,7 +20,7 @@ def run_bench(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "option, bad, expected",
     [("--tasks", "no_such_task", "unknown task 'no_such_task'; valid names: reverse, sort"),
-     ("--methods", "zero,no_such_method", "unknown ablation method 'no_such_method'; valid names: atp, atp_ig, cf_mean, cf_patch")],
+     ("--methods", "zero,no_such_method", "unknown ablation method 'no_such_method'; valid names: atp, atp_gd, atp_ig, cf_mean, cf_patch")],
 )
 def test_unknown_name_is_a_one_line_error_listing_valid_names(tmp_path, option, bad, expected):
     res = run_bench(option, bad, "--report-dir", str(tmp_path))

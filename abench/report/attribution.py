@@ -17,7 +17,9 @@ from abench.report.figures import IN_COLOR, OUT_COLOR
 
 ATTRIBUTION_NOTE = (
     "Attribution patching: atp[m] estimates each node's effect under method m as the gradient of a metric at the clean run "
-    "dotted with (replacement - clean), atp_ig[m,steps=k] averages the gradient at k points on the path to the replacement. "
+    "dotted with (replacement - clean), atp_ig[m,steps=k] averages the gradient at k points on the path to the replacement, "
+    "atp_gd[m] (AtP*'s GradDrop) averages |AtP| over the model's layers with the gradient through one layer dropped each "
+    "time (sum over L layers / (L - 1)), a magnitude per cell compared with the exact |change|. "
     "Metric per cell: log-probability of the clean prediction (categorical), output value (numerical), logit difference "
     "(next-token tasks); effect = mean |change| per cell, estimated and exact. On the line: |estimate - exact| <= 10% of exact "
     "+ 0.01. False negatives: in-circuit nodes ranked below a bystander by the estimate but not by the exact change. "
