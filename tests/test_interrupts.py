@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from abench.leaderboard import strip_volatile
-from abench.pytest_plugin import JOURNAL, LOCK, PARTIAL
+from abench.report_folder import JOURNAL, LOCK, PARTIAL
 
 pytest_plugins = ["pytester"]
 
