@@ -4,7 +4,7 @@ A *scorer* turns, per length group and node, the clean and ablated outputs into 
 ``(effect numerator, effect denominator, continuous numerator, continuous denominator)``;
 ``abench.effects.node_effects`` adds them over the groups and divides. Three scorers:
 
-- ``suite`` (default; ``abench.measures.SuiteScorer``): the fraction of (example, position)
+- ``suite`` (default; ``abench.scorers.SuiteScorer``): the fraction of (example, position)
   cells, BOS excluded, whose prediction changes against the clean low-level (LL) output (argmax
   for categorical outputs, |change| > 0.05 for numerical ones), pooled over all cells of all
   groups; continuous: mean KL(clean || ablated) or squared error per cell.
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from abench.measures import SuiteScorer
+from abench.scorers import SuiteScorer
 from ablations.base import AblationMethod, NodeBatch, TaskData
 from interventions.measures import NUMERICAL_THRESHOLD
 from tasks.base import Node, Task

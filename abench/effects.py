@@ -15,7 +15,7 @@ import torch
 
 from interventions.hooks import (DEFAULT_MAX_ROWS, ablated_outputs_loop, ablated_outputs_sets_batched, ablated_outputs_sets_loop,
                                   iter_ablated_outputs_batched)
-from abench.measures import SuiteScorer
+from abench.scorers import SuiteScorer
 from ablations.base import AblationMethod, TaskData
 
 EFFECT_CONVENTION = "unconditional: all non-BOS cells (iit conditions on cells whose label the source would change)"

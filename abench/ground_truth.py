@@ -32,7 +32,7 @@ from abench.effects import joint_effects, node_effects
 from abench.separability import separability
 from ablations.base import TaskData
 from ablations.basic import Resample
-from tasks.base import Task
+from tasks.base import Task, unit_name
 
 # Allowed |LL effect - HL effect| per in-circuit node. A model at the bar (accuracy and every
 # node's IIA >= 0.99 on these interchanges) differs by at most ~0.02 from its HL node.
@@ -40,11 +40,6 @@ HL_TOLERANCE = 0.03
 REFERENCE_METHOD = "resample"
 # Fraction of non-BOS cells that must keep their prediction with every out-of-circuit node resampled together.
 FAITHFULNESS_BAR = 0.99
-
-
-def unit_key(value) -> str:
-    """The unit a correspondence value names: the LL node, or a redundant set's members joined by ``+``."""
-    return value if isinstance(value, str) else "+".join(value)
 
 
 def high_level_data(task: Task, ev: TaskData) -> TaskData:
@@ -66,7 +61,7 @@ def high_level_effects(task: Task, ev: TaskData, hl_data: TaskData | None = None
     hl_data = hl_data if hl_data is not None else high_level_data(task, ev)
     hl_nodes = hl_data.nodes
     effects = {e.name: e.effect for e in node_effects(Resample(), hl_data)}
-    return {unit_key(corr[h.name]): {"hl_node": h.name, "hl_effect": effects[h.name]} for h in hl_nodes}
+    return {unit_name(corr[h.name]): {"hl_node": h.name, "hl_effect": effects[h.name]} for h in hl_nodes}
 
 
 def check_task(task: Task, ev: TaskData) -> dict | None:
@@ -76,7 +71,7 @@ def check_task(task: Task, ev: TaskData) -> dict | None:
     ll = node_effects(Resample(), ev)
     hl_data = high_level_data(task, ev)
     hl = high_level_effects(task, ev, hl_data)
-    sets = {unit_key(v): list(v) for v in task.correspondence.values() if not isinstance(v, str)}
+    sets = {unit_name(v): list(v) for v in task.correspondence.values() if not isinstance(v, str)}
     member_of = {m: key for key, members in sets.items() for m in members}
     nodes, units = [], []
     for e in ll:

@@ -38,7 +38,7 @@ import pytest
 import torch
 
 from abench.effects import node_effects
-from abench.measures import SuiteScorer
+from abench.scorers import SuiteScorer
 from ablations import make_method
 
 METHOD = "resample"

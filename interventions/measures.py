@@ -1,7 +1,7 @@
 """Per-cell comparisons of two outputs of the same inputs (the causal-effect definitions).
 
 A cell is one (example, position); callers drop BOS (position 0). The benchmark compares the
-clean and the ablated output (``abench/measures.py``, ``abench/circuit.py``); SIIT evaluation
+clean and the ablated output (``abench/scorers.py``, ``abench/circuit.py``); SIIT evaluation
 compares the low-level output with the high-level one (``tasks/siit/evaluate.py``, a cell is
 correct when it has not changed, with the card's tolerance).
 """

@@ -75,6 +75,17 @@ class InputSpec:
         return edit_one_token(rng, seq, self.vocab)
 
 
+def ll_members(value: str | Sequence[str]) -> list[str]:
+    """The low-level node names of one correspondence value (a name, or a list of names for a redundant node)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def unit_name(value: str | Sequence[str]) -> str:
+    """The name of one correspondence value in per-node metrics, cards and checks: the LL node, or a
+    redundant set's members joined by ``+``."""
+    return "+".join(ll_members(value))
+
+
 def redundant_sets(correspondence: dict[str, str | list[str]]) -> dict[str, list[str]]:
     """The joint sets a correspondence declares: each high-level node carried by a list of low-level
     nodes (a backup pair, or a larger redundant set), ablated together."""

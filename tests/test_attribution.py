@@ -14,7 +14,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from abench import bench
 from abench.attribution import agreement, estimated_changes, exact_changes, false_negatives, on_line, task_metrics
-from abench.measures import SuiteScorer
+from abench.scorers import SuiteScorer
 from ablations import make_method
 from ablations.base import TaskData
 from interventions.attribution import (attribution_estimates, attribution_reference, graddrop_estimates, graddrop_reference,

@@ -17,7 +17,7 @@ import torch
 
 from abench import bench
 from abench.conventions import IITScorer, effect_setup
-from abench.measures import SuiteScorer
+from abench.scorers import SuiteScorer
 from ablations import make_method
 from tasks.registry import load_task
 from tasks.siit import shipped

@@ -16,7 +16,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interventions.hooks import node_activation, replacing_hooks
 from interventions.interchange import source_prefix
-from tasks.base import Node, Task, all_nodes, redundant_sets
+from tasks.base import Node, Task, all_nodes, ll_members, redundant_sets, unit_name  # noqa: F401 (re-exported)
 from tasks.tracr.compiled import tracr_task
 
 # $ABENCH_SIIT_WEIGHTS points the registry (and the trainer) at another folder, e.g. in tests
@@ -114,19 +114,9 @@ def family_of(name: str) -> str:
     return BACKUP_FAMILY if redundant_of(name) else COMPILED_FAMILY if is_compiled(name) else "siit"
 
 
-def ll_members(value: str | Sequence[str]) -> list[str]:
-    """The LL node names of one correspondence value (a name, or a list of names for a redundant node)."""
-    return [value] if isinstance(value, str) else list(value)
-
-
 def ll_circuit(corr: dict) -> list[str]:
     """Every LL node name of a correspondence (lists flattened), in order."""
     return [m for v in corr.values() for m in ll_members(v)]
-
-
-def unit_name(value: str | Sequence[str]) -> str:
-    """The key of one correspondence value in per-node metrics: the LL name, or the members joined by ``+``."""
-    return "+".join(ll_members(value))
 
 
 class SiitLoadError(ValueError):

@@ -1,4 +1,4 @@
-"""The suite's effect convention as a scorer (the per-cell measures are in ``interventions/measures.py``)."""
+"""The suite's effect convention as a scorer (the per-cell measures it sums are in ``interventions/measures.py``; the other conventions' scorers are in ``abench/conventions.py``)."""
 
 from __future__ import annotations
 
