@@ -4,7 +4,7 @@
 
 Reads the model's card in ``--weights-dir`` (``config``: every ``SiitConfig`` field of its last run),
 keeps each option, sets the joint ones (``--joint-strict --w-circuit 1 --step-schedule``,
-32 subsets per evaluation, no re-initialisation of quiet bystanders, ``w_strict`` at least 1, early stop at 0.996), prints the ``python -m tasks.siit``
+32 subsets per evaluation, no re-initialisation of quiet bystanders, ``w_strict`` at least 1, early stop at 0.996), prints the ``python -m siit_training``
 command this amounts to, and runs it (``--continue-training``: the card records the earlier run).
 """
 
@@ -17,9 +17,9 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from siit_training.__main__ import main as siit_main
+from siit_training.train import SiitConfig
 from tasks.siit import model as siit
-from tasks.siit.__main__ import main as siit_main
-from tasks.siit.train import SiitConfig
 
 # options this script decides; every other field is the card's
 # IIT rows leave the bystanders at base by default: on after_a (continued from the same weights, 3000 steps) IIT rows
@@ -42,7 +42,7 @@ def config_of_old_card(card: dict) -> dict:
 
 
 def command(name: str, card_config: dict, overrides: dict, weights_dir: str) -> list[str]:
-    """The ``python -m tasks.siit`` arguments: the card's config, then ``overrides``."""
+    """The ``python -m siit_training`` arguments: the card's config, then ``overrides``."""
     cfg = {f.name: card_config.get(f.name, f.default) for f in fields(SiitConfig)}
     cfg.update(overrides)
     argv = ["--task", name, "--continue-training", "--weights-dir", weights_dir, "--threads", "1", "--no-progress"]
@@ -85,7 +85,7 @@ def main(argv=None) -> None:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     run = command(args.name, cfg, overrides, args.weights_dir)
-    print("python -m tasks.siit " + shlex.join(run), flush=True)
+    print("python -m siit_training " + shlex.join(run), flush=True)
     siit_main(run)
 
 

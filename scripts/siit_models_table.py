@@ -7,7 +7,7 @@ produced the weights (its device as recorded), the bar's numbers, and whether it
 weights": "trained" from a random init, "tracr init, trained" (every weight trained, the in-circuit
 nodes starting as tracr's compiled ones: ``--init-tracr``), or "tracr, frozen" (the ``*_compiled``
 variants, family ``siit_compiled``: only their bystanders are trained).
-The last line sums the wall times: what ``python -m tasks.siit --task all`` took, model by model.
+The last line sums the wall times: what ``python -m siit_training --task all`` took, model by model.
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ def recipe(name: str, card: dict) -> str:
     ``config`` sets away from today's default, and ``--continue-training`` when it continued earlier weights."""
     from dataclasses import fields
 
-    from tasks.siit.train import SiitConfig
+    from siit_training.train import SiitConfig
 
     cfg = card.get("config") or {}
-    parts = [f"python -m tasks.siit --task {name}"]
+    parts = [f"python -m siit_training --task {name}"]
     if card.get("continued_from") is not None:
         parts.append("--continue-training")
     for f in fields(SiitConfig):

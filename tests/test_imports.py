@@ -1,10 +1,11 @@
 """The import graph of the suite's packages is one-way: no cycle between files or packages.
 
 Every ``import`` / ``from ... import`` of every module of ``interventions/``, ``tasks/``,
-``ablations/`` and ``abench/`` is read with ``ast``, including imports inside functions (a lazy
-import that closes a cycle is still a cycle). Packages are layered, lowest first:
-``interventions`` (nodes, hooks, measures) < ``tasks`` < ``ablations`` < ``abench``; a module may
-import only its own package or a lower one.
+``siit_training/``, ``ablations/`` and ``abench/`` is read with ``ast``, including imports inside
+functions (a lazy import that closes a cycle is still a cycle). Packages are layered, lowest first:
+``interventions`` (nodes, hooks, measures) < ``tasks`` < ``siit_training`` (the trainer of the SIIT
+models) < ``ablations`` < ``abench``; a module may import only its own package or a lower one. The
+benchmark (every package but the trainer) never imports the trainer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("interventions", "tasks", "ablations", "abench")
+LAYERS = ("interventions", "tasks", "siit_training", "ablations", "abench")
+# trains the SIIT models the benchmark loads; nothing the benchmark runs may depend on it
+TRAINER = "siit_training"
 
 
 def module_files() -> dict[str, Path]:
@@ -110,6 +113,14 @@ def test_imports_go_only_downwards():
         if rank[dst.split(".")[0]] > rank[src.split(".")[0]]
     )
     assert not upward, "imports from a lower package to a higher one:\n" + "\n".join(upward)
+
+
+def test_the_benchmark_never_imports_the_trainer():
+    g = graph()
+    assert any(dst.startswith(TRAINER + ".") for dst in g["siit_training.__main__"])  # a real edge into the trainer is seen
+    bad = sorted(f"{src} imports {dst}" for src, targets in g.items() if src.split(".")[0] != TRAINER
+                 for dst in targets if dst.split(".")[0] == TRAINER)
+    assert not bad, "\n".join(bad)
 
 
 def test_interventions_is_the_ground_floor():

@@ -19,7 +19,7 @@ FRESH_N = 96  # examples per length
 
 
 def test_some_models_shipped_and_registered():
-    assert len(SHIPPED) >= 1, "no SIIT model passed the bar; retrain with `python -m tasks.siit --task all`"
+    assert len(SHIPPED) >= 1, "no SIIT model passed the bar; retrain with `python -m siit_training --task all`"
     plain = [n for n in SHIPPED if siit.family_of(n) == "siit"]
     backup = [n for n in SHIPPED if siit.family_of(n) == siit.BACKUP_FAMILY]
     compiled = [n for n in SHIPPED if siit.family_of(n) == siit.COMPILED_FAMILY]
@@ -246,7 +246,7 @@ def test_redundant_correspondence_and_variants():
 def test_recard_keeps_the_training_record(tmp_path, name):
     """``--recard`` rewrites the metrics only: every training-record key of the old card survives, the weights are the
     same, and a categorical card gains the HL-tie counts (cells with no defined answer) and the IIA without them."""
-    from tasks.siit.__main__ import main
+    from siit_training.__main__ import main
 
     for f in siit.paths(name):
         shutil.copy(f, tmp_path / f.name)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.seeds import DERIVATIONS, derive
-from tasks.siit.train import SiitConfig, add_config_arguments, config_from_args
+from siit_training.train import SiitConfig, add_config_arguments, config_from_args
 
 
 def parse(argv: list[str]) -> SiitConfig:
@@ -65,7 +65,7 @@ def test_attention_pattern_loss_pulls_in_circuit_heads_toward_tracr():
     """--w-attn: after the same short run, the in-circuit SelectorWidth head's attention pattern is
     closer (KL divergence, non-BOS queries) to its tracr head's than without the loss."""
 
-    from tasks.siit.train import train
+    from siit_training.train import train
     from tasks.tracr.compiled import tracr_task
 
     hl = tracr_task("count_less_freq")
@@ -97,7 +97,7 @@ def test_attention_pattern_loss_on_iit_rows_trains_other_weights_and_says_so():
     """--attn-iit-rows: the pattern loss also covers the IIT rows (tracr's patterns under the same
     patch). Same seed, same draws: only that loss term differs, so the weights do, and the card says
     which rows the loss read."""
-    from tasks.siit.train import train
+    from siit_training.train import train
     from tasks.tracr.compiled import tracr_task
 
     hl = tracr_task("count_less_freq")
@@ -113,7 +113,7 @@ def test_a_paused_and_resumed_run_gives_the_weights_of_an_uninterrupted_one(tmp_
     """Training is resumable across sessions: a run paused after 20 steps (checkpoint at every
     evaluation) and resumed gives bit-identical weights, history and best step to one run
     straight through; a resume under other settings is refused, naming them."""
-    from tasks.siit.train import checkpoint_paths, train
+    from siit_training.train import checkpoint_paths, train
     from tasks.tracr.compiled import tracr_task
 
     hl = tracr_task("hist")
@@ -143,7 +143,7 @@ def test_hl_tie_cells_carry_no_label_when_skipped():
     import torch.nn.functional as F
 
     from tasks.siit.evaluate import hl_ties
-    from tasks.siit.train import _loss
+    from siit_training.train import _loss
 
     hl = torch.tensor([[[9.0, 0, 0], [1.0, 0, 0], [0.0, 0, 0], [0.0, 2, 0]]])  # BOS, defined, tie, defined
     ll = torch.randn(1, 4, 3)
@@ -161,7 +161,7 @@ def test_numerical_tail_counts_only_errors_past_half_the_tolerance(errors):
     """The tail term is 0 for cells within NUM_TOL / 2, 1 for a cell exactly at NUM_TOL, and
     ``_loss`` adds it (times ``num_tail``) to the scaled MSE; BOS is left out of both."""
     from tasks.siit.model import NUM_TOL
-    from tasks.siit.train import _loss, numerical_tail
+    from siit_training.train import _loss, numerical_tail
     err = torch.tensor(errors, dtype=torch.float64).view(1, -1, 1)
     hl = torch.zeros_like(err)
     half = NUM_TOL / 2
@@ -182,7 +182,7 @@ def test_focal_cross_entropy_weights_each_cell_by_its_miss_probability(seed, gam
     with --skip-hl-ties, tie cells left out); a cell the model already gets with p ~ 1 adds ~0."""
     import torch.nn.functional as F
 
-    from tasks.siit.train import _loss
+    from siit_training.train import _loss
 
     gen = torch.Generator().manual_seed(seed)
     ll = torch.randn(2, 5, 4, generator=gen, dtype=torch.float64) * 3

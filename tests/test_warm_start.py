@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
+from siit_training.train import SiitConfig, reinit_node, train
+from siit_training.warm_start import CATEGORICAL_LOGIT_SCALE, check_fits, embed_tracr, frozen_masks, warm_start_config
 from tasks import siit
 from tasks.siit import model as siit_model
-from tasks.siit.train import SiitConfig, reinit_node, train
-from tasks.siit.warm_start import CATEGORICAL_LOGIT_SCALE, check_fits, embed_tracr, frozen_masks, warm_start_config
 from tasks.tracr.compiled import tracr_task
 
 

@@ -1,9 +1,9 @@
 """SIIT tasks: trained transformers whose circuit is fixed by Strict Interchange Intervention Training.
 
 ``model.py``: LL config, build, correspondence, aux readouts, patching hooks, save / load;
-``evaluate.py``: the card metrics (accuracy, IIA, SIIA, liveness), the bar and the card;
-``train.py``: ``SiitConfig`` and the training loop; ``__main__.py``: the command,
-``python -m tasks.siit --task <name|all>``.
+``evaluate.py``: the card metrics (accuracy, IIA, SIIA, liveness) and the bar. The trainer, which
+writes the weights and their cards, is the package ``siit_training`` (``python -m siit_training
+--task <name|all>``); the benchmark never imports it.
 
 A *low-level* (LL) HookedTransformer (more heads, gelu, no layer norm, compressed residual) is
 trained so that for every node of the compiled tracr (*high-level*, HL) model one LL node at the
@@ -42,8 +42,7 @@ accuracy. They form the family ``siit_backup`` (single-node ablation under-repor
 design) and declare the set in the task's ``joint_sets``.
 """
 
-from tasks.siit.evaluate import (BENCH_NUM_EFFECT_TOL, COMPLETENESS_TOL, bar_score, cell_correct, eval_pairs, evaluate,  # noqa: F401
-                                 make_card, passes_bar)
+from tasks.siit.evaluate import COMPLETENESS_TOL, bar_score, cell_correct, eval_pairs, evaluate, passes_bar  # noqa: F401
 from tasks.siit.model import (ARCH_OVERRIDES, CARD_PROTOCOL, CARD_SCHEMA, CARD_VERSION, LIVE_THRESHOLD,  # noqa: F401
                               LL_CONFIG_SCHEMA, NUM_TOL, OPTIONAL_CARD_SCHEMA, PASS_BAR, SIIT_VARIANTS, WEIGHTS_DIR, SiitLoadError,
                               aux0_sizes, aux0_targets, aux_block_ce, aux_logit_accuracy, aux_sizes, aux_targets, build_ll,

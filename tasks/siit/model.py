@@ -77,7 +77,7 @@ SIIT_VARIANTS: dict[str, dict] = {
     "prev_token_wide": {"program": "prev_token", "arch": _WIDE},
     # compiled-circuit models (``compiled``): the in-circuit nodes are tracr's compiled weights, kept
     # frozen; only the bystanders (and spare residual dimensions) are SIIT-trained
-    # (``tasks/siit/warm_start.py``). For programs whose randomly initialised models miss the bar
+    # (``siit_training/warm_start.py``). For programs whose randomly initialised models miss the bar
     # (their own cards say what they reached). A compiled circuit is tracr-like (sharp, exactly
     # the program), so these form their own family and table, never pooled with ``siit``.
     "count_less_freq_compiled": {"program": "count_less_freq", "compiled": True},
@@ -378,7 +378,7 @@ def load(name: str, device: str = "cpu", weights_dir: Path | None = None) -> tup
 
     wpath, cpath = paths(name, weights_dir)
     if not wpath.exists() or not cpath.exists():
-        raise SiitLoadError(f"SIIT task {name!r}: missing {wpath if not wpath.exists() else cpath}; retrain with `python -m tasks.siit --task {name}`")
+        raise SiitLoadError(f"SIIT task {name!r}: missing {wpath if not wpath.exists() else cpath}; retrain with `python -m siit_training --task {name}`")
     try:
         card = json.loads(cpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

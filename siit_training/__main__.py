@@ -1,4 +1,4 @@
-"""Train SIIT models: ``python -m tasks.siit --task frac_prevs --device cpu`` (or ``--task all``).
+"""Train SIIT models: ``python -m siit_training --task frac_prevs --device cpu`` (or ``--task all``).
 
 Writes ``tasks/weights/siit/<task>.safetensors`` and ``<task>.json`` (card: LL config,
 correspondence, the run's ``SiitConfig`` under ``config``, seed, steps, wall time, device,
@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
+from siit_training.card import make_card
+from siit_training.train import SiitConfig, add_config_arguments, checkpoint_paths, config_from_args, train
+from tasks.base import Task
 from tasks.siit import model as siit
-from tasks.siit.evaluate import make_card
-from tasks.siit.train import SiitConfig, add_config_arguments, checkpoint_paths, config_from_args, train
-from tasks.tracr.programs import PROGRAMS
 from tasks.tracr.compiled import tracr_task
+from tasks.tracr.programs import PROGRAMS
 
 # Cheapest first (small tracr models).
 DEFAULT_ORDER = ["hist", "length", "count_a", "prev_token", "first_token", "back2", "back3", "same_as_prev", "same_as_first", "prev_is_first",
@@ -35,7 +36,7 @@ DEFAULT_ORDER = ["hist", "length", "count_a", "prev_token", "first_token", "back
                  "pair_balance", "count_less_freq", "sort", "sort_freq", "shuffle_dyck"]
 
 
-def ll_config_arg(name: str, task, previous: dict | None, arch: list[str]) -> dict | None:
+def ll_config_arg(name: str, task: Task, previous: dict | None, arch: list[str]) -> dict | None:
     """The LL config to train: the earlier run's when continuing, else the default with ``--arch`` overrides."""
     if previous is not None:
         if arch:
@@ -50,12 +51,13 @@ def ll_config_arg(name: str, task, previous: dict | None, arch: list[str]) -> di
     return cfg
 
 
-def checkpoint_path(name: str, args) -> Path:
+def checkpoint_path(name: str, args: argparse.Namespace) -> Path:
     """Where a run of ``name`` keeps its resumable state: ``<weights dir>/checkpoints/<name>``."""
     return Path(args.weights_dir or siit.WEIGHTS_DIR) / "checkpoints" / name
 
 
-def run_one(name: str, config: SiitConfig, args) -> dict | None:
+def run_one(name: str, config: SiitConfig, args: argparse.Namespace) -> dict | None:
+    """Train SIIT model ``name`` and write its weights and card (returned); ``None`` when the session paused."""
     if siit.is_compiled(name):  # its recipe: tracr's weights, frozen (model.SIIT_VARIANTS)
         config = replace(config, init_tracr=True, freeze_circuit=True)
     elif config.freeze_circuit:
@@ -77,7 +79,7 @@ def run_one(name: str, config: SiitConfig, args) -> dict | None:
                           redundant=siit.redundant_of(name) or None)
     if info["paused"]:
         print(f"{name}: paused at step {info['steps']} after {info['wall_s']:.0f}s of training; "
-              f"go on with `python -m tasks.siit --task {name} --resume` and the same options")
+              f"go on with `python -m siit_training --task {name} --resume` and the same options")
         return None
     wall = info["wall_s"]
     record = {
@@ -100,7 +102,7 @@ def run_one(name: str, config: SiitConfig, args) -> dict | None:
     return card
 
 
-def recard(name: str, config: SiitConfig, args) -> dict:
+def recard(name: str, config: SiitConfig, args: argparse.Namespace) -> dict:
     """Re-evaluate shipped weights with the current test protocol and rewrite the card (training record kept)."""
     task = tracr_task(siit.program_of(name), args.device)
     ll, aux, old = siit.load(name, args.device, args.weights_dir)
@@ -114,8 +116,8 @@ def recard(name: str, config: SiitConfig, args) -> dict:
     return card
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m tasks.siit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m siit_training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="all", help="tracr program name (or a variant of model.SIIT_VARIANTS, e.g. hist_backup), "
                     "comma list, or 'all' (every program, then every variant)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -44,11 +44,11 @@ from tqdm import tqdm
 
 from interventions.hooks import node_activation, replacing_hooks
 from interventions.interchange import source_lengths
+from siit_training.warm_start import embed_tracr, frozen_masks, warm_start_config
 from tasks.base import Task
 from tasks.seeds import derive
 from tasks.siit import model as siit
 from tasks.siit.evaluate import bar_score, cell_correct, eval_pairs, evaluate, hl_ties
-from tasks.siit.warm_start import embed_tracr, frozen_masks, warm_start_config
 
 NUM_LOSS_SCALE = 100.0
 
@@ -128,7 +128,7 @@ def _option(default, help: str, flag: str | None = None):
 
 @dataclass
 class SiitConfig:
-    """Every hyperparameter of a SIIT run, in one place: ``python -m tasks.siit`` generates its
+    """Every hyperparameter of a SIIT run, in one place: ``python -m siit_training`` generates its
     options from these fields (``--max-steps`` for ``max_steps``), ``train`` reads them and the
     card stores ``asdict(config)`` under ``config``."""
 
@@ -159,7 +159,7 @@ class SiitConfig:
     w_attn: float = _option(
         0.0, "weight of the attention-pattern loss: each in-circuit LL head's pattern against its tracr head's (0: off)")
     init_tracr: bool = _option(
-        False, "warm start: each in-circuit node starts as its tracr node in a widened residual (tasks/siit/warm_start.py)")
+        False, "warm start: each in-circuit node starts as its tracr node in a widened residual (siit_training/warm_start.py)")
     skip_hl_ties: bool = _option(
         False, "leave IIT cells whose HL logits tie (no defined answer) out of the IIT loss; the card still counts them")
     freeze_circuit: bool = _option(

@@ -1,4 +1,4 @@
-"""Warm start of a SIIT model from its compiled tracr weights (``python -m tasks.siit --init-tracr``).
+"""Warm start of a SIIT model from its compiled tracr weights (``python -m siit_training --init-tracr``).
 
 The LL model's residual stream holds tracr's in its first ``d_model(tracr)`` dimensions; each
 in-circuit LL node starts as its tracr node (weights copied, zero-padded to the LL's head and MLP
