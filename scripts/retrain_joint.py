@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from siit_training.__main__ import main as siit_main
-from siit_training.train import SiitConfig
+from siit_training.config import SiitConfig
 from tasks.siit import model as siit
 
 # options this script decides; every other field is the card's

@@ -58,7 +58,7 @@ def recipe(name: str, card: dict) -> str:
     ``config`` sets away from today's default, and ``--continue-training`` when it continued earlier weights."""
     from dataclasses import fields
 
-    from siit_training.train import SiitConfig
+    from siit_training.config import SiitConfig
 
     cfg = card.get("config") or {}
     parts = [f"python -m siit_training --task {name}"]

@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 
 from siit_training.card import make_card
-from siit_training.train import SiitConfig, add_config_arguments, checkpoint_paths, config_from_args, train
+from siit_training.checkpoint import checkpoint_paths
+from siit_training.config import SiitConfig, add_config_arguments, config_from_args
+from siit_training.loop import train
 from tasks.base import Task
 from tasks.siit import model as siit
 from tasks.tracr.compiled import tracr_task

@@ -14,9 +14,9 @@ DERIVATIONS = {
     "bench-fit": lambda seed: 2 * seed + 1,  # ... the fit split (disjoint from every eval seed)
     "counterfactual": lambda seed: seed + 7919,  # tasks.base.Task.sample_with_counterfactual: the edits
     "ablation-noise": lambda seed, node, group: seed * 1_000_003 + node * 1009 + group,  # NodeBatch.generator
-    "siit-selection": lambda seed: 10_000 + seed,  # siit_training/train.py: held-out pairs for checkpoint selection
+    "siit-selection": lambda seed: 10_000 + seed,  # siit_training/loop.py: held-out pairs for checkpoint selection
     "siit-card-test": lambda seed: 20_000 + seed,  # siit_training/card.py: the card's test pairs
-    "siit-selection-subsets": lambda seed: 30_000 + seed,  # siit_training/train.py: bystander subsets for selection
+    "siit-selection-subsets": lambda seed: 30_000 + seed,  # siit_training/loop.py: bystander subsets for selection
     "siit-card-subsets": lambda seed: 40_000 + seed,  # siit_training/card.py: the card's bystander subsets
 }
 

@@ -1,4 +1,5 @@
-"""One source of SIIT hyperparameters (``SiitConfig``) and named seed streams (``tasks.seeds``)."""
+"""One source of SIIT hyperparameters (``siit_training.config.SiitConfig``), the training loop's losses and
+resumability, and named seed streams (``tasks.seeds``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.seeds import DERIVATIONS, derive
-from siit_training.train import SiitConfig, add_config_arguments, config_from_args
+from siit_training.config import SiitConfig, add_config_arguments, config_from_args
 
 
 def parse(argv: list[str]) -> SiitConfig:
@@ -65,7 +66,7 @@ def test_attention_pattern_loss_pulls_in_circuit_heads_toward_tracr():
     """--w-attn: after the same short run, the in-circuit SelectorWidth head's attention pattern is
     closer (KL divergence, non-BOS queries) to its tracr head's than without the loss."""
 
-    from siit_training.train import train
+    from siit_training.loop import train
     from tasks.tracr.compiled import tracr_task
 
     hl = tracr_task("count_less_freq")
@@ -97,7 +98,7 @@ def test_attention_pattern_loss_on_iit_rows_trains_other_weights_and_says_so():
     """--attn-iit-rows: the pattern loss also covers the IIT rows (tracr's patterns under the same
     patch). Same seed, same draws: only that loss term differs, so the weights do, and the card says
     which rows the loss read."""
-    from siit_training.train import train
+    from siit_training.loop import train
     from tasks.tracr.compiled import tracr_task
 
     hl = tracr_task("count_less_freq")
@@ -113,7 +114,8 @@ def test_a_paused_and_resumed_run_gives_the_weights_of_an_uninterrupted_one(tmp_
     """Training is resumable across sessions: a run paused after 20 steps (checkpoint at every
     evaluation) and resumed gives bit-identical weights, history and best step to one run
     straight through; a resume under other settings is refused, naming them."""
-    from siit_training.train import checkpoint_paths, train
+    from siit_training.checkpoint import checkpoint_paths
+    from siit_training.loop import train
     from tasks.tracr.compiled import tracr_task
 
     hl = tracr_task("hist")
@@ -142,26 +144,26 @@ def test_hl_tie_cells_carry_no_label_when_skipped():
     the rest is the plain cross-entropy. Without the option every cell counts."""
     import torch.nn.functional as F
 
+    from siit_training.losses import output_loss
     from tasks.siit.evaluate import hl_ties
-    from siit_training.train import _loss
 
     hl = torch.tensor([[[9.0, 0, 0], [1.0, 0, 0], [0.0, 0, 0], [0.0, 2, 0]]])  # BOS, defined, tie, defined
     ll = torch.randn(1, 4, 3)
     assert hl_ties(hl[:, 1:]).tolist() == [[False, True, False]]
     want = F.cross_entropy(ll[0, [1, 3]], torch.tensor([0, 1]))
-    assert torch.allclose(_loss(ll, hl, "categorical", skip_ties=True), want)
-    assert torch.allclose(_loss(ll, hl, "categorical"), F.cross_entropy(ll[0, 1:], torch.tensor([0, 0, 1])))
+    assert torch.allclose(output_loss(ll, hl, "categorical", skip_ties=True), want)
+    assert torch.allclose(output_loss(ll, hl, "categorical"), F.cross_entropy(ll[0, 1:], torch.tensor([0, 0, 1])))
     all_tied = torch.zeros(1, 3, 3)
-    assert _loss(ll[:, :3], all_tied, "categorical", skip_ties=True).item() == 0.0
+    assert output_loss(ll[:, :3], all_tied, "categorical", skip_ties=True).item() == 0.0
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.floats(-0.1, 0.1), min_size=2, max_size=12))
 def test_numerical_tail_counts_only_errors_past_half_the_tolerance(errors):
     """The tail term is 0 for cells within NUM_TOL / 2, 1 for a cell exactly at NUM_TOL, and
-    ``_loss`` adds it (times ``num_tail``) to the scaled MSE; BOS is left out of both."""
+    ``output_loss`` adds it (times ``num_tail``) to the scaled MSE; BOS is left out of both."""
+    from siit_training.losses import numerical_tail, output_loss
     from tasks.siit.model import NUM_TOL
-    from siit_training.train import _loss, numerical_tail
     err = torch.tensor(errors, dtype=torch.float64).view(1, -1, 1)
     hl = torch.zeros_like(err)
     half = NUM_TOL / 2
@@ -170,8 +172,8 @@ def test_numerical_tail_counts_only_errors_past_half_the_tolerance(errors):
     assert numerical_tail(torch.full((1, 3, 1), NUM_TOL, dtype=torch.float64), torch.zeros(1, 3, 1, dtype=torch.float64)).item() \
         == pytest.approx(1.0)
     mse = 100.0 * (err[:, 1:] ** 2).mean()
-    assert _loss(err, hl, "numerical", 100.0).item() == pytest.approx(mse.item())
-    assert _loss(err, hl, "numerical", 100.0, num_tail=3.0).item() == pytest.approx(
+    assert output_loss(err, hl, "numerical", 100.0).item() == pytest.approx(mse.item())
+    assert output_loss(err, hl, "numerical", 100.0, num_tail=3.0).item() == pytest.approx(
         mse.item() + 3.0 * numerical_tail(err[:, 1:], hl[:, 1:]).item())
 
 
@@ -182,7 +184,7 @@ def test_focal_cross_entropy_weights_each_cell_by_its_miss_probability(seed, gam
     with --skip-hl-ties, tie cells left out); a cell the model already gets with p ~ 1 adds ~0."""
     import torch.nn.functional as F
 
-    from siit_training.train import _loss
+    from siit_training.losses import output_loss
 
     gen = torch.Generator().manual_seed(seed)
     ll = torch.randn(2, 5, 4, generator=gen, dtype=torch.float64) * 3
@@ -192,11 +194,11 @@ def test_focal_cross_entropy_weights_each_cell_by_its_miss_probability(seed, gam
     target = hl[:, 1:].argmax(-1)
     cell_ce = -logp.gather(-1, target[..., None])[..., 0]
     weighted = (1 - torch.exp(-cell_ce)) ** gamma * cell_ce
-    assert _loss(ll, hl, "categorical", focal=gamma).item() == pytest.approx(weighted.mean().item(), rel=1e-9)
+    assert output_loss(ll, hl, "categorical", focal=gamma).item() == pytest.approx(weighted.mean().item(), rel=1e-9)
     defined = torch.ones_like(target, dtype=torch.bool)
     defined[0, 1] = False  # hl[0, 2] without BOS
-    assert _loss(ll, hl, "categorical", skip_ties=True, focal=gamma).item() == pytest.approx(
+    assert output_loss(ll, hl, "categorical", skip_ties=True, focal=gamma).item() == pytest.approx(
         weighted[defined].mean().item(), rel=1e-9)
-    assert _loss(ll, hl, "categorical", focal=gamma).item() <= _loss(ll, hl, "categorical").item() + 1e-12
+    assert output_loss(ll, hl, "categorical", focal=gamma).item() <= output_loss(ll, hl, "categorical").item() + 1e-12
     sure = 50.0 * F.one_hot(hl.argmax(-1), 4).to(hl.dtype)  # LL puts p ~ 1 on every target
-    assert _loss(sure, hl, "categorical", focal=gamma).item() < 1e-12
+    assert output_loss(sure, hl, "categorical", focal=gamma).item() < 1e-12

@@ -9,7 +9,9 @@ import json
 import pytest
 import torch
 
-from siit_training.train import SiitConfig, reinit_node, train
+from siit_training.config import SiitConfig
+from siit_training.loop import train
+from siit_training.reinit import reinit_node
 from siit_training.warm_start import CATEGORICAL_LOGIT_SCALE, check_fits, embed_tracr, frozen_masks, warm_start_config
 from tasks import siit
 from tasks.siit import model as siit_model
