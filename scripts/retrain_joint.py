@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from siit_training.__main__ import main as siit_main
-from siit_training.config import SiitConfig
+from siit_training.config import SiitConfig, unknown_options
 from tasks.siit import model as siit
 
 # options this script decides; every other field is the card's
@@ -42,7 +42,8 @@ def config_of_old_card(card: dict) -> dict:
 
 
 def command(name: str, card_config: dict, overrides: dict, weights_dir: str) -> list[str]:
-    """The ``python -m siit_training`` arguments: the card's config, then ``overrides``."""
+    """The ``python -m siit_training`` arguments: the card's config, then ``overrides``. Keys that are not
+    ``SiitConfig`` fields (options removed since the card was written) are left out."""
     cfg = {f.name: card_config.get(f.name, f.default) for f in fields(SiitConfig)}
     cfg.update(overrides)
     argv = ["--task", name, "--continue-training", "--weights-dir", weights_dir, "--threads", "1", "--no-progress"]
@@ -73,6 +74,10 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     card = json.loads(siit.paths(args.name, Path(args.weights_dir))[1].read_text())
     cfg = card.get("config") or config_of_old_card(card)
+    lost = unknown_options(cfg)
+    if lost:  # the card's recipe used an option this trainer no longer has: say so, and go on with today's
+        print(f"note: {args.name}'s card records options the trainer no longer has, at values it cannot reproduce: {lost}",
+              file=sys.stderr)
     overrides = {**JOINT, "lr": args.lr, "max_steps": args.max_steps, "time_limit": args.time_limit,
                  "w_strict": args.w_strict if args.w_strict is not None else max(cfg.get("w_strict", 0.4), 1.0),
                  "target": args.target if args.target is not None else max(cfg.get("target", 0.993), JOINT_TARGET)}

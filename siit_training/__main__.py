@@ -97,14 +97,14 @@ def run_one(name: str, config: SiitConfig, args: argparse.Namespace) -> dict | N
         "sessions": info["sessions"],
         "history": info["history"],
     }
-    card = make_card(task, ll, aux, info["ll_config"], info["correspondence"], record, config.test_n, name=name)
+    card = make_card(task, ll, aux, info["ll_config"], info["correspondence"], record, name=name)
     siit.save(name, ll, aux, card, args.weights_dir)
     for f in checkpoint_paths(ckpt):  # the run is complete: its resumable state has done its job
         f.unlink(missing_ok=True)
     return card
 
 
-def recard(name: str, config: SiitConfig, args: argparse.Namespace) -> dict:
+def recard(name: str, args: argparse.Namespace) -> dict:
     """Re-evaluate shipped weights with the current test protocol and rewrite the card (training record kept)."""
     task = tracr_task(siit.program_of(name), args.device)
     ll, aux, old = siit.load(name, args.device, args.weights_dir)
@@ -113,7 +113,7 @@ def recard(name: str, config: SiitConfig, args: argparse.Namespace) -> dict:
     record = {k: old.get(k) for k in keep if k in old or k not in ("config", "sessions")}  # older cards lack these two
     record["recarded"] = {"earlier_card": {k: old.get(k) for k in ("test_sources", "protocol", "accuracy", "iia", "iia_min_node", "siia", "siia_min_node", "liveness_min_out_of_circuit", "passed")},
                           "note": "weights unchanged; metrics recomputed with the current tasks.siit.evaluate and test data"}
-    card = make_card(task, ll, aux, old["ll_config"], old["correspondence"], record, config.test_n, name=name)
+    card = make_card(task, ll, aux, old["ll_config"], old["correspondence"], record, name=name)
     siit.save(name, ll, aux, card, args.weights_dir)
     return card
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume and (args.continue_training or args.arch or args.recard):
         ap.error("--resume takes weights and architecture from the checkpoint: drop --continue-training / --arch / --recard")
     for n in names:
-        card = recard(n, config, args) if args.recard else run_one(n, config, args)
+        card = recard(n, args) if args.recard else run_one(n, config, args)
         if card is None:
             continue
         short = {k: v for k, v in card.items() if k not in ("history", "shapes")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer
 
+from siit_training.config import CARD_TEST_N
 from tasks.base import Task, unit_name
 from tasks.seeds import derive
 from tasks.siit.evaluate import COMPLETENESS_TOL, eval_pairs, evaluate, passes_bar
@@ -18,7 +19,7 @@ BENCH_NUM_EFFECT_TOL = 0.05
 
 
 def make_card(task: Task, ll: HookedTransformer, aux: dict[str, torch.Tensor] | None, ll_config: dict, corr: dict, record: dict,
-              test_n: int, name: str | None = None) -> dict:
+              name: str | None = None, test_n: int = CARD_TEST_N) -> dict:
     """The JSON card: config, correspondence, training record, held-out metrics and the pass verdict.
 
     ``name``: the SIIT model's name when it is not the tracr program's (a ``SIIT_VARIANTS`` entry);

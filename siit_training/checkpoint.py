@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from siit_training.config import SiitConfig
+from siit_training.config import SiitConfig, unknown_options
 from siit_training.objective import Objective
 from tasks.siit import model as siit
 
@@ -66,8 +66,9 @@ def read_checkpoint(path: Path, config: SiitConfig) -> tuple[dict, dict[str, tor
     meta = json.loads(jpath.read_text())
     if meta.get("checkpoint_version") != CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint {jpath}: version {meta.get('checkpoint_version')!r}, this code reads {CHECKPOINT_VERSION}")
-    now = asdict(config)
-    differ = {k: (v, now.get(k)) for k, v in meta["config"].items() if now.get(k) != v}
+    now, unknown = asdict(config), unknown_options(meta["config"])
+    # a removed option recorded at the value today's recipe fixes is the same setting (unknown_options)
+    differ = {k: (v, now.get(k)) for k, v in meta["config"].items() if k in unknown or (k in now and now[k] != v)}
     if differ:
         raise ValueError(f"checkpoint {jpath} was written with other settings; resume with the same ones "
                          f"(checkpoint vs now: {differ})")

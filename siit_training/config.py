@@ -7,6 +7,30 @@ from dataclasses import dataclass, field, fields
 
 from siit_training.losses import NUM_LOSS_SCALE
 
+# Fixed parts of the recipe, once options that no shipped card ever set to another value.
+AUX_WEIGHT = 0.5  # weight of the aux readout loss
+LIVE_FLOOR = 0.25  # liveness hinge floor (variance ratio to the median in-circuit node)
+GRAD_CLIP = 1.0  # gradient-norm clip
+BACKUP_WEIGHT = 1.0  # weight of the backup loss (redundant HL nodes: one member kept, its partners zero-ablated)
+CARD_TEST_N = 256  # held-out examples per length for the card
+
+# Options that are gone, with the one value today's recipe has for each: an old card's or
+# checkpoint's ``config`` that records one at that value describes today's recipe. Sources of
+# every length >= the base's (same_length_sources False) and no layer-0 aux readout (aux_layer0
+# False) are the only behaviour left; circuit_sgd_lr went earlier (a trial no model kept).
+REMOVED_OPTIONS: dict[str, object] = {
+    "test_n": CARD_TEST_N, "w_aux": AUX_WEIGHT, "live_floor": LIVE_FLOOR, "clip": GRAD_CLIP, "same_length_sources": False,
+    "aux_layer0": False, "w_backup": BACKUP_WEIGHT, "circuit_sgd_lr": 0.0,
+}
+
+
+def unknown_options(recorded: dict) -> dict:
+    """The keys of a recorded ``config`` (a card's, a checkpoint's) that today's ``SiitConfig`` cannot
+    reproduce: neither a field nor a removed option at its fixed value. ``{}``: the recording is
+    today's recipe (its other keys are ``SiitConfig`` fields)."""
+    names = {f.name for f in fields(SiitConfig)}
+    return {k: v for k, v in recorded.items() if k not in names and not (k in REMOVED_OPTIONS and v == REMOVED_OPTIONS[k])}
+
 
 def _option(default: object, help: str, flag: str | None = None):
     """A ``SiitConfig`` field with its command-line help (and its option name when not ``--<field-name>``)."""
@@ -15,9 +39,10 @@ def _option(default: object, help: str, flag: str | None = None):
 
 @dataclass
 class SiitConfig:
-    """Every hyperparameter of a SIIT run, in one place: ``python -m siit_training`` generates its
-    options from these fields (``--max-steps`` for ``max_steps``), ``train`` reads them and the
-    card stores ``asdict(config)`` under ``config``."""
+    """Every hyperparameter of a SIIT run that a run may set, in one place (the fixed ones are the
+    constants above): ``python -m siit_training`` generates its options from these fields
+    (``--max-steps`` for ``max_steps``), ``train`` reads them and the card stores ``asdict(config)``
+    under ``config``."""
 
     seed: int = _option(0, "seed of the LL init, the training draws and the card's test data")
     max_steps: int = _option(3000, "optimizer steps at most")
@@ -25,24 +50,16 @@ class SiitConfig:
     lr: float = _option(3e-3, "peak learning rate (cosine decay to 5%%)")
     eval_every: int = _option(100, "steps between held-out evaluations (checkpoint selection, early stop)")
     eval_n: int = _option(128, "held-out examples per length for checkpoint selection")
-    test_n: int = _option(256, "held-out examples per length for the card")
     time_limit: float | None = _option(None, "seconds of training per task (then the best checkpoint is kept)")
     w_iit: float = _option(1.0, "weight of the IIT loss")
     w_strict: float = _option(0.4, "weight of the strict loss")
-    w_aux: float = _option(0.5, "weight of the aux readout loss")
     w_live: float = _option(1.0, "weight of the bystander liveness hinge")
-    live_floor: float = _option(0.25, "liveness hinge floor (variance ratio to the median in-circuit node)")
-    clip: float = _option(1.0, "gradient-norm clip")
     target: float = _option(0.993, "early stop once min(accuracy, min-node IIA, min-node SIIA) reaches this")
     num_loss_scale: float = _option(NUM_LOSS_SCALE, "multiplier of the MSE loss on numerical outputs")
-    same_length_sources: bool = _option(
-        False, "draw sources of the base's length only (default: every length >= the base's, as the benchmark does)")
     all_lengths_per_step: bool = _option(
         False, "each step averages the gradients of every input length (default: one random length per step)")
     reinit_dead_after: int = _option(
         3, "redraw a bystander's weights after this many consecutive evals below the liveness threshold (0: never)")
-    aux_layer0: bool = _option(
-        False, "add a readout on blocks.0.hook_resid_post (tokens at p-1, p+1, p-2, p+2) that layer-0 bystanders must feed")
     w_attn: float = _option(
         0.0, "weight of the attention-pattern loss: each in-circuit LL head's pattern against its tracr head's (0: off)")
     init_tracr: bool = _option(
@@ -55,7 +72,6 @@ class SiitConfig:
     focal: float = _option(0.0, "categorical outputs: focal exponent of the cross-entropy (0: plain cross-entropy)")
     attn_iit_rows: bool = _option(
         False, "with --w-attn: the attention-pattern loss also on the IIT rows, against tracr's under the same patch")
-    w_backup: float = _option(1.0, "weight of the backup loss (redundant HL nodes: one member kept, its partners zero-ablated)")
     joint_strict: bool = _option(
         False, "strict rows resample a random bystander subset together (default: one bystander per row)")
     iit_bystanders: bool = _option(False, "IIT rows also resample a random bystander subset from the row's source")
@@ -71,31 +87,28 @@ class SiitConfig:
                             else "cosine to 5% over max_steps or time_limit_s, whichever runs out first")
                            + ("; linear warm-up over 200 steps (continued from trained weights)" if continued
                               else "; linear warm-up over 200 steps (warm start from tracr's weights)" if self.init_tracr else ""),
-            "grad_clip": self.clip,
+            "grad_clip": GRAD_CLIP,
             "numerical_mse_scale": self.num_loss_scale if output == "numerical" else None,
             **({"numerical_tail": {"weight": self.num_tail, "what": "mean of (relu(abs(LL - HL) - tol/2) / (tol/2))^2, "
                                    "tol = the pass tolerance"}} if output == "numerical" and self.num_tail else {}),
             **({"focal_cross_entropy": {"exponent": self.focal, "what": "each cell's cross-entropy weighted by "
                                         "(1 - p_target)^exponent"}} if output == "categorical" and self.focal else {}),
-            "loss_weights": {"behaviour": 1.0, "iit": self.w_iit, "strict": self.w_strict, "aux": self.w_aux, "live": self.w_live,
+            "loss_weights": {"behaviour": 1.0, "iit": self.w_iit, "strict": self.w_strict, "aux": AUX_WEIGHT, "live": self.w_live,
                              **({"circuit": self.w_circuit} if self.w_circuit else {})},
             "strict_rows": ("a random bystander subset per row, resampled together from the row's one source: the drawn "
                             "bystander plus each other with probability p ~ U(0, 1] (p drawn per row); every bystander in a "
                             "quarter of the rows" if self.joint_strict else "one random bystander per row"),
             "iit_rows_bystanders": ("each bystander also resampled from the row's source with probability p ~ U(0, 1] "
                                     "(p drawn per row)" if self.iit_bystanders else "left at base"),
-            "live_floor": self.live_floor,
+            "live_floor": LIVE_FLOOR,
             "live_hinge": "mean over bystanders of relu(sqrt(live_floor) - sqrt(var / median in-circuit var))",
             "eval_every": self.eval_every, "eval_examples_per_length": self.eval_n, "early_stop_target": self.target,
-            "early_stop_liveness": f"every bystander >= live_floor ({self.live_floor})" if self.init_tracr
+            "early_stop_liveness": f"every bystander >= live_floor ({LIVE_FLOOR})" if self.init_tracr
             else "every bystander >= the liveness threshold",
             "lengths_per_step": "all (batch split evenly, gradients averaged)" if self.all_lengths_per_step else "one, drawn at random",
             "reinit_dead_bystander_after_evals": self.reinit_dead_after or None,
-            "aux_layer0": "readout on blocks.0.hook_resid_post of tokens at p-1, p+1, p-2, p+2 (circuit-ablated rows)"
-            if self.aux_layer0 else None,
             "sources": "IIT, strict and aux rows: each row's source length drawn uniformly from [base length, max_len] (the "
-                       "benchmark's resample draw), first base-length+1 positions patched" if not self.same_length_sources
-            else "same length as the base",
+                       "benchmark's resample draw), first base-length+1 positions patched",
             "attention_pattern_loss": {"weight": self.w_attn, "what": "cross-entropy of each in-circuit LL head's attention "
                                        "pattern (non-BOS queries, " + ("clean base rows and IIT rows, tracr's under the same patch"
                                        if self.attn_iit_rows else "clean base rows") + ") against its tracr head's pattern"}
@@ -125,7 +138,7 @@ class SiitConfig:
                                "zero-ablated (output set to 0); the kept member left at base (target HL(base)) or, with "
                                "probability 1/2, patched from the source (target HL with the node patched)",
                 "untrained": "one member resampled with another left at base (the HL answer is undefined)",
-                "loss_weight": self.w_backup,
+                "loss_weight": BACKUP_WEIGHT,
             }
         return out
 

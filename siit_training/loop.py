@@ -21,7 +21,7 @@ from tqdm import tqdm
 from transformer_lens import HookedTransformer
 
 from siit_training.checkpoint import read_checkpoint, restore, save_checkpoint
-from siit_training.config import SiitConfig
+from siit_training.config import GRAD_CLIP, LIVE_FLOOR, SiitConfig
 from siit_training.objective import Objective
 from siit_training.reinit import reinit_node
 from tasks.base import Task
@@ -73,8 +73,7 @@ class TrainingRun:
         self.warmup_steps = 200 if self.continued or config.init_tracr else 0
         self.params = list(self.objective.ll.parameters()) + list(self.objective.aux.values())
         self.opt = torch.optim.Adam(self.params, lr=config.lr)
-        self.eval_data = eval_pairs(hl_task, config.eval_n, seed=derive(config.seed, "siit-selection"),
-                                    cross_length=not config.same_length_sources)
+        self.eval_data = eval_pairs(hl_task, config.eval_n, seed=derive(config.seed, "siit-selection"), cross_length=True)
         self.best: dict = {"score": -1.0}
         self.history: list[dict] = []
         self.reinits: list[dict] = []
@@ -120,7 +119,7 @@ class TrainingRun:
         for k, p in ll.named_parameters():  # --freeze-circuit: tracr's part gets no gradient, so Adam leaves it as it is
             if k in run.grad_masks and p.grad is not None:
                 p.grad.mul_(run.grad_masks[k])
-        torch.nn.utils.clip_grad_norm_(self.params, config.clip)
+        torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP)
         set_lr(self.opt, config, step, self.elapsed(), self.warmup_steps)
         self.opt.step()
         for k, v in sums.items():
@@ -149,7 +148,7 @@ class TrainingRun:
         config, run = self.config, self.objective
         score = bar_score(m)
         score_key = score + (1.0 if m["liveness_min_out_of_circuit"] >= siit.LIVE_THRESHOLD else 0.0)
-        if config.init_tracr and score >= siit.PASS_BAR and m["liveness_min_out_of_circuit"] >= config.live_floor:
+        if config.init_tracr and score >= siit.PASS_BAR and m["liveness_min_out_of_circuit"] >= LIVE_FLOOR:
             # a warm start is at the bar from step 0: among checkpoints at the bar with every bystander as live
             # as the hinge asks, prefer the one whose bystanders best do their own job (the aux readout)
             score_key += 1.0 + m["aux_accuracy"]
@@ -162,7 +161,7 @@ class TrainingRun:
         config = self.config
         # a warm start begins at the bar (tracr's accuracy and IIA, bystanders silent on tracr's dimensions):
         # it stops early only once every bystander is as live as the hinge asks, not merely past the threshold
-        stop_live = config.live_floor if config.init_tracr else siit.LIVE_THRESHOLD
+        stop_live = LIVE_FLOOR if config.init_tracr else siit.LIVE_THRESHOLD
         if bar_score(m) >= config.target and m["liveness_min_out_of_circuit"] >= stop_live:
             return True
         if config.time_limit is not None and self.elapsed() > config.time_limit:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from interventions.hooks import node_activation, replacing_hooks
 from interventions.interchange import source_lengths
-from siit_training.config import SiitConfig
+from siit_training.config import AUX_WEIGHT, BACKUP_WEIGHT, LIVE_FLOOR, SiitConfig
 from siit_training.losses import output_loss
 from siit_training.warm_start import embed_tracr, frozen_masks, warm_start_config
 from tasks.base import Task
@@ -85,16 +85,12 @@ class Objective:
         self.ll_hooks = sorted({n.hook_name for n in self.nodes})
         self.last = f"blocks.{self.cfg['n_layers'] - 1}.hook_resid_post"
         self.sizes = siit.aux_sizes(self.cfg["d_vocab"])
-        self.sizes0 = siit.aux0_sizes(self.cfg["d_vocab"])
         self.gen = torch.Generator().manual_seed(config.seed)
         d_model = self.cfg["d_model"]
         self.aux = {
             "aux.W_U": (torch.randn(d_model, sum(self.sizes), generator=self.gen) / math.sqrt(d_model)).to(device).requires_grad_(),
             "aux.b_U": torch.zeros(sum(self.sizes), device=device, requires_grad=True),
         }
-        if config.aux_layer0:  # a second readout on blocks.0.hook_resid_post: relative-position token copies, a job for layer-0 bystanders
-            self.aux["aux.L0_W_U"] = (torch.randn(d_model, sum(self.sizes0), generator=self.gen) / math.sqrt(d_model)).to(device).requires_grad_()
-            self.aux["aux.L0_b_U"] = torch.zeros(sum(self.sizes0), device=device, requires_grad=True)
         if init is not None:  # continue training from (LL state dict, aux tensors)
             self.ll.load_state_dict(init[0], strict=False)
             with torch.no_grad():
@@ -117,7 +113,7 @@ class Objective:
         # draw); a longer source varies what the base's length fixes. Patches take its first L + 1
         # positions. Sources are run grouped by length; their prefixes are stacked row by row.
         allowed = source_lengths(L, self.lengths)  # contiguous: one randint draws uniformly among them
-        src_lengths = sorted(rng.randint(allowed[0], allowed[-1]) if not config.same_length_sources else L for _ in range(n))
+        src_lengths = sorted(rng.randint(allowed[0], allowed[-1]) for _ in range(n))
         srcs = [task.encode([task.inputs.draw(rng, Ls) for _ in range(src_lengths.count(Ls))])
                 for Ls in sorted(set(src_lengths))]
         rows = torch.arange(n, device=device)
@@ -182,8 +178,6 @@ class Objective:
         hooks += [(h, keep) for h in self.ll_hooks]
         hooks += pattern_hooks(store, {l.layer for _, l in self.attn_pairs})
         hooks.append((self.last, keep_as("last")))
-        if config.aux_layer0:
-            hooks.append(("blocks.0.hook_resid_post", keep_as("r0")))
         out = ll.run_with_hooks(torch.cat([base] * n_blocks), fwd_hooks=hooks)
         output, scale = task.output, config.num_loss_scale
         kw = {"num_tail": config.num_tail, "focal": config.focal}
@@ -194,19 +188,16 @@ class Objective:
         aux, d_vocab = self.aux, self.cfg["d_vocab"]
         logits = store["last"][3 * n:4 * n] @ aux["aux.W_U"] + aux["aux.b_U"]
         l_aux = siit.aux_block_ce(logits, siit.aux_targets(base, d_vocab), self.sizes)
-        if config.aux_layer0:
-            logits0 = store["r0"][3 * n:4 * n] @ aux["aux.L0_W_U"] + aux["aux.L0_b_U"]
-            l_aux = 0.5 * (l_aux + siit.aux_block_ce(logits0, siit.aux0_targets(base, d_vocab), self.sizes0))
         vars_ = {node.name: siit.input_variance(siit.node_write(node, store[node.hook_name], ll)) for node in self.nodes}
         med = torch.quantile(torch.stack([vars_[node.name] for node in circ_ll]), 0.5).detach().clamp_min(1e-6)  # same median as evaluate
         # hinge on the std ratio: a variance hinge has a vanishing gradient at a dead (zero-weight) node
-        l_live = torch.stack([F.relu(config.live_floor ** 0.5 - (vars_[node.name] / med + 1e-8).sqrt()) for node in bys]).mean()
-        loss = l_beh + config.w_iit * l_iit + config.w_strict * l_strict + config.w_aux * l_aux + config.w_live * l_live
+        l_live = torch.stack([F.relu(LIVE_FLOOR ** 0.5 - (vars_[node.name] / med + 1e-8).sqrt()) for node in bys]).mean()
+        loss = l_beh + config.w_iit * l_iit + config.w_strict * l_strict + AUX_WEIGHT * l_aux + config.w_live * l_live
         if config.w_circuit:
             loss = loss + config.w_circuit * output_loss(out[3 * n:4 * n], hl_circuit, output, scale, **kw)
         if self.redundant:
             l_backup = output_loss(out[4 * n:], hl_backup, output, scale, **kw)
-            loss = loss + config.w_backup * l_backup
+            loss = loss + BACKUP_WEIGHT * l_backup
         if self.attn_pairs:
             l_attn = torch.stack([
                 -(hl_pat[f"blocks.{h.layer}.attn.hook_pattern"][:, h.head, 1:]

@@ -4,15 +4,19 @@ resumability, and named seed streams (``tasks.seeds``)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 from dataclasses import asdict, fields
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from siit_training.config import REMOVED_OPTIONS, SiitConfig, add_config_arguments, config_from_args, unknown_options
 from tasks.seeds import DERIVATIONS, derive
-from siit_training.config import SiitConfig, add_config_arguments, config_from_args
+from tasks.siit.model import WEIGHTS_DIR
 
 
 def parse(argv: list[str]) -> SiitConfig:
@@ -32,9 +36,58 @@ def test_every_field_is_an_option_with_its_default():
 def test_readme_commands_parse():
     c = parse("--continue-training --all-lengths-per-step --lr 1e-3 --time-limit 500".split()[1:])
     assert c.all_lengths_per_step and c.lr == 1e-3 and c.time_limit == 500.0
-    c = parse(["--same-length-sources", "--w-live", "2", "--max-steps", "10", "--aux-layer0"])
-    assert c.same_length_sources and c.w_live == 2.0 and c.max_steps == 10 and c.aux_layer0
+    c = parse(["--joint-strict", "--w-live", "2", "--max-steps", "10", "--iit-bystanders"])
+    assert c.joint_strict and c.w_live == 2.0 and c.max_steps == 10 and c.iit_bystanders
     assert asdict(c)["w_live"] == 2.0  # what the card stores under "config"
+
+
+def _retrain_joint():
+    spec = importlib.util.spec_from_file_location("retrain_joint", Path(__file__).parents[1] / "scripts" / "retrain_joint.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_card_records_todays_recipe_and_its_command_replays_it():
+    """Options no card ever set away from one value are gone (``REMOVED_OPTIONS``); every card's
+    ``config`` (or, on the oldest cards, ``hyperparameters``) is still a recipe today's options
+    reproduce: what scripts/retrain_joint.py builds from it parses back to the recorded fields."""
+    retrain_joint = _retrain_joint()
+    cards = {p.stem: json.loads(p.read_text()) for p in sorted(WEIGHTS_DIR.glob("*.json"))}
+    assert len(cards) >= 10 and any("config" not in c for c in cards.values())  # an old card without config is read too
+    names = {f.name for f in fields(SiitConfig)}
+    for name, card in cards.items():
+        recorded = card.get("config") or retrain_joint.config_of_old_card(card)
+        assert unknown_options(recorded) == {}, name
+        argv = retrain_joint.command(name, recorded, {}, "/nowhere")
+        config = parse(argv[argv.index("--no-progress") + 1:])
+        assert {k: v for k, v in asdict(config).items() if k in recorded} == {k: v for k, v in recorded.items() if k in names}, name
+    assert unknown_options({"live_floor": 0.3, "focal": 1.0, "bogus": 1}) == {"live_floor": 0.3, "bogus": 1}
+
+
+def test_a_checkpoint_of_removed_options_at_their_fixed_values_resumes(tmp_path):
+    """A checkpoint written before an option was removed resumes when it recorded the value today's
+    recipe fixes, and is refused, naming the option, when it recorded another."""
+    from safetensors.torch import save_file
+
+    from siit_training.checkpoint import CHECKPOINT_VERSION, checkpoint_paths, read_checkpoint
+
+    config = SiitConfig(max_steps=7)
+    tpath, jpath = checkpoint_paths(tmp_path / "hist")
+    save_file({"x": torch.zeros(1)}, str(tpath))
+
+    def write(recorded: dict) -> None:
+        jpath.write_text(json.dumps({"checkpoint_version": CHECKPOINT_VERSION, "config": {**asdict(config), **recorded}}))
+
+    write({k: REMOVED_OPTIONS[k] for k in ("live_floor", "aux_layer0", "test_n")})
+    meta, tensors = read_checkpoint(tmp_path / "hist", config)
+    assert meta["config"]["live_floor"] == 0.25 and list(tensors) == ["x"]
+    write({"live_floor": 0.3})
+    with pytest.raises(ValueError, match="other settings.*live_floor"):
+        read_checkpoint(tmp_path / "hist", config)
+    write({"max_steps": 8})
+    with pytest.raises(ValueError, match="other settings.*max_steps"):
+        read_checkpoint(tmp_path / "hist", config)
 
 
 def test_hyperparameters_record_the_config():
@@ -102,7 +155,7 @@ def test_attention_pattern_loss_on_iit_rows_trains_other_weights_and_says_so():
     from tasks.tracr.compiled import tracr_task
 
     hl = tracr_task("count_less_freq")
-    runs = {flag: train(hl, SiitConfig(max_steps=5, eval_every=5, eval_n=8, test_n=8, batch=16, w_attn=1.0,
+    runs = {flag: train(hl, SiitConfig(max_steps=5, eval_every=5, eval_n=8, batch=16, w_attn=1.0,
                                        attn_iit_rows=flag), progress=False) for flag in (False, True)}
     what = {flag: r[2]["hyperparameters"]["attention_pattern_loss"]["what"] for flag, r in runs.items()}
     assert "IIT rows" in what[True] and "IIT rows" not in what[False]
