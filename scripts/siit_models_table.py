@@ -1,7 +1,8 @@
 """The markdown table of SIIT models from their cards (nothing typed by hand).
 
-``python scripts/siit_models_table.py [weights dir]`` prints it; ``--write docs/siit-models.md``
-rewrites the block between ``BEGIN`` and ``END`` in that file instead. One row per card: program, LL size
+``python scripts/siit_models_table.py [card folder ...]`` prints it (default: the shipped models'
+folder and the folder of those that missed the bar); ``--write docs/siit-models.md`` rewrites the
+block between ``BEGIN`` and ``END`` in that file instead. One row per card: program, LL size
 (layers x heads, nodes), circuit nodes, longest input, steps and wall time of the run that
 produced the weights (its device as recorded), the bar's numbers, and whether it ships. "circuit
 weights": "trained" from a random init, "tracr init, trained" (every weight trained, the in-circuit
@@ -29,11 +30,23 @@ def circuit_weights(card: dict) -> str:
     return "tracr init, trained" if (card.get("config") or {}).get("init_tracr") else "trained"
 
 
-def rows(weights: Path) -> list[dict]:
+def default_folders() -> list[Path]:
+    """The shipped models' cards and those of the models that missed the bar."""
+    from tasks.siit.model import FAILED_DIR, WEIGHTS_DIR
+
+    return [WEIGHTS_DIR, FAILED_DIR]
+
+
+def card_paths(folders: list[Path]) -> list[Path]:
+    """Every card of ``folders``, in file-name order across them."""
+    return sorted((p for d in folders for p in d.glob("*.json")), key=lambda p: p.name)
+
+
+def rows(folders: list[Path]) -> list[dict]:
     from tasks.siit.model import CARD_PROTOCOL
 
     out = []
-    for path in sorted(weights.glob("*.json")):
+    for path in card_paths(folders):
         c = json.loads(path.read_text())
         cfg = c["ll_config"]
         out.append({
@@ -72,8 +85,8 @@ def recipe(name: str, card: dict) -> str:
     return " ".join(parts)
 
 
-def recipes(weights: Path) -> list[tuple[str, str]]:
-    return [(f"siit_{p.stem}", recipe(p.stem, json.loads(p.read_text()))) for p in sorted(weights.glob("*.json"))]
+def recipes(folders: list[Path]) -> list[tuple[str, str]]:
+    return [(f"siit_{p.stem}", recipe(p.stem, json.loads(p.read_text()))) for p in card_paths(folders)]
 
 
 def table_markdown(table: list[dict], commands: list[tuple[str, str]] = ()) -> str:
@@ -102,16 +115,15 @@ def replace_block(text: str, block: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    from tasks.siit.model import WEIGHTS_DIR
-
     p = argparse.ArgumentParser(prog="python scripts/siit_models_table.py", description="The SIIT models table from their cards.")
-    p.add_argument("weights", nargs="?", type=Path, default=WEIGHTS_DIR, help="folder of SIIT cards (default: the shipped ones)")
+    p.add_argument("weights", nargs="*", type=Path, help="folders of SIIT cards (default: the shipped ones and those that missed the bar)")
     p.add_argument("--write", type=Path, metavar="FILE.md", help="rewrite the table block of this markdown file instead of printing")
     args = p.parse_args(argv)
-    block = table_markdown(rows(args.weights), recipes(args.weights))
+    folders = args.weights or default_folders()
+    block = table_markdown(rows(folders), recipes(folders))
     if args.write:
         args.write.write_text(replace_block(args.write.read_text(), block))
-        print(f"wrote the models table of {args.write} from {args.weights}")
+        print(f"wrote the models table of {args.write} from {', '.join(map(str, folders))}")
     else:
         print(block, end="")
 

@@ -3,7 +3,8 @@
 Writes ``tasks/weights/siit/<task>.safetensors`` and ``<task>.json`` (card: LL config,
 correspondence, the run's ``SiitConfig`` under ``config``, seed, steps, wall time, device,
 held-out accuracy / IIA / SIIA, per-node liveness) and prints the card. A model that misses the
-bar is still written, with ``"passed": false``, and is not loaded by the registry. ``--recard``
+bar is still written, with ``"passed": false``, and is not loaded by the registry; it is kept in
+``tasks/weights/siit_failed/`` (``model.FAILED_DIR``), which is not package data. ``--recard``
 re-evaluates existing weights under the current protocol without training.
 
 Runs are resumable: at every evaluation the full run state (weights, Adam moments, random

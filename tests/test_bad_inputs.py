@@ -23,6 +23,7 @@ import torch
 from abench.leaderboard import environment, strip_volatile
 from ablations.base import REGISTRATIONS, REGISTRY
 from tasks import siit
+from tasks.siit.model import FAILED_DIR
 
 pytest_plugins = ["pytester"]
 
@@ -287,20 +288,21 @@ def test_mutating_plugins_first_change_no_other_row(tmp_path):
 
 
 def _break(tmp_path: Path) -> dict[str, str]:
-    """Copies of shipped SIIT files, each broken one way: task -> what its one-line reason must say."""
-    src = siit.WEIGHTS_DIR
-    for name in ("length", "hist", "sort_unique", "count_less_freq"):
-        shutil.copy(src / f"{name}.safetensors", tmp_path / f"{name}.safetensors")
-        card = json.loads((src / f"{name}.json").read_text())
+    """Copies of SIIT files (shipped, or kept though they missed the bar), each broken one way: task -> what
+    its one-line reason must say."""
+    src = {"length": siit.WEIGHTS_DIR, "hist": siit.WEIGHTS_DIR, "sort_unique": FAILED_DIR, "count_less_freq": FAILED_DIR}
+    for name, folder in src.items():
+        shutil.copy(folder / f"{name}.safetensors", tmp_path / f"{name}.safetensors")
+        card = json.loads((folder / f"{name}.json").read_text())
         card.update(passed=True, protocol=siit.CARD_PROTOCOL)  # listed whatever the shipped card says
         (tmp_path / f"{name}.json").write_text(json.dumps(card))
     (tmp_path / "length.json").write_text('{"card_version": 1, "ll_config": ')  # invalid JSON
     card = json.loads((tmp_path / "hist.json").read_text())
     card["ll_config"]["d_head"] = "8"  # wrong type
     (tmp_path / "hist.json").write_text(json.dumps(card))
-    raw = (src / "sort_unique.safetensors").read_bytes()
+    raw = (FAILED_DIR / "sort_unique.safetensors").read_bytes()
     (tmp_path / "sort_unique.safetensors").write_bytes(raw[: len(raw) // 2])  # truncated
-    shutil.copy(src / "length.safetensors", tmp_path / "count_less_freq.safetensors")  # another model's weights
+    shutil.copy(siit.WEIGHTS_DIR / "length.safetensors", tmp_path / "count_less_freq.safetensors")  # another model's weights
     return {
         "siit_length": "card " + str(tmp_path / "length.json") + " is not valid JSON",
         "siit_hist": "field ll_config.d_head must be a positive integer, got '8' (str)",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from tasks import siit
 from tasks.registry import DEFAULT_FAMILIES, families, load_task, resolve_task_names
+from tasks.siit.model import FAILED_DIR
 
 SHIPPED = siit.shipped()
 # Fresh held-out data: a seed used neither in training (10_000 + seed eval, random stream) nor for the card (20_000 + seed).
@@ -190,9 +192,13 @@ def test_cross_length_pairs_cover_every_longer_source():
 
 def test_every_card_records_the_bar_and_only_passing_models_ship():
     """A card of the current protocol says whether its numbers pass the bar (per node and joint); only those ship.
-    Cards of models that miss it (or of an earlier protocol) stay in the folder with what they reached."""
-    cards = {p.stem: json.loads(p.read_text()) for p in sorted(siit.WEIGHTS_DIR.glob("*.json"))}
-    for name, card in cards.items():
+    Cards of models that miss it (or of an earlier protocol) are kept, with what they reached, in FAILED_DIR:
+    not package data, never loaded by the registry. A model is in one folder, not both."""
+    paths = [p for d in (siit.WEIGHTS_DIR, FAILED_DIR) for p in sorted(d.glob("*.json"))]
+    assert len({p.stem for p in paths}) == len(paths), "a model has a card in both folders"
+    assert any(p.parent == FAILED_DIR for p in paths)
+    for path in paths:
+        name, card = path.stem, json.loads(path.read_text())
         if card.get("protocol") == siit.CARD_PROTOCOL:
             m = {"accuracy": card["accuracy"], "iia_min": card["iia_min_node"], "siia_min": card["siia_min_node"],
                  "liveness_min_out_of_circuit": card["liveness_min_out_of_circuit"],
@@ -201,7 +207,22 @@ def test_every_card_records_the_bar_and_only_passing_models_ship():
                 m.update(backup_iia_min=card["redundant"]["backup_iia_min_node"],
                          backup_accuracy_min=card["redundant"]["backup_accuracy_min_node"])
             assert card["passed"] == siit.passes_bar(m), f"{name}: card says passed={card['passed']}, its numbers say otherwise"
-        assert (name in SHIPPED) == (card.get("protocol") == siit.CARD_PROTOCOL and bool(card.get("passed"))), name
+        ships = card.get("protocol") == siit.CARD_PROTOCOL and bool(card.get("passed"))
+        assert (path.parent == siit.WEIGHTS_DIR) == ships, f"{name}: move its card and weights to {FAILED_DIR if not ships else siit.WEIGHTS_DIR}"
+        assert (name in SHIPPED) == ships, name
+
+
+def test_only_the_shipped_models_are_package_data():
+    """pyproject's package-data globs take every file of the shipped models' folder and none of FAILED_DIR."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    data = {p for pattern in setuptools["package-data"]["tasks"] for p in (root / "tasks").glob(pattern) if p.is_file()}
+    shipped_files = {p for p in (root / "tasks" / "weights" / "siit").iterdir() if p.is_file()}
+    assert shipped_files and shipped_files <= data
+    assert not [p for p in data if FAILED_DIR in p.parents], "a model that missed the bar would ship"
+    assert "exclude-package-data" not in setuptools  # the globs alone say what ships
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from siit_training.config import REMOVED_OPTIONS, SiitConfig, add_config_arguments, config_from_args, unknown_options
 from tasks.seeds import DERIVATIONS, derive
-from tasks.siit.model import WEIGHTS_DIR
+from tasks.siit.model import FAILED_DIR, WEIGHTS_DIR
 
 
 def parse(argv: list[str]) -> SiitConfig:
@@ -49,11 +49,11 @@ def _retrain_joint():
 
 
 def test_every_card_records_todays_recipe_and_its_command_replays_it():
-    """Options no card ever set away from one value are gone (``REMOVED_OPTIONS``); every card's
+    """Options no card ever set away from one value are gone (``REMOVED_OPTIONS``); every card's (shipped or not)
     ``config`` (or, on the oldest cards, ``hyperparameters``) is still a recipe today's options
     reproduce: what scripts/retrain_joint.py builds from it parses back to the recorded fields."""
     retrain_joint = _retrain_joint()
-    cards = {p.stem: json.loads(p.read_text()) for p in sorted(WEIGHTS_DIR.glob("*.json"))}
+    cards = {p.stem: json.loads(p.read_text()) for d in (WEIGHTS_DIR, FAILED_DIR) for p in sorted(d.glob("*.json"))}
     assert len(cards) >= 10 and any("config" not in c for c in cards.values())  # an old card without config is read too
     names = {f.name for f in fields(SiitConfig)}
     for name, card in cards.items():

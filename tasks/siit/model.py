@@ -21,6 +21,9 @@ from tasks.tracr.compiled import tracr_task
 
 # $ABENCH_SIIT_WEIGHTS points the registry (and the trainer) at another folder, e.g. in tests
 WEIGHTS_DIR = Path(os.environ.get("ABENCH_SIIT_WEIGHTS") or Path(__file__).resolve().parent.parent / "weights" / "siit")
+# Cards of models that missed the bar (weights only where a test loads them): kept for the models
+# table and the tests, never package data (pyproject), never listed by ``shipped``
+FAILED_DIR = Path(__file__).resolve().parent.parent / "weights" / "siit_failed"
 CARD_VERSION = 1
 # Test protocol of a card. 2: IIA and SIIA with sources of every length >= the base's, bar per node.
 # 3: protocol 2 plus the joint bar (bystanders resampled together, in subsets and all at once; the
