@@ -13,6 +13,7 @@ import torch
 from abench.attribution import estimator_row
 from abench.circuit import circuit_effects
 from abench.conventions import DEFAULT_CONVENTION, effect_setup
+from abench.document import Row
 from abench.effects import MethodError, joint_effects, node_effects
 from abench.guard import SharedState, describe
 from abench.separability import separability
@@ -59,13 +60,14 @@ class Timer:
             self.seconds = time.perf_counter() - self.t0
 
 
-def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskData, convention: str = DEFAULT_CONVENTION) -> dict:
+def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskData, convention: str = DEFAULT_CONVENTION) -> Row:
     """Fit ``method`` on ``fit``, measure every node's effect on ``ev``. Never raises for a bad method:
     its row gets ``status: failed`` and the reason. ``convention``: the effect convention
     (``abench.conventions``: ``suite`` or ``iit``; a next-token task scores its logit difference).
     An attribution estimator (``atp[...]``, ``atp_ig[...]``) gets its estimated effects scored beside
     the exact ones of the method it wraps (``abench.attribution.estimator_row``)."""
-    row = {"task": task.name, "family": task.family, "ground_truth": task.ground_truth}
+    row = {"task": task.name, "family": task.family, "ground_truth": task.ground_truth}  # the identity, then the method's
+    measures: dict = {}
     device = str(task.model.cfg.device)
     shared = SharedState.of(fit, ev)  # what every method of this task sees, restored after each
     try:
@@ -74,8 +76,8 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
         if isinstance(m, Estimator):  # an estimate of another method's effects, scored beside them
             estimate = estimator_row(task, m, fit, ev, convention, lambda: Timer(device))
             _check_shared(shared, m, "estimate")
-            row.update(status="ok", error=None, **estimate)
-            return row
+            nodes = estimate.pop("nodes")
+            return Row(**row, status="ok", measures=estimate, nodes=nodes)
         with Timer(device) as t_fit:
             m.fit(fit)
         _check_shared(shared, m, "fit")
@@ -94,21 +96,19 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
         reason = (str(err) if isinstance(err, MethodError) else f"{type(err).__name__}: {err}") + raise_site(err)
         if changed:
             reason += f"; shared task data it changed was restored for the other methods: {describe(changed)}"
-        row.update(status="failed", error=reason)
-        return row
+        return Row(**row, status="failed", error=reason)
     labels = [e.in_circuit for e in effects]
     sep = separability(labels, [e.effect for e in effects])
     sep_c = separability(labels, [e.continuous for e in effects])
-    row.update(status="ok", error=None, **sep)
-    row.update(setup.row_info)
-    row["auroc_continuous"] = sep_c["auroc"]
-    row.update(fit_seconds=t_fit.seconds, effect_seconds=t_eff.seconds, seconds=t_fit.seconds + t_eff.seconds)
-    row["fit_seconds_per_node"] = t_fit.seconds / len(effects)
-    row.update(circuit, circuit_seconds=t_circ.seconds)
-    row["nodes"] = [asdict(e) for e in effects]
+    measures.update(sep)
+    measures.update(setup.row_info)
+    measures["auroc_continuous"] = sep_c["auroc"]
+    measures.update(fit_seconds=t_fit.seconds, effect_seconds=t_eff.seconds, seconds=t_fit.seconds + t_eff.seconds)
+    measures["fit_seconds_per_node"] = t_fit.seconds / len(effects)
+    measures.update(circuit, circuit_seconds=t_circ.seconds)
     if joint is not None:
-        row["joint_effects"] = joint
-    return row
+        measures["joint_effects"] = joint
+    return Row(**row, status="ok", measures=measures, nodes=[asdict(e) for e in effects])
 
 
 def method_fields(name: str) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from abench.document import Leaderboard
 from abench.report.metrics import GATED
 
 # metric -> +1 if higher is better, -1 if lower is better: the gated entries of ``METRICS``, by
@@ -25,35 +26,33 @@ def _worse(metrics: dict, now: dict, base: dict, tol: float, where: str) -> list
     return out
 
 
-def compare(current: dict, baseline: dict, tolerance: float = 0.02) -> list[dict]:
+def compare(current: Leaderboard, baseline: Leaderboard, tolerance: float = 0.02) -> list[dict]:
     """Regressions of ``current`` against ``baseline`` beyond ``tolerance``: one dict per (place, metric).
 
     Only rows and methods present in the baseline are checked; a row that is missing or failed
     now but was ok in the baseline is a regression.
     """
     regs: list[dict] = []
-    now_rows = {(r["task"], r["method"]): r for r in current["rows"]}
-    for r in baseline["rows"]:
-        key = (r["task"], r["method"])
-        where = f"{key[0]}-{key[1]}"
-        if r.get("status") != "ok":
+    now_rows = {r.key: r for r in current.rows}
+    for r in baseline.rows:
+        where = f"{r.task}-{r.method}"
+        if not r.ok:
             continue
-        c = now_rows.get(key)
+        c = now_rows.get(r.key)
         if c is None:
             regs.append({"where": where, "metric": "row", "baseline": "ok", "current": "missing", "change": None})
-        elif c["status"] != "ok":
-            regs.append({"where": where, "metric": "status", "baseline": "ok", "current": c.get("error"), "change": None})
+        elif not c.ok:
+            regs.append({"where": where, "metric": "status", "baseline": "ok", "current": c.error, "change": None})
         else:
-            regs += _worse(ROW_METRICS, c, r, tolerance, where)
+            regs += _worse(ROW_METRICS, c.measures, r.measures, tolerance, where)
     # pooled numbers compare per family, and only over the same set of pooled tasks
-    def pooled_tasks(doc: dict, fam: str) -> set[str]:
-        excluded = doc.get("excluded_tasks") or {}
-        return {r["task"] for r in doc["rows"] if r["family"] == fam and r["task"] not in excluded}
+    def pooled_tasks(doc: Leaderboard, fam: str) -> set[str]:
+        return {r.task for r in doc.rows if r.family == fam and r.task not in doc.excluded_tasks}
 
-    for fam, base_summary in baseline["summary_by_family"].items():
+    for fam, base_summary in baseline.summary_by_family.items():
         if pooled_tasks(current, fam) != pooled_tasks(baseline, fam):
             continue
-        now_summary = {s["method"]: s for s in current["summary_by_family"].get(fam, [])}
+        now_summary = {s["method"]: s for s in current.summary_by_family.get(fam, [])}
         for s in base_summary:
             c = now_summary.get(s["method"])
             if c is not None:

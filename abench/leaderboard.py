@@ -1,6 +1,7 @@
 """Rows -> the leaderboard document: per-method summary per family (pooled AUROC with a bootstrap
 interval, the means over tasks of every ``METRICS`` entry with a row key), ground-truth checks,
-environment; written by ``abench.report``."""
+environment; written by ``abench.report`` (from its JSON form). ``Row`` and ``Leaderboard`` are
+defined in ``abench.document``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from abench import report
+from abench.document import Leaderboard, Row
 from abench.recommend import recommend
 from abench.effects import EFFECT_CONVENTION
 from abench.report.metrics import METRICS
@@ -66,7 +68,7 @@ def bootstrap_mean(values: Iterable, n_boot: int = 1000, seed: int = 0) -> list[
     return [float(lo), float(hi)]
 
 
-def row_means(ok: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
+def row_means(ok: list[Row], n_boot: int = 1000, seed: int = 0) -> dict:
     """Every ``METRICS`` entry with a row key: its mean over ``ok`` rows (one per task) and, where
     the metric has one, its 95% bootstrap interval over tasks (``<key>_ci95``)."""
     out = {}
@@ -79,18 +81,18 @@ def row_means(ok: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
     return out
 
 
-def summarize(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]:
+def summarize(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> list[dict]:
     """Per method, over its ok rows: pooled AUROC (all tasks' nodes together) with a 95% bootstrap
     interval, means of the per-task metrics, the circuit-level means over tasks (faithfulness,
     completeness, ...) with 95% bootstrap intervals over tasks, total time. Sorted best first
     (pooled AUROC, then lower spurious out-of-circuit effect)."""
     out = []
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods = list(dict.fromkeys(r.method for r in rows))
     for m in methods:
-        mine = [r for r in rows if r["method"] == m]
-        ok = [r for r in mine if r["status"] == "ok"]
-        labels = [n["in_circuit"] for r in ok for n in r["nodes"]]
-        scores = [n["effect"] for r in ok for n in r["nodes"]]
+        mine = [r for r in rows if r.method == m]
+        ok = [r for r in mine if r.ok]
+        labels = [n["in_circuit"] for r in ok for n in r.nodes]
+        scores = [n["effect"] for r in ok for n in r.nodes]
         reason = no_auroc_reason(labels) if labels else "no successful task"
         if reason is None:
             pooled = float(roc_auc_score(labels, scores))
@@ -106,10 +108,10 @@ def summarize(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]
                 "pooled_auroc_ci95": list(ci) if ci else None,
                 "pooled_auroc_reason": reason,
                 **row_means(ok, n_boot, seed),
-                "fit_seconds": float(sum(r["fit_seconds"] for r in ok)),
-                "effect_seconds": float(sum(r["effect_seconds"] for r in ok)),
+                "fit_seconds": float(sum(r.get("fit_seconds") for r in ok)),
+                "effect_seconds": float(sum(r.get("effect_seconds") for r in ok)),
                 "circuit_seconds": float(sum(r.get("circuit_seconds", 0.0) for r in ok)),
-                "seconds": float(sum(r["seconds"] for r in ok)),
+                "seconds": float(sum(r.get("seconds") for r in ok)),
             }
         )
 
@@ -125,36 +127,36 @@ def _pooled_auroc(labels: list[bool], scores: list[float]) -> float | None:
     return None if not labels or no_auroc_reason(labels) else float(roc_auc_score(labels, scores))
 
 
-def attribution_summary(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]:
+def attribution_summary(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> list[dict]:
     """Per attribution estimator (rows with an ``exact_method``), over its ok rows: the estimate's
     pooled AUROC (95% bootstrap interval) beside its exact method's own rows' pooled AUROC and the
     pooled AUROC of the exact change of the estimator's metric; Spearman (mean over tasks),
     on-the-line share and false negatives pooled over nodes; estimate and exact seconds and their
     ratio (``abench.attribution`` defines each)."""
     out = []
-    ok = [r for r in rows if r.get("status") == "ok"]
-    for m in dict.fromkeys(r["method"] for r in ok if r.get("exact_method")):
-        mine = [r for r in ok if r["method"] == m]
-        exact_name = mine[0]["exact_method"]
-        exact_rows = [r for r in ok if r["method"] == exact_name and r["task"] in {x["task"] for x in mine}]
-        labels = [bool(n["in_circuit"]) for r in mine for n in r["nodes"]]
-        est = [float(n["effect"]) for r in mine for n in r["nodes"]]
+    ok = [r for r in rows if r.ok]
+    for m in dict.fromkeys(r.method for r in ok if r.get("exact_method")):
+        mine = [r for r in ok if r.method == m]
+        exact_name = mine[0].get("exact_method")
+        exact_rows = [r for r in ok if r.method == exact_name and r.task in {x.task for x in mine}]
+        labels = [bool(n["in_circuit"]) for r in mine for n in r.nodes]
+        est = [float(n["effect"]) for r in mine for n in r.nodes]
         ci = bootstrap_auroc(labels, est, n_boot=n_boot, seed=seed) if _pooled_auroc(labels, est) is not None else None
-        t_est = float(sum(r["estimate_seconds"] for r in mine))
-        t_exact = float(sum(r["exact_seconds"] for r in mine))
-        n_nodes = sum(len(r["nodes"]) for r in mine)
+        t_est = float(sum(r.get("estimate_seconds") for r in mine))
+        t_exact = float(sum(r.get("exact_seconds") for r in mine))
+        n_nodes = sum(len(r.nodes) for r in mine)
         out.append({
             "method": m,
             "exact_method": exact_name,
             "n_tasks": len(mine),
             "pooled_auroc": _pooled_auroc(labels, est),
             "pooled_auroc_ci95": list(ci) if ci else None,
-            "exact_pooled_auroc": _pooled_auroc([bool(n["in_circuit"]) for r in exact_rows for n in r["nodes"]],
-                                                [float(n["effect"]) for r in exact_rows for n in r["nodes"]]),
-            "exact_metric_pooled_auroc": _pooled_auroc(labels, [float(n["exact"]) for r in mine for n in r["nodes"]]),
+            "exact_pooled_auroc": _pooled_auroc([bool(n["in_circuit"]) for r in exact_rows for n in r.nodes],
+                                                [float(n["effect"]) for r in exact_rows for n in r.nodes]),
+            "exact_metric_pooled_auroc": _pooled_auroc(labels, [float(n["exact"]) for r in mine for n in r.nodes]),
             "mean_spearman": _mean(r.get("spearman") for r in mine),
-            "on_line_share": float(sum(r["on_line_share"] * len(r["nodes"]) for r in mine) / n_nodes) if n_nodes else None,
-            "false_negatives": int(sum(r["false_negatives"] for r in mine)),
+            "on_line_share": float(sum(r.get("on_line_share") * len(r.nodes) for r in mine) / n_nodes) if n_nodes else None,
+            "false_negatives": int(sum(r.get("false_negatives") for r in mine)),
             "n_in": int(sum(labels)),
             "estimate_seconds": t_est,
             "exact_seconds": t_exact,
@@ -173,47 +175,45 @@ def headline_family(families: Iterable[str]) -> str | None:
     return next((f for f in HEADLINE_FAMILIES if f in fams), fams[0] if fams else None)
 
 
-def build(rows: list[dict], env: dict, extra: dict | None = None, checks: dict[str, dict] | None = None) -> dict:
+def build(rows: list[Row], env: dict, extra: dict | None = None, checks: dict[str, dict] | None = None,
+          effect_convention: str = EFFECT_CONVENTION) -> Leaderboard:
     """The leaderboard document written to ``leaderboard.json``.
 
     ``checks``: per task, its ground-truth check (``abench.ground_truth.check_task``). Rows of a
     task whose check failed stay in ``rows`` (marked) but are left out of every summary.
     ``summary`` is the headline family's summary; ``summary_by_family`` has one per family.
+    The rows handed in are not changed: the document holds copies marked with their task's check.
     """
     checks = checks or {}
     excluded = {t: c["reasons"] for t, c in checks.items() if not c["passed"]}
-    for r in rows:
-        c = checks.get(r["task"])
-        r["ground_truth_check"] = None if c is None else ("passed" if c["passed"] else "failed")
-    pooled = [r for r in rows if r["task"] not in excluded]
-    families = sorted({(r["family"], r["ground_truth"]) for r in rows})
-    fam_names = list(dict.fromkeys(r["family"] for r in rows))
-    by_family = {fam: summarize([r for r in pooled if r["family"] == fam]) for fam in fam_names}
+    rows = [r.checked(None if (c := checks.get(r.task)) is None else ("passed" if c["passed"] else "failed")) for r in rows]
+    pooled = [r for r in rows if r.task not in excluded]
+    families = sorted({(r.family, r.ground_truth) for r in rows})
+    fam_names = list(dict.fromkeys(r.family for r in rows))
+    by_family = {fam: summarize([r for r in pooled if r.family == fam]) for fam in fam_names}
     head = headline_family(fam_names)
-    doc = {
-        "environment": env,
-        "effect_convention": EFFECT_CONVENTION,
-        "ground_truth": {fam: {"intervention": gt, "meaning": FAMILY_GROUND_TRUTH.get(fam) or GROUND_TRUTH.get(gt, gt)}
-                         for fam, gt in families},
-        "headline_family": head,
-        "pooled_tasks": list(dict.fromkeys(r["task"] for r in pooled if r["family"] == head)),
-        "summary": by_family.get(head, []),
-        "summary_by_family": by_family,
-        "ground_truth_checks": checks,
-        "excluded_tasks": excluded,
-        "rows": rows,
-    }
-    attribution = {fam: a for fam in fam_names if (a := attribution_summary([r for r in pooled if r["family"] == fam]))}
-    if attribution:  # attribution patching rows: estimate beside exact, per family
-        doc["attribution"] = attribution
-    doc["recommendation"] = {fam: rec for fam, summ in by_family.items() if (rec := recommend(summ))}
-    doc.update(extra or {})
-    return doc
+    # attribution patching rows: estimate beside exact, per family
+    attribution = {fam: a for fam in fam_names if (a := attribution_summary([r for r in pooled if r.family == fam]))}
+    return Leaderboard(
+        environment=env,
+        effect_convention=effect_convention,
+        ground_truth={fam: {"intervention": gt, "meaning": FAMILY_GROUND_TRUTH.get(fam) or GROUND_TRUTH.get(gt, gt)}
+                      for fam, gt in families},
+        headline_family=head,
+        pooled_tasks=list(dict.fromkeys(r.task for r in pooled if r.family == head)),
+        summary_by_family=by_family,
+        ground_truth_checks=checks,
+        excluded_tasks=excluded,
+        rows=rows,
+        attribution=attribution,
+        recommendation={fam: rec for fam, summ in by_family.items() if (rec := recommend(summ))},
+        extra=extra or {},
+    )
 
 
-def write(doc: dict, folder: str | Path) -> list[Path]:
-    """leaderboard.{json,md,tex,html} in ``folder``, all from ``doc`` (``abench.report.write``)."""
-    return report.write(doc, folder)
+def write(doc: Leaderboard, folder: str | Path) -> list[Path]:
+    """leaderboard.{json,md,tex,html} in ``folder``, all from ``doc``'s JSON form (``abench.report.write``)."""
+    return report.write(doc.to_json(), folder)
 
 
 def strip_volatile(doc: dict) -> dict:

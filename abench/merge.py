@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from abench import leaderboard
+from abench.document import DocumentError, Leaderboard
 
 # environment fields that change the numbers: shards must agree on them
 SETTINGS = ("seed", "n_fit", "n_eval")
@@ -38,52 +39,50 @@ def _ordered_union(lists) -> list:
     return list(dict.fromkeys(x for lst in lists for x in lst))
 
 
-def merge(docs: list[dict], names: list[str] | None = None) -> tuple[dict, list[str]]:
+def merge(docs: list[Leaderboard], names: list[str] | None = None) -> tuple[Leaderboard, list[str]]:
     """``(merged leaderboard document, notes)`` from the shards' documents (in the given order)."""
     if not docs:
         raise MergeError("no shard to merge")
     names = names or [f"shard {i}" for i in range(len(docs))]
     notes: list[str] = []
-    env0 = docs[0]["environment"]
+    env0 = docs[0].environment
     for name, doc in zip(names[1:], docs[1:]):
-        env = doc["environment"]
+        env = doc.environment
         for k in SETTINGS:
             if env.get(k) != env0.get(k):
                 raise MergeError(f"{name}: {k} = {env.get(k)!r}, {names[0]}: {env0.get(k)!r}; shards must use the same data")
         for k in SHARED_KEYS:
-            if doc.get(k) != docs[0].get(k):
-                raise MergeError(f"{name}: {k} differs from {names[0]}'s ({doc.get(k)!r} vs {docs[0].get(k)!r})")
+            if getattr(doc, k) != getattr(docs[0], k):
+                raise MergeError(f"{name}: {k} differs from {names[0]}'s ({getattr(doc, k)!r} vs {getattr(docs[0], k)!r})")
         diff = sorted(k for k in set(env) | set(env0) if k != "created_at" and env.get(k) != env0.get(k))
         if diff:
             notes.append(f"{name}: environment differs from {names[0]} in {', '.join(diff)} (kept {names[0]}'s)")
 
-    tasks = _ordered_union(d.get("selection", {}).get("tasks", []) for d in docs)
-    methods = _ordered_union(d.get("selection", {}).get("methods", []) for d in docs)
-    tasks = _ordered_union([tasks, (r["task"] for d in docs for r in d["rows"])])  # shards without a selection
-    methods = _ordered_union([methods, (r["method"] for d in docs for r in d["rows"])])
+    tasks = _ordered_union(d.extra.get("selection", {}).get("tasks", []) for d in docs)
+    methods = _ordered_union(d.extra.get("selection", {}).get("methods", []) for d in docs)
+    tasks = _ordered_union([tasks, (r.task for d in docs for r in d.rows)])  # shards without a selection
+    methods = _ordered_union([methods, (r.method for d in docs for r in d.rows)])
 
     rows, seen = [], {}
     for name, doc in zip(names, docs):
-        for r in doc["rows"]:
-            key = (r["task"], r["method"])
-            if key in seen:
-                raise MergeError(f"row {key[0]}-{key[1]} is in both {seen[key]} and {name}: shards must not overlap")
-            seen[key] = name
-            r = {k: v for k, v in r.items() if k != "ground_truth_check"}  # rebuilt by leaderboard.build
-            rows.append(r)
-    rows.sort(key=lambda r: (tasks.index(r["task"]), methods.index(r["method"])))
+        for r in doc.rows:
+            if r.key in seen:
+                raise MergeError(f"row {r.task}-{r.method} is in both {seen[r.key]} and {name}: shards must not overlap")
+            seen[r.key] = name
+            rows.append(r)  # its ground-truth check is marked again by leaderboard.build
+    rows.sort(key=lambda r: (tasks.index(r.task), methods.index(r.method)))
 
     checks: dict[str, dict] = {}
     failed: dict[str, dict] = {}
     speed: dict = {}
     for name, doc in zip(names, docs):
-        for t, c in (doc.get("ground_truth_checks") or {}).items():
+        for t, c in doc.ground_truth_checks.items():
             if t in checks and leaderboard.strip_volatile(checks[t]) != leaderboard.strip_volatile(c):
                 raise MergeError(f"task {t}: the ground-truth checks of two shards disagree (the other one and {name})")
             checks.setdefault(t, c)
-        for t, f in (doc.get("failed_tasks") or {}).items():
+        for t, f in (doc.extra.get("failed_tasks") or {}).items():
             failed.setdefault(t, f)
-        speed.update(doc.get("speed") or {})
+        speed.update(doc.extra.get("speed") or {})
 
     def in_order(d: dict) -> dict:
         return dict(sorted(d.items(), key=lambda kv: tasks.index(kv[0]) if kv[0] in tasks else len(tasks)))
@@ -91,9 +90,8 @@ def merge(docs: list[dict], names: list[str] | None = None) -> tuple[dict, list[
     extra = {"selection": {"tasks": tasks, "methods": methods}, "failed_tasks": in_order(failed)}
     if speed:
         extra["speed"] = speed
-    conv = docs[0].get("effect_convention")
-    doc = leaderboard.build(rows, env0, extra, in_order(checks))
-    doc["effect_convention"] = conv  # a shard run with --effect-convention iit carries iit's description
+    # a shard run with --effect-convention iit carries iit's description
+    doc = leaderboard.build(rows, dict(env0), extra, in_order(checks), effect_convention=docs[0].effect_convention)
     return doc, notes
 
 
@@ -105,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     docs = []
     for path in args.shards:
         try:
-            docs.append(json.loads(Path(path).read_text()))
+            docs.append(Leaderboard.from_json(json.loads(Path(path).read_text()), path))
         except (OSError, json.JSONDecodeError) as err:
             print(f"merge: {path}: cannot read a leaderboard ({err})", file=sys.stderr)
             return 2
-        if not isinstance(docs[-1], dict) or not isinstance(docs[-1].get("rows"), list):
-            print(f"merge: {path}: not a leaderboard.json (no 'rows' list)", file=sys.stderr)
+        except DocumentError as err:
+            print(f"merge: {err}", file=sys.stderr)
             return 2
     try:
         doc, notes = merge(docs, list(args.shards))
@@ -120,6 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"note: {note}")
     written = leaderboard.write(doc, args.report_dir)
-    print(f"merged {len(docs)} shards, {len(doc['rows'])} rows, {len(doc['selection']['tasks'])} tasks; wrote "
+    print(f"merged {len(docs)} shards, {len(doc.rows)} rows, {len(doc.extra['selection']['tasks'])} tasks; wrote "
           + ", ".join(str(w) for w in written))
     return 0

@@ -9,7 +9,6 @@ The hooks read the options into ``SessionOptions`` and call ``abench.session``, 
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from pathlib import Path
@@ -44,8 +43,6 @@ USAGE_ERRORS = (OptionError, BaselineError, ReportFolderError)  # reported as py
 
 SESSION_KEY = pytest.StashKey[Session]()
 LOCK_KEY = pytest.StashKey[Path]()  # the report folder's lock, held by the controller of a benchmark run
-# pytest-xdist workeroutput keys (values: JSON strings, so they cross the worker channel) -> Session attribute
-WORKER_FIELDS = {"abench_rows": "rows", "abench_speed": "speed", "abench_checks": "checks", "abench_failed_tasks": "failed_tasks"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -220,15 +217,7 @@ def abench_session(request: pytest.FixtureRequest) -> Session:
 
 
 def pytest_testnodedown(node, error) -> None:  # xdist controller: gather a worker's rows
-    s = get_session(node.config)
-    out = getattr(node, "workeroutput", {})
-    for key, attr in WORKER_FIELDS.items():
-        if key in out:
-            mine, theirs = getattr(s, attr), json.loads(out[key])
-            if isinstance(mine, list):
-                mine.extend(theirs)
-            else:
-                mine.update(theirs)
+    get_session(node.config).absorb_worker(getattr(node, "workeroutput", {}))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -237,8 +226,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if s is None:
         return
     if _is_worker(config):
-        for key, attr in WORKER_FIELDS.items():
-            config.workeroutput[key] = json.dumps(getattr(s, attr))
+        config.workeroutput.update(s.worker_output())
         return
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         write_partial(s)
@@ -264,36 +252,36 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if not s.doc:
         return
     tr.write_sep("=", "ablation-method leaderboard")
-    for fam, summ in s.doc["summary_by_family"].items():
-        gt = s.doc["ground_truth"][fam]
+    for fam, summ in s.doc.summary_by_family.items():
+        gt = s.doc.ground_truth[fam]
         tr.write_line(f"family {fam} (ground truth: {gt['intervention']}), pooled over its tasks, best first:")
         if summ:
             tr.write_line(tables.summary_frame(summ).to_string(index=False))
-            rec = (s.doc.get("recommendation") or {}).get(fam)
+            rec = s.doc.recommendation.get(fam)
             if rec:
                 tr.write_line(f"which method to use on {fam}: {rec['method']}: {rec['why']}")
         else:
             tr.write_line("  (no task of this family to pool: see the ground-truth checks below)")
-    checks = s.doc.get("ground_truth_checks") or {}
+    checks = s.doc.ground_truth_checks
     if checks:
         tr.write_line("ground-truth checks (reference method separates the circuit; in-circuit LL effect = HL effect):")
         for check in checks.values():
             tr.write_line("  " + tables.check_line(check))
-    for fam, summ in (s.doc.get("attribution") or {}).items():
+    for fam, summ in s.doc.attribution.items():
         from abench.report.attribution import attribution_frame
 
         tr.write_line(f"attribution patching, family {fam} (each estimate beside the exact change it estimates):")
         tr.write_line(attribution_frame(summ).to_string(index=False))
-    for t, f in (s.doc.get("failed_tasks") or {}).items():
+    for t, f in (s.doc.extra.get("failed_tasks") or {}).items():
         tr.write_line(f"FAILED TASK {t} ({f['stage']}; in no row or summary): {f['reason']}")
-    failed = [r for r in s.doc["rows"] if r["status"] != "ok"]
+    failed = [r for r in s.doc.rows if not r.ok]
     for r in failed:
-        tr.write_line(f"FAILED ROW {r['task']}-{r['method']}: {r['error']}")
+        tr.write_line(f"FAILED ROW {r.task}-{r.method}: {r.error}")
     for k, v in s.speed.items():
         tr.write_line(f"speed {k}: {v}")
-    fitted = [r for r in s.doc["rows"] if r["status"] == "ok" and r["method"].startswith("optimal")]
+    fitted = [r for r in s.doc.rows if r.ok and r.method.startswith("optimal")]
     for r in fitted:
-        tr.write_line(f"fit time {r['method']} on {r['task']}: {r['fit_seconds']:.2f} s, {r['fit_seconds_per_node']:.3f} s per node")
+        tr.write_line(f"fit time {r.method} on {r.task}: {r.get('fit_seconds'):.2f} s, {r.get('fit_seconds_per_node'):.3f} s per node")
     tr.write_line("wrote " + ", ".join(str(p) for p in s.written))
     for line in s.ranks:
         tr.write_line(line)

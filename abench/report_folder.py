@@ -14,6 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from abench.document import Row
+
 JOURNAL = "leaderboard.partial.jsonl"
 PARTIAL = "leaderboard.partial.json"
 LOCK = ".abench.lock"
@@ -98,7 +100,7 @@ def append_entry(journal: Path, entry: dict) -> None:
 
 
 def read_journal(path: Path) -> dict:
-    """Rows (last one of each (task, method) wins), checks and failed tasks saved in a journal; a
+    """Rows (``Row``; the last one of each (task, method) wins), checks and failed tasks saved in a journal; a
     torn last line (the process was killed mid-write) is ignored."""
     out = {"rows": {}, "checks": {}, "failed_tasks": {}}
     for line in path.read_text().splitlines() if path.is_file() else []:
@@ -107,7 +109,8 @@ def read_journal(path: Path) -> dict:
         except json.JSONDecodeError:
             continue
         if "row" in entry:
-            out["rows"][(entry["row"]["task"], entry["row"]["method"])] = entry["row"]
+            row = Row.from_json(entry["row"], f"{path}: row")
+            out["rows"][row.key] = row
         elif "check" in entry:
             out["checks"][entry["check"]["task"]] = entry["check"]
         elif "failed_task" in entry:

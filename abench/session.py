@@ -12,7 +12,7 @@ import importlib.util
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from abench.baseline import read_baseline
 from abench.compare import compare
 from abench.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from abench.data_budget import check_data_budget
+from abench.document import Leaderboard, Row
 from abench.ground_truth import check_task
 from abench.report import tables
 from abench.report_folder import JOURNAL, PARTIAL, append_entry, check_output_file, check_report_dir, read_journal
@@ -145,7 +146,7 @@ class Session:
         self.tasks_selected = bool(o.tasks or module_tasks)
         self.methods = select_methods(o.methods, o.scale_sweep, plugin_methods)
         self.data: dict[str, tuple] = {}
-        self.rows: list[dict] = []
+        self.rows: list[Row] = []
         self.speed: dict = {}
         self.checks: dict[str, dict] = {}  # task -> ground-truth check (tasks with a high-level model)
         self.failed_tasks: dict[str, dict] = {}  # task -> {family, stage, reason}: set-up failed, cached
@@ -153,11 +154,11 @@ class Session:
         self.peers_deselected = 0  # peer-comparison tests left out of this run (not named, no --peers)
         self.setup_selected: set[str] = set()  # tasks whose test_task_setup is among the selected tests
         self.journal = Path(self.report_dir) / JOURNAL
-        self.resumed: dict[tuple[str, str], dict] = {}  # (task, method) -> row saved by the interrupted run
+        self.resumed: dict[tuple[str, str], Row] = {}  # (task, method) -> row saved by the interrupted run
         if o.resume:
-            self.resumed = {(r["task"], r["method"]): r for r in read_journal(self.journal)["rows"]}
+            self.resumed = {r.key: r for r in read_journal(self.journal)["rows"]}
         # what the end of the run produced (finish / write_partial), for the terminal summary
-        self.doc: dict | None = None
+        self.doc: Leaderboard | None = None
         self.written: list[Path] = []
         self.ranks: list[str] = []
         self.regressions: list[dict] = []
@@ -211,24 +212,37 @@ class Session:
             raise TaskSetupError(reason)
         return self.data[name]
 
-    def run_case(self, case: tuple[str, str]) -> dict:
+    def run_case(self, case: tuple[str, str]) -> Row:
         row = self.resumed.get(case)
         if row is None:
             task, fit, ev = self.task_and_data(case[0])
             row = bench.run_row(task, case[1], fit, ev, self.convention)
         self.rows.append(row)
-        self.save({"row": row})
+        self.save({"row": row.to_json()})
         return row
 
     def save(self, entry: dict) -> None:
         """Journal one finished row / check / failed task (what an interrupted run keeps)."""
         append_entry(self.journal, entry)
 
-    def sorted_rows(self, rows: list[dict]) -> list[dict]:
+    def sorted_rows(self, rows: list[Row]) -> list[Row]:
         order = {c: i for i, c in enumerate(self.cases())}
-        return sorted(rows, key=lambda r: order.get((r["task"], r["method"]), len(order)))
+        return sorted(rows, key=lambda r: order.get(r.key, len(order)))
 
-    def document(self, rows: list[dict], speed: dict) -> dict:
+    def worker_output(self) -> dict[str, str]:
+        """What an xdist worker hands the controller: rows, speed, checks and failed tasks as JSON strings."""
+        return {"abench_rows": json.dumps([r.to_json() for r in self.rows]), "abench_speed": json.dumps(self.speed),
+                "abench_checks": json.dumps(self.checks), "abench_failed_tasks": json.dumps(self.failed_tasks)}
+
+    def absorb_worker(self, out: dict[str, str]) -> None:
+        """The controller's side of ``worker_output``: a worker's results joined to this session's."""
+        if "abench_rows" in out:
+            self.rows.extend(Row.from_json(r, "a worker's row") for r in json.loads(out["abench_rows"]))
+        for key, mine in (("abench_speed", self.speed), ("abench_checks", self.checks), ("abench_failed_tasks", self.failed_tasks)):
+            if key in out:
+                mine.update(json.loads(out[key]))
+
+    def document(self, rows: list[Row], speed: dict) -> Leaderboard:
         o = self.options
         env = leaderboard.environment(
             self.device,
@@ -242,9 +256,9 @@ class Session:
                  "failed_tasks": dict(sorted(self.failed_tasks.items(), key=lambda kv: order.get(kv[0], len(order))))}
         if speed:
             extra["speed"] = speed
-        if self.convention != DEFAULT_CONVENTION:  # the default keeps the leaderboard's own description
-            extra["effect_convention"] = CONVENTIONS[self.convention]
-        return leaderboard.build(self.sorted_rows(rows), env, extra, checks)
+        # the default keeps the leaderboard's own description
+        convention = {} if self.convention == DEFAULT_CONVENTION else {"effect_convention": CONVENTIONS[self.convention]}
+        return leaderboard.build(self.sorted_rows(rows), env, extra, checks, **convention)
 
 
 def select_methods(spec: str | None, scale_sweep: bool, plugin_methods: list[str]) -> list[str]:
@@ -294,7 +308,7 @@ def finish(s: Session) -> None:
     if s.rank_against:
         s.ranks = rank_against(doc, s.rank_against, s.methods)
     if o.save_baseline:
-        Path(o.save_baseline).write_text(json.dumps(leaderboard.strip_volatile(doc), indent=1))
+        Path(o.save_baseline).write_text(json.dumps(leaderboard.strip_volatile(doc.to_json()), indent=1))
     if o.compare:
         s.regressions = compare(doc, s.baseline, o.tolerance)
 
@@ -303,37 +317,37 @@ def write_partial(s: Session) -> None:
     """An interrupted run: the rows finished so far (this process's and every worker's, from the
     journal) go to ``leaderboard.partial.json``, marked partial; the tracked reports are not touched."""
     saved = read_journal(s.journal)
-    rows = {(r["task"], r["method"]): r for r in saved["rows"] + s.rows}
+    rows = {r.key: r for r in saved["rows"] + s.rows}
     s.checks = {**saved["checks"], **s.checks}
     s.failed_tasks = {**saved["failed_tasks"], **s.failed_tasks}
-    doc = s.document(list(rows.values()), s.speed)
-    doc["partial"] = {"reason": "interrupted", "rows": len(rows), "cases": len(s.cases()),
-                      "resume": f"rerun the same command with --resume (rows kept in {s.journal})"}
+    doc = s.document(list(rows.values()), s.speed).with_extra(
+        partial={"reason": "interrupted", "rows": len(rows), "cases": len(s.cases()),
+                 "resume": f"rerun the same command with --resume (rows kept in {s.journal})"})
     path = Path(s.report_dir) / PARTIAL
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.write_text(json.dumps(doc.to_json(), indent=1))
     tmp.replace(path)
     s.partial_note = (f"interrupted: {len(rows)} of {len(s.cases())} rows saved to {path} (marked partial); "
                       f"{s.report_dir}/leaderboard.* not written; finish with --resume")
 
 
-def rank_against(doc: dict, path: str, methods: list[str]) -> list[str]:
+def rank_against(doc: Leaderboard, path: str, methods: list[str]) -> list[str]:
     """Lines ranking this run's methods in ``path``'s leaderboard with this run's rows merged in
     (methods the committed file already has keep its rows)."""
     from abench.merge import MergeError, merge
 
-    base = json.loads(Path(path).read_text())
-    have = {r["method"] for r in base["rows"]}
+    base = Leaderboard.from_json(json.loads(Path(path).read_text()), path)
+    have = {r.method for r in base.rows}
     new = [m for m in methods if m not in have]
     if not new:
         return [f"rank against {path}: every method of this run is already in it"]
-    mine = dict(doc, rows=[r for r in doc["rows"] if r["method"] in new])
+    mine = replace(doc, rows=[r for r in doc.rows if r.method in new])
     try:
         merged, _ = merge([base, mine], [path, "this run"])
     except MergeError as err:
         return [f"rank against {path}: cannot merge ({err})"]
     lines = []
-    for fam, summ in merged["summary_by_family"].items():
+    for fam, summ in merged.summary_by_family.items():
         order = [x["method"] for x in summ]
         for m in new:
             if m in order:

@@ -28,8 +28,8 @@ def test_ablation(leaderboard_case, abench_session, benchmark):
             pytest.fail(reason, pytrace=False)
         pytest.skip(f"task {leaderboard_case[0]} did not set up (reported once, by its test_task_setup)")
     row = benchmark.pedantic(abench_session.run_case, args=(leaderboard_case,), rounds=1, iterations=1)
-    if row["status"] != "ok":
-        pytest.fail(f"{row['task']}-{row['method']}: {row['error']}", pytrace=False)
+    if not row.ok:
+        pytest.fail(f"{row.task}-{row.method}: {row.error}", pytrace=False)
     benchmark.extra_info.update(
-        {k: row[k] for k in ("auroc", "gap", "fpr_at_full_recall", "mean_effect_in", "mean_effect_out", "fit_seconds", "effect_seconds", "fit_seconds_per_node")}
+        {k: row.get(k) for k in ("auroc", "gap", "fpr_at_full_recall", "mean_effect_in", "mean_effect_out", "fit_seconds", "effect_seconds", "fit_seconds_per_node")}
     )

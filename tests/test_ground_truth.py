@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from abench import bench, leaderboard
+from abench.document import Row
 from abench.ground_truth import HL_TOLERANCE, check_task, high_level_effects
 from tasks import siit
 from tasks.registry import load_task
@@ -54,13 +55,15 @@ def test_high_level_effects_use_the_same_interchanges_as_the_low_level_model():
 
 def test_failed_check_leaves_the_task_out_of_the_pooled_numbers():
     rows = [
-        {"task": t, "family": "siit", "ground_truth": "resample", "method": "zero", "status": "ok", "auroc": a, "gap": 0.1,
-         "fpr_at_full_recall": 0.0, "mean_effect_in": 0.5, "mean_effect_out": 0.0, "fit_seconds": 0.0, "effect_seconds": 0.0,
-         "seconds": 0.0, "nodes": [{"name": "a", "in_circuit": True, "effect": e_in}, {"name": "b", "in_circuit": False, "effect": 0.1}]}
+        Row(task=t, family="siit", ground_truth="resample", method="zero", status="ok",
+            measures={"auroc": a, "gap": 0.1, "fpr_at_full_recall": 0.0, "mean_effect_in": 0.5, "mean_effect_out": 0.0,
+                      "fit_seconds": 0.0, "effect_seconds": 0.0, "seconds": 0.0},
+            nodes=[{"name": "a", "in_circuit": True, "effect": e_in}, {"name": "b", "in_circuit": False, "effect": 0.1}])
         for t, a, e_in in (("good", 1.0, 0.5), ("bad", 0.0, 0.0))
     ]
     checks = {"good": {"task": "good", "passed": True, "reasons": []}, "bad": {"task": "bad", "passed": False, "reasons": ["x"]}}
-    doc = leaderboard.build(rows, {}, checks=checks)
+    doc = leaderboard.build(rows, {}, checks=checks).to_json()
+    assert [r.ground_truth_check for r in rows] == [None, None]  # the rows handed in are not changed
     assert doc["excluded_tasks"] == {"bad": ["x"]}
     assert doc["pooled_tasks"] == ["good"]
     assert doc["summary"][0]["n_tasks"] == 1 and doc["summary"][0]["pooled_auroc"] == 1.0

@@ -21,6 +21,6 @@ def test_an_edit_through_data_fails_its_row_and_is_undone():
     fit, ev = task_data(task, n_fit=16, n_eval=16, seed=1)
     before = {k: [a.clone() for a in v] for k, v in ev.acts.items()}
     row = run_row(task, EditsThroughData(), fit, ev)
-    assert row["status"] == "failed" and "modified shared task data during ablate" in row["error"], row.get("error")
+    assert row.status == "failed" and "modified shared task data during ablate" in row.error, row.error
     assert all(torch.equal(a, b) for k in before for a, b in zip(ev.acts[k], before[k]))
-    assert run_row(task, "zero", fit, ev)["status"] == "ok"
+    assert run_row(task, "zero", fit, ev).ok

@@ -170,5 +170,5 @@ def test_real_interpbench_case():
     assert any(n.in_circuit for n in task.nodes)
     fit, ev = bench.task_data(task, 32, 32, 0)
     row = bench.run_row(task, "resample", fit, ev)
-    assert row["status"] == "ok", row
-    print(REAL_CASE, task.in_circuit_names, row["auroc"])
+    assert row.ok, row
+    print(REAL_CASE, task.in_circuit_names, row.get("auroc"))

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from abench.document import Leaderboard
 from abench.leaderboard import strip_volatile
 from abench.merge import MergeError, merge
 from tests.test_benchmark_cli import ROOT, run_bench
@@ -55,8 +56,8 @@ def test_pytest_split_groups_merged_equal_the_serial_run(serial, tmp_path):
         shards.append(load(tmp_path / f"g{group}"))
     # each group ran part of the rows, and together all of them
     assert all(0 < len(s["rows"]) < len(serial["rows"]) for s in shards)
-    merged, _ = merge(shards[::-1])  # in any order: the rows go back to the selection's order
-    assert strip_volatile(merged) == strip_volatile(serial)
+    merged, _ = merge([Leaderboard.from_json(s) for s in shards[::-1]])  # in any order: the rows go back to the selection's order
+    assert strip_volatile(merged.to_json()) == strip_volatile(serial)
 
 
 def test_xdist_gateways_equal_the_serial_run(serial, tmp_path):
@@ -67,12 +68,12 @@ def test_xdist_gateways_equal_the_serial_run(serial, tmp_path):
 
 def test_merge_refuses_overlapping_or_inconsistent_shards(serial, tmp_path):
     with pytest.raises(MergeError, match="is in both"):
-        merge([serial, serial], ["a.json", "b.json"])
+        merge([Leaderboard.from_json(serial)] * 2, ["a.json", "b.json"])
     other = json.loads(json.dumps(serial))
     other["environment"]["n_eval"] = 999
     other["rows"] = []
     with pytest.raises(MergeError, match="n_eval"):
-        merge([serial, other])
+        merge([Leaderboard.from_json(serial), Leaderboard.from_json(other)])
     (tmp_path / "bad.json").write_text("[]")
     res = merge_cli(str(tmp_path / "bad.json"), "--report-dir", str(tmp_path / "m"))
-    assert res.returncode == 2 and "not a leaderboard.json" in res.stderr
+    assert res.returncode == 2 and "bad.json: not a leaderboard" in res.stderr

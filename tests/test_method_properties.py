@@ -463,7 +463,7 @@ def test_run_row_reports_a_misbehaving_method_as_failed(kind):
     ev = TaskData.build(fit.model, "categorical", fit.nodes, ev_toks, [t.flip(1) for t in ev_toks], seed=4)
     task = Task("random", "test", fit.model, "categorical", fit.nodes, InputSpec(range(5), 4), {}, "weights")
     row = run_row(task, Bad(kind), fit.data, ev)
-    assert row["status"] == "failed" and row["method"] == f"bad[{kind}]", row
-    assert BAD[kind] in row["error"] and fit.nodes[0].name in row["error"], row["error"]
+    assert row.status == "failed" and row.method == f"bad[{kind}]", row
+    assert BAD[kind] in row.error and fit.nodes[0].name in row.error, row.error
     ok = run_row(task, "mean", fit.data, ev)
-    assert ok["status"] == "ok" and ok["error"] is None, ok
+    assert ok.ok and ok.error is None, ok

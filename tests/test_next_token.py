@@ -34,15 +34,15 @@ def test_planted_single_node_zero_ablation_misses_the_backup(planted):
     for g, t in enumerate(ev.tokens):
         assert torch.allclose(logit_diffs(task, t, ev.outputs[g]), torch.tensor(6.0), atol=1e-4)  # clean LD = 6
     row = bench.run_row(task, "zero", fit, ev)
-    assert row["status"] == "ok" and row["effect_convention"] == "logit_diff"
-    eff = {n["name"]: n["effect"] for n in row["nodes"]}
+    assert row.ok and row.get("effect_convention") == "logit_diff"
+    eff = {n["name"]: n["effect"] for n in row.nodes}
     assert eff[NAME_MOVER] == pytest.approx(0.5, abs=1e-3)
     assert eff[BACKUP] == 0.0  # the backup scores like a bystander under single-node zero ablation
     assert eff[READOUT] == pytest.approx(1.0, abs=1e-3)
     assert all(v == 0.0 for n, v in eff.items() if n not in (NAME_MOVER, BACKUP, READOUT))
-    assert row["auroc"] == pytest.approx(5 / 6)  # in-circuit backup tied with the 5 bystanders
+    assert row.get("auroc") == pytest.approx(5 / 6)  # in-circuit backup tied with the 5 bystanders
     resample = bench.run_row(task, "resample", fit, ev)
-    assert {n["name"]: n["effect"] for n in resample["nodes"]}[BACKUP] > 0  # a source of the other name moves it
+    assert {n["name"]: n["effect"] for n in resample.nodes}[BACKUP] > 0  # a source of the other name moves it
     print("\nzero single-node effects:", {k: round(v, 4) for k, v in eff.items()})
 
 
@@ -75,7 +75,7 @@ def test_leaderboard_row_reports_the_joint_ablation_of_name_mover_and_backup(pla
     task, fit, ev = planted
     for method in ("zero", "mean"):
         row = bench.run_row(task, method, fit, ev)
-        (joint,) = row["joint_effects"]
+        (joint,) = row.get("joint_effects")
         assert joint["name"] == "name mover + backup" and joint["nodes"] == [NAME_MOVER, BACKUP]
         assert joint["single_effects"][BACKUP] == 0.0  # alone, the backup looks like a bystander
         assert joint["single_effects"][NAME_MOVER] < 0.6  # alone, the name mover leaves most of it
@@ -89,7 +89,7 @@ def test_joint_ablation_table_in_markdown_and_html(planted):
 
     task, fit, ev = planted
     rows = [bench.run_row(task, "zero", fit, ev)]
-    doc = leaderboard.build(rows, leaderboard.environment("cpu"))
+    doc = leaderboard.build(rows, leaderboard.environment("cpu")).to_json()
     md = to_markdown(doc)
     assert "## Joint ablation of declared node sets" in md
     line = next(l for l in md.splitlines() if l.startswith("| next_token_planted") and "name mover + backup" in l)
@@ -119,7 +119,7 @@ def test_ablation_at_all_positions_gives_the_same_planted_effects(planted):
     fit2, ev2 = bench.task_data(every, 32, 64, 0)
     a = bench.run_row(task, "zero", fit, ev)
     b = bench.run_row(every, "zero", fit2, ev2)
-    assert [n["effect"] for n in a["nodes"]] == pytest.approx([n["effect"] for n in b["nodes"]], abs=1e-6)
+    assert [n["effect"] for n in a.nodes] == pytest.approx([n["effect"] for n in b.nodes], abs=1e-6)
 
 
 def test_planted_task_in_the_leaderboard(tmp_path):
@@ -147,7 +147,7 @@ def test_gpt2_small_ioi():
     clean = logit_diffs(task, ev.tokens[0], ev.outputs[0])
     assert clean.mean() > 0  # gpt2 prefers the indirect object
     row = bench.run_row(task, "mean", fit, ev)
-    assert row["status"] == "ok"
-    eff = {n["name"]: n["effect"] for n in row["nodes"]}
+    assert row.ok
+    eff = {n["name"]: n["effect"] for n in row.nodes}
     nm = [f"blocks.{h.split('.')[0]}.attn.hook_z[{h.split('.')[1]}]" for h in IOI_HEADS["name mover"]]
-    print("gpt2 IOI: clean LD", clean.mean().item(), "name movers", [eff[n] for n in nm], "AUROC", row["auroc"])
+    print("gpt2 IOI: clean LD", clean.mean().item(), "name movers", [eff[n] for n in nm], "AUROC", row.get("auroc"))

@@ -19,6 +19,7 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from abench import leaderboard
+from abench.document import Leaderboard
 from abench.report.browser_check import BrowserCheckError, browser_check, find_chromium
 from abench.report.figures import sweep_scale
 from abench.report.html import to_html
@@ -96,7 +97,7 @@ def test_all_rows_failed_gives_notes_and_no_figures():
 
 
 def test_write_produces_all_four_reports(tmp_path):
-    paths = leaderboard.write(DOC, tmp_path)
+    paths = leaderboard.write(Leaderboard.from_json(DOC), tmp_path)
     assert [p.name for p in paths] == ["leaderboard.json", "leaderboard.md", "leaderboard.tex", "leaderboard.html"]
     assert all(p.stat().st_size > 0 for p in paths)
     assert json.loads(paths[0].read_text())["summary"] == DOC["summary"]

@@ -15,6 +15,7 @@ import pytest
 
 from abench import session as session_module
 from abench.baseline import BaselineError
+from abench.document import Row
 from abench.report_folder import JOURNAL, PARTIAL, ReportFolderError, read_journal
 from abench.session import (
     LOCAL_REPORT_DIR,
@@ -57,19 +58,19 @@ def test_the_selection_is_read_from_plain_options(tmp_path):
 
 def test_a_case_gives_one_ok_row_and_journals_it(ran):
     s, row = ran
-    assert (row["task"], row["method"], row["family"], row["status"]) == ("reverse", "zero", "tracr", "ok")
-    assert row["auroc"] is not None and 0 <= row["auroc"] <= 1
+    assert (row.task, row.method, row.family, row.status) == ("reverse", "zero", "tracr", "ok")
+    assert row.get("auroc") is not None and 0 <= row.get("auroc") <= 1
     assert s.rows == [row]
     saved = read_journal(s.journal)
-    assert saved["rows"] == [json.loads(json.dumps(row))]  # what --resume would reuse
+    assert saved["rows"] == [row]  # what --resume would reuse: the same row, back from its JSON
 
 
 def test_the_document_names_the_selection_rows_and_options(ran):
     s, row = ran
-    doc = s.document(s.rows, {"some_speed": {"ratio": 2.0}})
+    doc = s.document(s.rows, {"some_speed": {"ratio": 2.0}}).to_json()
     assert doc["selection"] == {"tasks": ["reverse"], "methods": ["zero"]}
     assert [(r["task"], r["method"]) for r in doc["rows"]] == [CASE]
-    assert doc["rows"][0]["auroc"] == row["auroc"]
+    assert doc["rows"][0]["auroc"] == row.get("auroc")
     env = doc["environment"]
     assert (env["device"], env["seed"], env["n_fit"], env["n_eval"], env["torch_threads"]) == ("cpu", 3, 16, 24, 1)
     assert [m["method"] for m in doc["summary_by_family"]["tracr"]] == ["zero"]
@@ -79,15 +80,17 @@ def test_the_document_names_the_selection_rows_and_options(ran):
 
 def test_rows_sort_into_selection_order(tmp_path):
     s = Session(options(tmp_path, methods="zero,mean"))
-    rows = [{"task": "reverse", "method": "mean"}, {"task": "other", "method": "zero"}, {"task": "reverse", "method": "zero"}]
-    assert [(r["task"], r["method"]) for r in s.sorted_rows(rows)] == [("reverse", "zero"), ("reverse", "mean"), ("other", "zero")]
+    rows = [Row(task=t, family="tracr", ground_truth="weights", method=m, status="ok")
+            for t, m in (("reverse", "mean"), ("other", "zero"), ("reverse", "zero"))]
+    assert [r.key for r in s.sorted_rows(rows)] == [("reverse", "zero"), ("reverse", "mean"), ("other", "zero")]
 
 
 def test_resume_reuses_a_journalled_row_without_loading_the_task(tmp_path):
-    (tmp_path / JOURNAL).write_text(json.dumps({"row": {"task": "reverse", "method": "zero", "auroc": 0.5}}) + "\n" + '{"row": {"ta')
+    saved = {"task": "reverse", "method": "zero", "family": "tracr", "ground_truth": "weights", "status": "ok", "auroc": 0.5}
+    (tmp_path / JOURNAL).write_text(json.dumps({"row": saved}) + "\n" + '{"row": {"ta')
     s = Session(options(tmp_path, resume=True))
     row = s.run_case(CASE)
-    assert row == {"task": "reverse", "method": "zero", "auroc": 0.5}
+    assert (row.key, row.get("auroc")) == (CASE, 0.5)
     assert s.data == {}  # not loaded: the row came from the journal
     assert Session(options(tmp_path)).resumed == {}  # without resume the journal is not read
 
@@ -109,18 +112,18 @@ def test_a_failed_set_up_is_reported_once_with_its_stage(tmp_path, monkeypatch):
         s.task_and_data("reverse")
     assert read_journal(s.journal)["failed_tasks"] == {"reverse": s.failed_tasks["reverse"]}
     assert s.method_case_reports("reverse") and not s.method_case_reports("reverse")  # once per process
-    assert s.document([], {})["failed_tasks"] == {"reverse": s.failed_tasks["reverse"]}
+    assert s.document([], {}).extra["failed_tasks"] == {"reverse": s.failed_tasks["reverse"]}
 
 
 def test_finish_writes_the_leaderboard_and_drops_the_journal(ran, tmp_path):
     _, row = ran
-    (tmp_path / JOURNAL).write_text(json.dumps({"row": row}) + "\n")
+    (tmp_path / JOURNAL).write_text(json.dumps({"row": row.to_json()}) + "\n")
     (tmp_path / PARTIAL).write_text("{}")
     s = Session(options(tmp_path, resume=True, save_baseline=str(tmp_path / "base.json")))
     s.run_case(CASE)  # from the journal
     finish(s)
     written = json.loads((tmp_path / "leaderboard.json").read_text())
-    assert [(r["task"], r["method"]) for r in written["rows"]] == [CASE] and written == json.loads(json.dumps(s.doc))
+    assert [(r["task"], r["method"]) for r in written["rows"]] == [CASE] and written == json.loads(json.dumps(s.doc.to_json()))
     assert {p.name for p in s.written} >= {"leaderboard.json", "leaderboard.md"}
     assert not s.journal.exists() and not (tmp_path / PARTIAL).exists()
     base = json.loads((tmp_path / "base.json").read_text())
@@ -130,7 +133,7 @@ def test_finish_writes_the_leaderboard_and_drops_the_journal(ran, tmp_path):
 
 def test_an_interrupted_run_writes_a_marked_partial_file(ran, tmp_path):
     _, row = ran
-    (tmp_path / JOURNAL).write_text(json.dumps({"row": row}) + "\n")  # e.g. a worker's row
+    (tmp_path / JOURNAL).write_text(json.dumps({"row": row.to_json()}) + "\n")  # e.g. a worker's row
     s = Session(options(tmp_path, methods="zero,mean"))
     write_partial(s)
     doc = json.loads((tmp_path / PARTIAL).read_text())

@@ -158,8 +158,8 @@ def test_task_from_ready_model_with_high_level_and_hook_result_names():
     with torch.no_grad():
         for method in ("zero", "mean", "resample", "noise"):
             row = bench.run_row(task, method, fit, ev)
-            assert row["status"] == "ok"
-            assert all(n["effect"] == 0 and n["continuous"] == 0 for n in row["nodes"] if not n["in_circuit"]), (method, row["nodes"])
+            assert row.ok
+            assert all(n["effect"] == 0 and n["continuous"] == 0 for n in row.nodes if not n["in_circuit"]), (method, row.nodes)
     from abench.ground_truth import check_task
 
     check = check_task(task, ev)  # a user task with a high-level model gets the SIIT ground-truth check

@@ -37,7 +37,7 @@ def build_doc(n_fit: int = 32, n_eval: int = 64, seed: int = 0) -> dict:
             rows.append(bench.run_row(task, m, fit, ev))
         rows.append(bench.run_row(task, FunctionMethod("broken_fixture", broken), fit, ev))
     env = leaderboard.environment("cpu", {"seed": seed, "n_fit": n_fit, "n_eval": n_eval})
-    return leaderboard.build(rows, env)
+    return leaderboard.build(rows, env).to_json()
 
 
 if __name__ == "__main__":

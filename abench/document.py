@@ -1,0 +1,201 @@
+"""The suite's two records: a ``Row`` (one task x method result) and the ``Leaderboard`` document.
+
+Both are frozen dataclasses; ``to_json`` gives the exact ``leaderboard.json`` form (what the reports,
+the journal and every outside reader see) and ``from_json`` reads it back, checking the shape every
+consumer relies on (``DocumentError`` names the place and what is wrong). Code that changes a row or
+a document makes a new one (``dataclasses.replace``): no function mutates what it is handed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
+
+from abench.report.metrics import GATED
+
+Status = Literal["ok", "failed"]
+STATUSES = ("ok", "failed")
+# the row and summary metrics a baseline comparison reads as numbers (``abench.compare``)
+ROW_NUMBERS = tuple(m.row for m in GATED if m.row)
+SUMMARY_NUMBERS = tuple(m.key for m in GATED)
+# a row's identity and status, first in its JSON; everything it measured follows, then its nodes
+ROW_HEAD = ("task", "family", "ground_truth", "method", "method_base", "params", "status", "error")
+
+
+class DocumentError(ValueError):
+    """A row or leaderboard in JSON form that does not have the shape the suite reads."""
+
+
+def _number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _frozen(d: Mapping | None) -> Mapping:
+    return MappingProxyType(dict(d or {}))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One (task, method) result.
+
+    ``measures``: everything measured, by the row keys of ``abench.report.metrics.METRICS`` and the
+    rest (separability, effect convention, circuit-level numbers, attribution agreement, joint
+    effects, timings), in the order they were measured; ``nodes``: per node its effect record
+    (``abench.effects.NodeEffect`` as a dict), absent (``None``) on a failed row;
+    ``ground_truth_check``: ``passed`` / ``failed`` / ``None``, set by ``leaderboard.build``.
+    """
+
+    task: str
+    family: str
+    ground_truth: str
+    method: str
+    status: Status
+    method_base: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    measures: Mapping[str, Any] = field(default_factory=dict)
+    nodes: tuple[Mapping[str, Any], ...] | None = None
+    ground_truth_check: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise DocumentError(f"row {self.task}-{self.method}: status must be one of {STATUSES}, got {self.status!r}")
+        object.__setattr__(self, "params", _frozen(self.params))
+        object.__setattr__(self, "measures", _frozen(self.measures))
+        if self.nodes is not None:
+            object.__setattr__(self, "nodes", tuple(_frozen(n) for n in self.nodes))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.task, self.method
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def get(self, name: str, default=None):
+        """A measured value by its row key (``auroc``, ``faithfulness``, ``fit_seconds``...)."""
+        return self.measures.get(name, default)
+
+    def to_json(self) -> dict:
+        out = {"task": self.task, "family": self.family, "ground_truth": self.ground_truth, "method": self.method,
+               "method_base": self.method_base, "params": _plain(self.params), "status": self.status, "error": self.error}
+        out.update(_plain(self.measures))
+        if self.nodes is not None:
+            out["nodes"] = [_plain(n) for n in self.nodes]
+            if "joint_effects" in self.measures:  # after the nodes it combines, as rows have always been written
+                out["joint_effects"] = out.pop("joint_effects")
+        out["ground_truth_check"] = self.ground_truth_check
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping, where: str = "row") -> "Row":
+        """The row of a JSON object; ``DocumentError`` naming ``where`` when a field the suite reads is wrong."""
+        if not isinstance(d, Mapping) or not all(isinstance(d.get(k), str) for k in ("task", "method", "family")):
+            raise DocumentError(f"{where} needs string fields 'task', 'method' and 'family', got {str(d)[:80]}")
+        name = f"{where} ({d['task']}-{d['method']})"
+        for m in ROW_NUMBERS:
+            if not _number(d.get(m)):
+                raise DocumentError(f"{name}: {m} must be a number or null, got {d[m]!r}")
+        status = d.get("status", "ok")
+        if status not in STATUSES:
+            raise DocumentError(f"{name}: status must be one of {STATUSES}, got {status!r}")
+        nodes = d.get("nodes")
+        if nodes is not None and not (isinstance(nodes, list) and all(isinstance(n, Mapping) for n in nodes)):
+            raise DocumentError(f"{name}: nodes must be a list of objects")
+        measures = {k: v for k, v in d.items() if k not in ROW_HEAD and k not in ("nodes", "ground_truth_check")}
+        return cls(task=d["task"], family=d["family"], ground_truth=str(d.get("ground_truth", "")), method=d["method"],
+                   status=status, method_base=d.get("method_base"), params=d.get("params") or {}, error=d.get("error"),
+                   measures=measures, nodes=nodes, ground_truth_check=d.get("ground_truth_check"))
+
+    def checked(self, check: str | None) -> "Row":
+        """This row with its task's ground-truth check result."""
+        return replace(self, ground_truth_check=check)
+
+
+def _plain(x):
+    """JSON-able copies of the read-only views the records hold."""
+    if isinstance(x, Mapping):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """The document written to ``leaderboard.json`` (``abench.leaderboard.build`` makes it).
+
+    ``summary_by_family``: per family, one summary per method (``abench.leaderboard.summarize``),
+    best first; ``summary`` is the headline family's. ``ground_truth_checks``: per task, its check;
+    ``excluded_tasks``: the tasks whose check failed, with the reasons (their rows stay, unpooled).
+    ``attribution``: per family, the estimators beside their exact methods (empty without one).
+    ``extra``: what the run adds (``selection``, ``failed_tasks``, ``speed``, ``partial``...).
+    """
+
+    environment: Mapping[str, Any]
+    effect_convention: str
+    ground_truth: Mapping[str, Mapping[str, str]]
+    headline_family: str | None
+    pooled_tasks: tuple[str, ...]
+    summary_by_family: Mapping[str, list]
+    ground_truth_checks: Mapping[str, Mapping]
+    excluded_tasks: Mapping[str, list]
+    rows: tuple[Row, ...]
+    recommendation: Mapping[str, Any] = field(default_factory=dict)
+    attribution: Mapping[str, list] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", tuple(self.rows))
+        object.__setattr__(self, "pooled_tasks", tuple(self.pooled_tasks))
+
+    @property
+    def summary(self) -> list:
+        return list(self.summary_by_family.get(self.headline_family, [])) if self.headline_family else []
+
+    def with_extra(self, **extra) -> "Leaderboard":
+        return replace(self, extra={**self.extra, **extra})
+
+    def to_json(self) -> dict:
+        out = {"environment": _plain(self.environment), "effect_convention": self.effect_convention,
+               "ground_truth": _plain(self.ground_truth), "headline_family": self.headline_family,
+               "pooled_tasks": list(self.pooled_tasks), "summary": _plain(self.summary),
+               "summary_by_family": _plain(self.summary_by_family), "ground_truth_checks": _plain(self.ground_truth_checks),
+               "excluded_tasks": _plain(self.excluded_tasks), "rows": [r.to_json() for r in self.rows]}
+        if self.attribution:
+            out["attribution"] = _plain(self.attribution)
+        out["recommendation"] = _plain(self.recommendation)
+        out.update(_plain(self.extra))
+        return out
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str = "leaderboard") -> "Leaderboard":
+        """The document of a JSON object, checked for the shape the suite reads (rows, summaries by
+        family, their numbers); ``DocumentError`` naming ``where`` and what is wrong."""
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("rows"), list) or not isinstance(doc.get("summary_by_family"), Mapping):
+            got = type(doc).__name__ if not isinstance(doc, Mapping) else f"keys {sorted(doc)[:8]}"
+            raise DocumentError(f"{where}: not a leaderboard (an object with 'rows': list and 'summary_by_family': object), got {got}")
+        rows = [Row.from_json(r, f"{where}: row {i}") for i, r in enumerate(doc["rows"])]
+        for fam, summ in doc["summary_by_family"].items():
+            if not isinstance(summ, list):
+                raise DocumentError(f"{where}: summary_by_family[{fam!r}] must be a list, got {type(summ).__name__}")
+            for s in summ:
+                if not isinstance(s, Mapping) or not isinstance(s.get("method"), str):
+                    raise DocumentError(f"{where}: summary_by_family[{fam!r}]: every entry needs a string 'method', got {str(s)[:80]}")
+                for m in SUMMARY_NUMBERS:
+                    if not _number(s.get(m)):
+                        raise DocumentError(f"{where}: summary_by_family[{fam!r}] method {s['method']}: {m} must be a number "
+                                            f"or null, got {s[m]!r}")
+        for key in ("excluded_tasks", "ground_truth_checks", "ground_truth", "environment", "attribution", "recommendation"):
+            if doc.get(key) is not None and not isinstance(doc[key], Mapping):
+                raise DocumentError(f"{where}: {key} must be an object")
+        known = {"environment", "effect_convention", "ground_truth", "headline_family", "pooled_tasks", "summary",
+                 "summary_by_family", "ground_truth_checks", "excluded_tasks", "rows", "attribution", "recommendation"}
+        return cls(environment=doc.get("environment") or {}, effect_convention=doc.get("effect_convention", ""),
+                   ground_truth=doc.get("ground_truth") or {}, headline_family=doc.get("headline_family"),
+                   pooled_tasks=doc.get("pooled_tasks") or [], summary_by_family=doc["summary_by_family"],
+                   ground_truth_checks=doc.get("ground_truth_checks") or {}, excluded_tasks=doc.get("excluded_tasks") or {},
+                   rows=rows, recommendation=doc.get("recommendation") or {}, attribution=doc.get("attribution") or {},
+                   extra={k: v for k, v in doc.items() if k not in known})

@@ -1,0 +1,66 @@
+"""The typed records: a leaderboard read back from its JSON writes the same JSON, key for key and in order;
+building a document leaves the rows it is handed alone; a malformed one is refused with the place named."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+
+import pytest
+
+from abench import leaderboard
+from abench.document import DocumentError, Leaderboard, Row
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC_TEXT = (ROOT / "tests" / "data" / "report_doc.json").read_text()
+
+
+def test_json_round_trip_is_exact():
+    doc = json.loads((ROOT / "reports" / "leaderboard.json").read_text())  # the committed leaderboard, every row kind
+    back = Leaderboard.from_json(doc).to_json()
+    assert json.dumps(back) == json.dumps(doc)  # same keys, values and order
+
+
+def test_an_older_document_reads_and_then_round_trips():
+    # the report fixture predates method_base / params / recommendation: read with their defaults, then stable
+    once = Leaderboard.from_json(json.loads(DOC_TEXT)).to_json()
+    assert json.dumps(Leaderboard.from_json(once).to_json()) == json.dumps(once)
+    assert [r["method_base"] for r in once["rows"]] == [None] * len(once["rows"])
+
+
+def test_rows_are_typed_and_read_only():
+    doc = Leaderboard.from_json(json.loads(DOC_TEXT))
+    row = next(r for r in doc.rows if r.ok)
+    assert isinstance(row, Row) and isinstance(row.get("auroc"), float) and row.nodes
+    with pytest.raises(FrozenInstanceError):
+        row.status = "failed"
+    with pytest.raises(TypeError):
+        row.measures["auroc"] = 0.0
+    with pytest.raises(TypeError):
+        row.nodes[0]["effect"] = 1.0
+
+
+def test_build_does_not_change_the_rows_it_is_handed():
+    doc = Leaderboard.from_json(json.loads(DOC_TEXT))
+    rows = [r.checked(None) for r in doc.rows]
+    task = rows[0].task
+    checks = {task: {"task": task, "passed": False, "reasons": ["made up for the test"]}}
+    built = leaderboard.build(rows, dict(doc.environment), checks=checks)
+    assert all(r.ground_truth_check is None for r in rows)
+    assert {r.ground_truth_check for r in built.rows if r.task == task} == {"failed"}
+    assert task in built.excluded_tasks and task not in built.pooled_tasks
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([], "not a leaderboard"),
+    ({"rows": [{"task": "t", "family": "f"}], "summary_by_family": {}}, "row 0 needs string fields"),
+    ({"rows": [{"task": "t", "family": "f", "method": "m", "auroc": "x"}], "summary_by_family": {}}, "row 0 (t-m): auroc must be a number"),
+    ({"rows": [{"task": "t", "family": "f", "method": "m", "status": "done"}], "summary_by_family": {}}, "status must be one of"),
+    ({"rows": [], "summary_by_family": {"f": {}}}, "summary_by_family['f'] must be a list"),
+    ({"rows": [], "summary_by_family": {}, "excluded_tasks": []}, "excluded_tasks must be an object"),
+])
+def test_malformed_documents_name_the_place(bad, message):
+    with pytest.raises(DocumentError, match=None) as err:
+        Leaderboard.from_json(bad, "some.json")
+    assert str(err.value).startswith("some.json") and message in str(err.value), str(err.value)
