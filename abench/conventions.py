@@ -52,7 +52,8 @@ from interventions.measures import NUMERICAL_THRESHOLD
 from tasks.base import Node, Task
 
 CONVENTIONS = {
-    "suite": "suite: fraction of non-BOS cells whose prediction changes against the clean output, pooled over all cells",
+    "suite": "suite: fraction of non-BOS cells whose prediction changes against the clean output, pooled over all cells "
+    "(unconditional: iit conditions on cells whose label the source would change)",
     "iit": "iit convention (--effect-convention iit), which replaces that: iit's check_causal_effect for source methods "
     "(only cells whose high-level label differs between base and source; ablated output vs the base's high-level label) "
     "and check_causal_effect_on_ablation for the others (only cells the clean model gets right); per-batch ratios "

@@ -18,9 +18,6 @@ from interventions.hooks import (DEFAULT_MAX_ROWS, ablated_outputs_loop, ablated
 from abench.scorers import SuiteScorer
 from ablations.base import AblationMethod, TaskData
 
-EFFECT_CONVENTION = "unconditional: all non-BOS cells (iit conditions on cells whose label the source would change)"
-
-
 class MethodError(RuntimeError):
     """A method misbehaved (raised, returned a wrong shape, NaN/inf, or changed its inputs)."""
 

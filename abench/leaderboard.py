@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from abench import report
 from abench.document import Leaderboard, Row
 from abench.recommend import recommend
-from abench.effects import EFFECT_CONVENTION
+from abench.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from abench.report.metrics import METRICS
 from abench.separability import bootstrap_auroc, no_auroc_reason
 from tasks.base import FAMILY_GROUND_TRUTH, GROUND_TRUTH
@@ -176,7 +176,7 @@ def headline_family(families: Iterable[str]) -> str | None:
 
 
 def build(rows: list[Row], env: dict, extra: dict | None = None, checks: dict[str, dict] | None = None,
-          effect_convention: str = EFFECT_CONVENTION) -> Leaderboard:
+          effect_convention: str = CONVENTIONS[DEFAULT_CONVENTION]) -> Leaderboard:
     """The leaderboard document written to ``leaderboard.json``.
 
     ``checks``: per task, its ground-truth check (``abench.ground_truth.check_task``). Rows of a

@@ -256,9 +256,7 @@ class Session:
                  "failed_tasks": dict(sorted(self.failed_tasks.items(), key=lambda kv: order.get(kv[0], len(order))))}
         if speed:
             extra["speed"] = speed
-        # the default keeps the leaderboard's own description
-        convention = {} if self.convention == DEFAULT_CONVENTION else {"effect_convention": CONVENTIONS[self.convention]}
-        return leaderboard.build(self.sorted_rows(rows), env, extra, checks, **convention)
+        return leaderboard.build(self.sorted_rows(rows), env, extra, checks, effect_convention=CONVENTIONS[self.convention])
 
 
 def select_methods(spec: str | None, scale_sweep: bool, plugin_methods: list[str]) -> list[str]:
