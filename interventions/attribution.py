@@ -196,13 +196,6 @@ def gradient_dropped(model: HookedTransformer, layer: int) -> Iterator[None]:
             h.remove()
 
 
-def _check_layers(model: HookedTransformer) -> int:
-    n_layers = model.cfg.n_layers
-    if n_layers < 2:
-        raise ValueError(f"GradDrop divides by n_layers - 1 and needs a model with at least 2 layers, got {n_layers}")
-    return n_layers
-
-
 def graddrop_estimates(
     model: HookedTransformer,
     resid_pre: Mapping[int, torch.Tensor],
@@ -226,8 +219,13 @@ def graddrop_estimates(
     metric only directly (through the residual stream, e.g. in the last layer) ``L / (L - 1) * |AtP|``,
     and one whose paths cancel in the plain gradient keeps the size of the paths left when one block
     is dropped. One forward and backward per layer at or above the first node's (layers below it are
-    not run: one plain pass stands for all of them)."""
-    n_layers = _check_layers(model)
+    not run: one plain pass stands for all of them). A one-layer model has no block downstream of
+    any node, so no path to drop and none to cancel: its score is ``|AtP|`` (the formula's ``L - 1``
+    would be 0)."""
+    n_layers = model.cfg.n_layers
+    if n_layers == 1:
+        plain = attribution_estimates(model, resid_pre, nodes, deltas, metric, positions, (0.0,), max_rows)
+        return {k: v.abs() for k, v in plain.items()}
     start = min(n.layer for n in nodes)
     total: dict[str, torch.Tensor] = {}
     for layer in ([None] if start > 0 else []) + list(range(start, n_layers)):
@@ -250,8 +248,11 @@ def graddrop_reference(
     """The plain reference of ``graddrop_estimates``: for every layer (none skipped)
     ``attribution_reference`` (per node and position, full forwards from ``tokens``) with the layer's
     attention and MLP inputs detached at TransformerLens's ``hook_attn_in`` / ``hook_mlp_in`` (switched
-    on for the call, a route independent of ``gradient_dropped``); ``sum |.| / (L - 1)``."""
-    n_layers = _check_layers(model)
+    on for the call, a route independent of ``gradient_dropped``); ``sum |.| / (L - 1)``; ``|AtP|`` on a
+    one-layer model."""
+    n_layers = model.cfg.n_layers
+    if n_layers == 1:
+        return {k: v.abs() for k, v in attribution_reference(model, tokens, nodes, deltas, metric, positions).items()}
     saved = (model.cfg.use_attn_in, model.cfg.use_hook_mlp_in)
     model.set_use_attn_in(True)
     if not model.cfg.attn_only:

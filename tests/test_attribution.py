@@ -232,10 +232,20 @@ def test_graddrop_recovers_a_node_whose_paths_cancel_in_the_plain_gradient():
     assert torch.allclose(gd[node.name], atp_direct[node.name].abs(), atol=IDENTITY_ATOL, rtol=0)
 
 
-def test_graddrop_needs_two_layers():
-    data = tiny_data(attn_only=True, norm=None, output="numerical")
-    with pytest.raises(ValueError, match="at least 2 layers"):
-        changes(data, "zero", estimate=graddrop_estimates)
+def test_graddrop_on_one_layer_is_abs_atp():
+    """One layer: no block downstream of any node, nothing to drop or cancel (the one-layer tracr
+    programs of the leaderboard): GradDrop is |AtP|, batched and reference alike, and not all zero."""
+    data = tiny_data(attn_only=False, norm="LN", output="categorical", seed=5, n_layers=1)
+    metrics, _ = task_metrics(data, SuiteScorer())
+    for g, gm in enumerate(metrics):
+        deltas = {n.name: data.node_batch(n, g).source - data.acts[n.name][g] for n in data.nodes}
+        plain = attribution_estimates(data.model, data.resid_pre[g], data.nodes, deltas, gm.fn, gm.positions)
+        batched = graddrop_estimates(data.model, data.resid_pre[g], data.nodes, deltas, gm.fn, gm.positions)
+        ref = graddrop_reference(data.model, data.tokens[g], data.nodes, deltas, gm.fn, gm.positions)
+        for n in data.nodes:
+            assert torch.equal(batched[n.name], plain[n.name].abs()), n.name
+            assert torch.allclose(ref[n.name], plain[n.name].abs(), atol=1e-5, rtol=0), n.name
+        assert any(plain[n.name].abs().max() > 0 for n in data.nodes)
 
 
 def test_agreement_measures_by_construction():
