@@ -88,6 +88,15 @@ SIIT_VARIANTS: dict[str, dict] = {
     "mix3_wide": {"program": "mix3", "arch": _WIDE},
     "first_runs_wide": {"program": "first_runs", "arch": _WIDE},
     "reverse_wide": {"program": "reverse", "arch": _WIDE},
+    # wide variants of programs whose default-size models pass (the 40-node counterparts, as
+    # back2 / back2_wide): the same program with 36 bystander heads to keep silent jointly
+    "hist_wide": {"program": "hist", "arch": _WIDE},
+    "prev_prev_wide": {"program": "prev_prev", "arch": _WIDE},
+    "sum_prev_wide": {"program": "sum_prev", "arch": _WIDE},
+    "length_wide": {"program": "length", "arch": _WIDE},
+    "count_a_wide": {"program": "count_a", "arch": _WIDE},
+    "after_a_wide": {"program": "after_a", "arch": _WIDE},
+    "frac_prevs_wide": {"program": "frac_prevs", "arch": _WIDE},
     # compiled-circuit models (``compiled``): the in-circuit nodes are tracr's compiled weights, kept
     # frozen; only the bystanders (and spare residual dimensions) are SIIT-trained
     # (``siit_training/warm_start.py``). For programs whose randomly initialised models miss the bar
