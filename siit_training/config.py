@@ -78,6 +78,9 @@ class SiitConfig:
     w_circuit: float = _option(0.0, "weight of the circuit loss: every circuit node resampled, against HL resampled the same way")
     step_schedule: bool = _option(False, "the cosine lr schedule follows steps only (--time-limit then only stops the run)")
     eval_subsets: int = _option(8, "random bystander subsets in each held-out evaluation (the card uses 32)")
+    live_median_grad: bool = _option(
+        False, "the liveness hinge's median in-circuit variance carries gradient too (default: a detached constant), "
+        "so circuit nodes cannot outgrow the bystanders instead of the bystanders staying live")
 
     def hyperparameters(self, output: str, continued: bool, redundant: dict | None = None) -> dict:
         """The card's description of the recipe (``hyperparameters``)."""
@@ -101,7 +104,8 @@ class SiitConfig:
             "iit_rows_bystanders": ("each bystander also resampled from the row's source with probability p ~ U(0, 1] "
                                     "(p drawn per row)" if self.iit_bystanders else "left at base"),
             "live_floor": LIVE_FLOOR,
-            "live_hinge": "mean over bystanders of relu(sqrt(live_floor) - sqrt(var / median in-circuit var))",
+            "live_hinge": "mean over bystanders of relu(sqrt(live_floor) - sqrt(var / median in-circuit var))"
+                          + ("; the median carries gradient" if self.live_median_grad else "; the median detached"),
             "eval_every": self.eval_every, "eval_examples_per_length": self.eval_n, "early_stop_target": self.target,
             "early_stop_liveness": f"every bystander >= live_floor ({LIVE_FLOOR})" if self.init_tracr
             else "every bystander >= the liveness threshold",

@@ -189,7 +189,10 @@ class Objective:
         logits = store["last"][3 * n:4 * n] @ aux["aux.W_U"] + aux["aux.b_U"]
         l_aux = siit.aux_block_ce(logits, siit.aux_targets(base, d_vocab), self.sizes)
         vars_ = {node.name: siit.input_variance(siit.node_write(node, store[node.hook_name], ll)) for node in self.nodes}
-        med = torch.quantile(torch.stack([vars_[node.name] for node in circ_ll]), 0.5).detach().clamp_min(1e-6)  # same median as evaluate
+        med = torch.quantile(torch.stack([vars_[node.name] for node in circ_ll]), 0.5).clamp_min(1e-6)  # same median as evaluate
+        # detached, the hinge can only grow bystanders; with no LayerNorm the circuit's writes then grow
+        # unchecked (prev_prev_wide: median in-circuit variance 5e4, layer-0 bystanders 2e1-4e2, liveness < 0.01)
+        med = med if config.live_median_grad else med.detach()
         # hinge on the std ratio: a variance hinge has a vanishing gradient at a dead (zero-weight) node
         l_live = torch.stack([F.relu(LIVE_FLOOR ** 0.5 - (vars_[node.name] / med + 1e-8).sqrt()) for node in bys]).mean()
         loss = l_beh + config.w_iit * l_iit + config.w_strict * l_strict + AUX_WEIGHT * l_aux + config.w_live * l_live
