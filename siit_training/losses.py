@@ -41,3 +41,15 @@ def numerical_tail(ll_out: torch.Tensor, hl_out: torch.Tensor, tol: float = NUM_
     small errors, so this term is what pulls the rare large ones in."""
     half = tol / 2
     return (F.relu((ll_out - hl_out).abs() - half) / half).pow(2).mean()
+
+
+def liveness_hinge(bystander_vars: torch.Tensor, circuit_vars: torch.Tensor, floor: float, median_grad: bool = False) -> torch.Tensor:
+    """Mean over bystanders of ``relu(sqrt(floor) - sqrt(var / median in-circuit var))`` (``[n_bystanders]``,
+    ``[n_circuit]`` input variances of what each node writes; ``floor``: ``config.LIVE_FLOOR``). On the std
+    ratio: a variance hinge has a vanishing gradient at a dead (zero-weight) node. The median (the
+    card's, ``tasks.siit.evaluate``) is a detached constant unless ``median_grad``: detached, the hinge
+    can only grow bystanders, and with no LayerNorm the circuit's writes may outgrow them instead
+    (prev_prev_wide: median in-circuit variance 5e4, its layer-0 bystanders 2e1-4e2, liveness < 0.01)."""
+    med = torch.quantile(circuit_vars, 0.5).clamp_min(1e-6)
+    med = med if median_grad else med.detach()
+    return torch.stack([F.relu(floor ** 0.5 - (v / med + 1e-8).sqrt()) for v in bystander_vars]).mean()

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from interventions.hooks import node_activation, replacing_hooks
 from interventions.interchange import source_lengths
 from siit_training.config import AUX_WEIGHT, BACKUP_WEIGHT, LIVE_FLOOR, SiitConfig
-from siit_training.losses import output_loss
+from siit_training.losses import liveness_hinge, output_loss
 from siit_training.warm_start import embed_tracr, frozen_masks, warm_start_config
 from tasks.base import Task
 from tasks.siit import model as siit
@@ -189,12 +189,8 @@ class Objective:
         logits = store["last"][3 * n:4 * n] @ aux["aux.W_U"] + aux["aux.b_U"]
         l_aux = siit.aux_block_ce(logits, siit.aux_targets(base, d_vocab), self.sizes)
         vars_ = {node.name: siit.input_variance(siit.node_write(node, store[node.hook_name], ll)) for node in self.nodes}
-        med = torch.quantile(torch.stack([vars_[node.name] for node in circ_ll]), 0.5).clamp_min(1e-6)  # same median as evaluate
-        # detached, the hinge can only grow bystanders; with no LayerNorm the circuit's writes then grow
-        # unchecked (prev_prev_wide: median in-circuit variance 5e4, layer-0 bystanders 2e1-4e2, liveness < 0.01)
-        med = med if config.live_median_grad else med.detach()
-        # hinge on the std ratio: a variance hinge has a vanishing gradient at a dead (zero-weight) node
-        l_live = torch.stack([F.relu(LIVE_FLOOR ** 0.5 - (vars_[node.name] / med + 1e-8).sqrt()) for node in bys]).mean()
+        l_live = liveness_hinge(torch.stack([vars_[node.name] for node in bys]), torch.stack([vars_[node.name] for node in circ_ll]),
+                                LIVE_FLOOR, config.live_median_grad)
         loss = l_beh + config.w_iit * l_iit + config.w_strict * l_strict + AUX_WEIGHT * l_aux + config.w_live * l_live
         if config.w_circuit:
             loss = loss + config.w_circuit * output_loss(out[3 * n:4 * n], hl_circuit, output, scale, **kw)

@@ -255,3 +255,25 @@ def test_focal_cross_entropy_weights_each_cell_by_its_miss_probability(seed, gam
     assert output_loss(ll, hl, "categorical", focal=gamma).item() <= output_loss(ll, hl, "categorical").item() + 1e-12
     sure = 50.0 * F.one_hot(hl.argmax(-1), 4).to(hl.dtype)  # LL puts p ~ 1 on every target
     assert output_loss(sure, hl, "categorical", focal=gamma).item() < 1e-12
+
+
+def test_liveness_hinge_reaches_the_circuit_only_with_median_grad():
+    """--live-median-grad: the hinge's gradient reaches the in-circuit variances (pushing them down, so the
+    circuit cannot outgrow a bystander); by default the median is a constant and only bystanders are pushed.
+    A bystander above the floor contributes nothing either way."""
+    from siit_training.losses import liveness_hinge
+
+    for median_grad in (False, True):
+        circ = torch.tensor([4.0, 100.0, 9.0], requires_grad=True)  # median 9
+        bys = torch.tensor([0.09, 9.0], requires_grad=True)  # ratio 0.01 (below 0.25), 1.0 (above)
+        loss = liveness_hinge(bys, circ, 0.25, median_grad)
+        assert loss.item() == pytest.approx((0.5 - 0.1) / 2, abs=1e-6)
+        loss.backward()
+        assert bys.grad[0] < 0 and bys.grad[1] == 0
+        if median_grad:
+            assert circ.grad[2] > 0 and circ.grad[0] == 0 and circ.grad[1] == 0  # only the median node
+        else:
+            assert circ.grad is None or not circ.grad.any()
+    cfg = SiitConfig(live_median_grad=True)
+    assert "median carries gradient" in cfg.hyperparameters("categorical", False)["live_hinge"]
+    assert "median detached" in SiitConfig().hyperparameters("categorical", False)["live_hinge"]
