@@ -78,25 +78,15 @@ SIIT_VARIANTS: dict[str, dict] = {
     "same_as_first_wide": {"program": "same_as_first", "arch": _WIDE},
     "back3_wide": {"program": "back3", "arch": _WIDE},
     "prev_token_wide": {"program": "prev_token", "arch": _WIDE},
-    # wide variants of the programs whose default-size (10-24 node) models missed the joint bar
-    # (their cards in siit_failed say what they reached): with 36 bystander heads each carries
-    # little, so the circuit alone can hold the answer while every bystander stays live
+    # wide variants of programs with a default-size model (shipped or failed): 36 bystander heads to keep
+    # silent jointly and live. Trained under joint strict training with --live-median-grad (hist_wide
+    # from scratch; prev_prev_wide's from-scratch run reached every line but liveness without it)
     "same_as_prev_wide": {"program": "same_as_prev", "arch": _WIDE},
-    "prev_is_first_wide": {"program": "prev_is_first", "arch": _WIDE},
-    "sort_unique_wide": {"program": "sort_unique", "arch": _WIDE},
-    "count_less_freq_wide": {"program": "count_less_freq", "arch": _WIDE},
-    "mix3_wide": {"program": "mix3", "arch": _WIDE},
-    "first_runs_wide": {"program": "first_runs", "arch": _WIDE},
-    "reverse_wide": {"program": "reverse", "arch": _WIDE},
-    # wide variants of programs whose default-size models pass (the 40-node counterparts, as
-    # back2 / back2_wide): the same program with 36 bystander heads to keep silent jointly
     "hist_wide": {"program": "hist", "arch": _WIDE},
     "prev_prev_wide": {"program": "prev_prev", "arch": _WIDE},
     "sum_prev_wide": {"program": "sum_prev", "arch": _WIDE},
     "length_wide": {"program": "length", "arch": _WIDE},
     "count_a_wide": {"program": "count_a", "arch": _WIDE},
-    "after_a_wide": {"program": "after_a", "arch": _WIDE},
-    "frac_prevs_wide": {"program": "frac_prevs", "arch": _WIDE},
     # compiled-circuit models (``compiled``): the in-circuit nodes are tracr's compiled weights, kept
     # frozen; only the bystanders (and spare residual dimensions) are SIIT-trained
     # (``siit_training/warm_start.py``). For programs whose randomly initialised models miss the bar
