@@ -52,4 +52,5 @@ def liveness_hinge(bystander_vars: torch.Tensor, circuit_vars: torch.Tensor, flo
     (prev_prev_wide: median in-circuit variance 5e4, its layer-0 bystanders 2e1-4e2, liveness < 0.01)."""
     med = torch.quantile(circuit_vars, 0.5).clamp_min(1e-6)
     med = med if median_grad else med.detach()
+    # one scalar per bystander, stacked: the op order every shipped run used (one vector relu-mean differs in the last bits)
     return torch.stack([F.relu(floor ** 0.5 - (v / med + 1e-8).sqrt()) for v in bystander_vars]).mean()
