@@ -87,6 +87,8 @@ SIIT_VARIANTS: dict[str, dict] = {
     "sum_prev_wide": {"program": "sum_prev", "arch": _WIDE},
     "length_wide": {"program": "length", "arch": _WIDE},
     "count_a_wide": {"program": "count_a", "arch": _WIDE},
+    "after_a_wide": {"program": "after_a", "arch": _WIDE},
+    "frac_prevs_wide": {"program": "frac_prevs", "arch": _WIDE},
     # compiled-circuit models (``compiled``): the in-circuit nodes are tracr's compiled weights, kept
     # frozen; only the bystanders (and spare residual dimensions) are SIIT-trained
     # (``siit_training/warm_start.py``). For programs whose randomly initialised models miss the bar
