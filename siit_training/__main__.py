@@ -72,8 +72,9 @@ def run_one(name: str, config: SiitConfig, args: argparse.Namespace) -> dict | N
     if args.continue_training:
         prev_ll, prev_aux, previous = siit.load(name, args.device, args.weights_dir)
         init = ({k: v for k, v in prev_ll.state_dict().items()}, prev_aux)
+        # seed and config too: with them each stage's command can be rebuilt from the card chain
         continued_from = {k: previous.get(k) for k in (
-            "steps", "best_step", "wall_time_s", "hyperparameters", "accuracy", "iia", "iia_min_node", "siia",
+            "seed", "config", "steps", "best_step", "wall_time_s", "hyperparameters", "accuracy", "iia", "iia_min_node", "siia",
             "siia_min_node", "liveness_min_out_of_circuit", "protocol", "test_sources", "continued_from")}
     ll, aux, info = train(task, config, device=args.device, progress=not args.no_progress, init=init,
                           ll_config=None if args.resume else ll_config_arg(name, task, previous, args.arch),
