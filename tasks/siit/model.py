@@ -90,6 +90,9 @@ SIIT_VARIANTS: dict[str, dict] = {
     "count_a_wide": {"program": "count_a", "arch": _WIDE},
     "after_a_wide": {"program": "after_a", "arch": _WIDE},
     "frac_prevs_wide": {"program": "frac_prevs", "arch": _WIDE},
+    "sort_unique_wide": {"program": "sort_unique", "arch": _WIDE},
+    "mix3_wide": {"program": "mix3", "arch": _WIDE},
+    "count_less_freq_wide": {"program": "count_less_freq", "arch": _WIDE},
     # compiled-circuit models (``compiled``): the in-circuit nodes are tracr's compiled weights, kept
     # frozen; only the bystanders (and spare residual dimensions) are SIIT-trained
     # (``siit_training/warm_start.py``). For programs whose randomly initialised models miss the bar
