@@ -70,6 +70,9 @@ class SiitConfig:
         False, "with --init-tracr: keep the circuit, tracr's embedding dimensions and the unembedding frozen")
     num_tail: float = _option(0.0, "numerical outputs: weight of the tail term on errors past half the pass tolerance (0: off)")
     focal: float = _option(0.0, "categorical outputs: focal exponent of the cross-entropy (0: plain cross-entropy)")
+    class_balance: float = _option(
+        0.0, "categorical outputs: each cell's cross-entropy weighted by n^-B, n the batch's count of its target class "
+        "(1: every class weighs equally; 0: off)")
     attn_iit_rows: bool = _option(
         False, "with --w-attn: the attention-pattern loss also on the IIT rows, against tracr's under the same patch")
     joint_strict: bool = _option(
@@ -96,6 +99,9 @@ class SiitConfig:
                                    "tol = the pass tolerance"}} if output == "numerical" and self.num_tail else {}),
             **({"focal_cross_entropy": {"exponent": self.focal, "what": "each cell's cross-entropy weighted by "
                                         "(1 - p_target)^exponent"}} if output == "categorical" and self.focal else {}),
+            **({"class_balanced_cross_entropy": {"power": self.class_balance, "what": "each cell's cross-entropy weighted by "
+                                                 "n_c^-power, n_c the batch's labelled cells of its target class; "
+                                                 "the weighted mean"}} if output == "categorical" and self.class_balance else {}),
             "loss_weights": {"behaviour": 1.0, "iit": self.w_iit, "strict": self.w_strict, "aux": AUX_WEIGHT, "live": self.w_live,
                              **({"circuit": self.w_circuit} if self.w_circuit else {})},
             "strict_rows": ("a random bystander subset per row, resampled together from the row's one source: the drawn "

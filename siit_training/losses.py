@@ -13,11 +13,13 @@ NUM_LOSS_SCALE = 100.0
 
 
 def output_loss(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, num_scale: float = NUM_LOSS_SCALE,
-                skip_ties: bool = False, num_tail: float = 0.0, focal: float = 0.0) -> torch.Tensor:
+                skip_ties: bool = False, num_tail: float = 0.0, focal: float = 0.0, class_balance: float = 0.0) -> torch.Tensor:
     """Cross-entropy to the HL argmax (categorical; ``skip_ties``: HL tie cells carry no label and are
     left out; ``focal`` > 0: each cell's CE weighted by (1 - p_target)^focal, so the rare cells a model
-    still gets wrong, not the many it already gets right, drive the gradient) or scaled MSE (numerical;
-    plus ``num_tail`` x the tail term ``numerical_tail``); BOS excluded."""
+    still gets wrong, not the many it already gets right, drive the gradient; ``class_balance`` b > 0:
+    each cell's CE weighted by n_c^-b, n_c the number of labelled cells in the batch with its target
+    class c, and the loss is the weighted mean, so at b = 1 every class present weighs equally) or scaled
+    MSE (numerical; plus ``num_tail`` x the tail term ``numerical_tail``); BOS excluded."""
     ll_out, hl_out = ll_out[:, 1:], hl_out[:, 1:]
     if output == "categorical":
         target = hl_out.argmax(-1)
@@ -25,11 +27,16 @@ def output_loss(ll_out: torch.Tensor, hl_out: torch.Tensor, output: str, num_sca
             target = target.masked_fill(hl_ties(hl_out), -100)  # cross_entropy's ignore_index
             if not (target != -100).any():
                 return ll_out.sum() * 0.0
-        if not focal:
+        if not focal and not class_balance:
             return F.cross_entropy(ll_out.reshape(-1, ll_out.shape[-1]), target.reshape(-1))
         ce = F.cross_entropy(ll_out.reshape(-1, ll_out.shape[-1]), target.reshape(-1), reduction="none")
         keep = target.reshape(-1) != -100
-        return ((1 - torch.exp(-ce[keep])).pow(focal) * ce[keep]).mean()
+        ce = (1 - torch.exp(-ce[keep])).pow(focal) * ce[keep] if focal else ce[keep]
+        if not class_balance:
+            return ce.mean()
+        labels = target.reshape(-1)[keep]
+        weight = torch.bincount(labels, minlength=ll_out.shape[-1]).to(ce.dtype).pow(-class_balance)[labels]
+        return (weight * ce).sum() / weight.sum()
     # scaled so a numerical error of 0.1 costs about what a confident CE mistake does (else the aux CE dominates)
     loss = num_scale * F.mse_loss(ll_out, hl_out)
     return loss + num_tail * numerical_tail(ll_out, hl_out) if num_tail else loss

@@ -180,7 +180,7 @@ class Objective:
         hooks.append((self.last, keep_as("last")))
         out = ll.run_with_hooks(torch.cat([base] * n_blocks), fwd_hooks=hooks)
         output, scale = task.output, config.num_loss_scale
-        kw = {"num_tail": config.num_tail, "focal": config.focal}
+        kw = {"num_tail": config.num_tail, "focal": config.focal, "class_balance": config.class_balance}
         l_beh = output_loss(out[:n], hl_base, output, scale, **kw)
         l_iit = output_loss(out[n:2 * n], hl_iit, output, scale, skip_ties=config.skip_hl_ties, **kw)
         l_strict = output_loss(out[2 * n:3 * n], hl_base, output, scale, **kw)

@@ -257,6 +257,35 @@ def test_focal_cross_entropy_weights_each_cell_by_its_miss_probability(seed, gam
     assert output_loss(sure, hl, "categorical", focal=gamma).item() < 1e-12
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([0.5, 1.0]))
+def test_class_balance_weights_each_cell_by_its_class_count(seed, power):
+    """--class-balance B: each labelled cell's CE times n_c^-B (n_c: the batch's labelled cells of its
+    target class), the weighted mean; at B = 1 that is the mean over the classes present of each
+    class's mean CE, so a rare class weighs as much as a common one."""
+    import torch.nn.functional as F
+
+    from siit_training.losses import output_loss
+
+    gen = torch.Generator().manual_seed(seed)
+    ll = torch.randn(3, 6, 3, generator=gen, dtype=torch.float64) * 3
+    hl = torch.zeros(3, 6, 3, dtype=torch.float64)
+    hl[..., 0] = 1.0  # class 0 everywhere but three cells
+    for b, p in ((0, 2), (1, 4), (2, 1)):
+        hl[b, p] = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    target = hl[:, 1:].argmax(-1)
+    cell_ce = -F.log_softmax(ll[:, 1:], -1).gather(-1, target[..., None])[..., 0]
+    counts = torch.bincount(target.reshape(-1), minlength=3).to(ll.dtype)
+    weight = counts[target] ** -power
+    assert output_loss(ll, hl, "categorical", class_balance=power).item() == pytest.approx(
+        ((weight * cell_ce).sum() / weight.sum()).item(), rel=1e-9)
+    if power == 1.0:
+        per_class = [cell_ce[target == c].mean() for c in (0, 1)]
+        assert output_loss(ll, hl, "categorical", class_balance=1.0).item() == pytest.approx(
+            (sum(per_class) / 2).item(), rel=1e-9)
+    assert output_loss(ll, hl, "categorical", class_balance=0.0).item() == pytest.approx(cell_ce.mean().item(), rel=1e-12)
+
+
 def test_liveness_hinge_reaches_the_circuit_only_with_median_grad():
     """--live-median-grad: the hinge's gradient reaches the in-circuit variances (pushing them down, so the
     circuit cannot outgrow a bystander); by default the median is a constant and only bystanders are pushed.
