@@ -79,8 +79,8 @@ SIIT_VARIANTS: dict[str, dict] = {
     "back3_wide": {"program": "back3", "arch": _WIDE},
     "prev_token_wide": {"program": "prev_token", "arch": _WIDE},
     # wide variants of programs with a default-size model (shipped or failed): 36 bystander heads to keep
-    # silent jointly and live. The five that ship (hist_wide, prev_prev_wide, length_wide,
-    # count_a_wide, same_as_first_wide) were trained with --live-median-grad; after_a_wide and
+    # silent jointly and live. The six that ship (hist_wide, prev_prev_wide, length_wide, count_a_wide,
+    # same_as_first_wide, same_as_prev_wide) were trained with --live-median-grad; after_a_wide and
     # frac_prevs_wide have failed cards; the other runs were stopped before a card (docs/siit-models.md)
     "same_as_prev_wide": {"program": "same_as_prev", "arch": _WIDE},
     "hist_wide": {"program": "hist", "arch": _WIDE},
