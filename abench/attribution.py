@@ -47,6 +47,16 @@ from tasks.base import Task
 
 ON_LINE_RTOL = 0.1
 ON_LINE_ATOL = 0.01
+# A node effect below float32's resolution of the row's largest effect (at least of 1: the metric is O(1)) is
+# rounding, not signal: a linear estimate through a saturated softmax reads 3e-12 on one CPU's kernels and 0 on
+# another's, which flipped a task's AUROC between 1 and 0.9. Such effects are 0, so ties stay ties on every CPU.
+FLOAT_RESOLUTION = float(torch.finfo(torch.float32).eps)
+
+
+def above_resolution(effects: np.ndarray) -> np.ndarray:
+    """``effects`` (one row's node effects) with every value below ``FLOAT_RESOLUTION * max(1, max |effect|)`` set to 0."""
+    floor = FLOAT_RESOLUTION * max(1.0, float(np.abs(effects).max(initial=0.0)))
+    return np.where(np.abs(effects) < floor, 0.0, effects)
 
 
 @dataclass
@@ -176,8 +186,8 @@ def estimator_row(task: Task, method: Estimator, fit: TaskData, ev: TaskData, co
     exact_cells, t_exact = _cached_exact(ev, method.inner.name, metrics, repl_of, timer)
     names = [n.name for n in ev.nodes]
     labels = [n.in_circuit for n in ev.nodes]
-    est = np.array([est_cells[n].abs().mean().item() for n in names])
-    ex = np.array([exact_cells[n].abs().mean().item() for n in names])
+    est = above_resolution(np.array([est_cells[n].abs().mean().item() for n in names]))
+    ex = above_resolution(np.array([exact_cells[n].abs().mean().item() for n in names]))
     sep = separability(labels, est)
     ci = bootstrap_auroc(labels, est)
     agree = agreement(labels, est, ex)

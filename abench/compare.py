@@ -1,11 +1,20 @@
-"""Compare a leaderboard with a saved baseline: which rows and method summaries got worse."""
+"""Compare a leaderboard with a saved baseline: which rows and method summaries got worse.
+
+A number may worsen by ``tolerance`` plus the numeric noise the baseline measured for it across CPU float
+kernels (``abench.numeric_noise``; 0 for numbers that did not move). The gap and spurious effect of an
+estimator row (``atp[...]``: effects in its metric's units, not shares of cells) are allowed ``tolerance``
+times the row's largest baseline effect, so one tolerance means the same share of every row's scale.
+"""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pandas as pd
 
-from abench.document import Leaderboard
+from abench.document import Leaderboard, Row
 from abench.report.metrics import GATED
+from ablations.estimators import is_estimator
 
 # metric -> +1 if higher is better, -1 if lower is better: the gated entries of ``METRICS``, by
 # their row key and by their summary key. A baseline without a metric (older runs) skips it.
@@ -13,17 +22,45 @@ ROW_METRICS = {m.row: m.sign for m in GATED if m.row}
 SUMMARY_METRICS = {m.key: m.sign for m in GATED}
 
 
-def _worse(metrics: dict, now: dict, base: dict, tol: float, where: str) -> list[dict]:
+def row_place(task: str, method: str) -> str:
+    """The key of a row in ``numeric_noise["rows"]`` (and the ``where`` of its regressions)."""
+    return f"{task}-{method}"
+
+
+def summary_place(family: str, method: str) -> str:
+    """The key of a method summary in ``numeric_noise["summaries"]`` (and the ``where`` of its regressions)."""
+    return f"{family} method {method}"
+
+
+def noise_of(baseline: Leaderboard, kind: str, place: str, metric: str) -> float:
+    """The spread the baseline measured for ``metric`` at ``place`` (``kind``: "rows" or "summaries"); 0 if none."""
+    return float(((baseline.extra.get("numeric_noise") or {}).get(kind) or {}).get(place, {}).get(metric, 0.0))
+
+
+# row metrics in the units of the row's node effects (the others are AUROC, shares of nodes or of cells), and
+# their means over tasks in a method's summary
+EFFECT_UNIT_METRICS = ("gap", "mean_effect_out")
+EFFECT_UNIT_SUMMARY = tuple(m.key for m in GATED if m.row in EFFECT_UNIT_METRICS)
+
+
+def _worse(metrics: dict, now, base, tol: Callable[[str], float], where: str) -> list[dict]:
     out = []
     for m, sign in metrics.items():
         b, c = base.get(m), now.get(m)
         if b is None:
             continue
         if c is None:
-            out.append({"where": where, "metric": m, "baseline": b, "current": None, "change": None})
-        elif sign * (c - b) < -tol:
-            out.append({"where": where, "metric": m, "baseline": b, "current": c, "change": c - b})
+            out.append({"where": where, "metric": m, "baseline": b, "current": None, "change": None, "allowed": None})
+        elif sign * (c - b) < -tol(m):
+            out.append({"where": where, "metric": m, "baseline": b, "current": c, "change": c - b, "allowed": tol(m)})
     return out
+
+
+def _row_scale(row: Row) -> float:
+    """1 for a row of exact effects (shares of cells); an estimator row's largest node effect (at least 1e-12)."""
+    if not is_estimator(row.method):
+        return 1.0
+    return max([abs(float(n["effect"])) for n in row.nodes] + [1e-12])
 
 
 def compare(current: Leaderboard, baseline: Leaderboard, tolerance: float = 0.02) -> list[dict]:
@@ -35,16 +72,22 @@ def compare(current: Leaderboard, baseline: Leaderboard, tolerance: float = 0.02
     regs: list[dict] = []
     now_rows = {r.key: r for r in current.rows}
     for r in baseline.rows:
-        where = f"{r.task}-{r.method}"
+        where = row_place(r.task, r.method)
         if not r.ok:
             continue
         c = now_rows.get(r.key)
         if c is None:
-            regs.append({"where": where, "metric": "row", "baseline": "ok", "current": "missing", "change": None})
+            regs.append({"where": where, "metric": "row", "baseline": "ok", "current": "missing", "change": None, "allowed": None})
         elif not c.ok:
-            regs.append({"where": where, "metric": "status", "baseline": "ok", "current": c.error, "change": None})
+            regs.append({"where": where, "metric": "status", "baseline": "ok", "current": c.error, "change": None, "allowed": None})
         else:
-            regs += _worse(ROW_METRICS, c.measures, r.measures, tolerance, where)
+            scale = _row_scale(r)
+
+            def row_tol(m: str, where=where, scale=scale) -> float:
+                unit = scale if m in EFFECT_UNIT_METRICS else 1.0
+                return tolerance * unit + noise_of(baseline, "rows", where, m)
+
+            regs += _worse(ROW_METRICS, c.measures, r.measures, row_tol, where)
     # pooled numbers compare per family, and only over the same set of pooled tasks
     def pooled_tasks(doc: Leaderboard, fam: str) -> set[str]:
         return {r.task for r in doc.rows if r.family == fam and r.task not in doc.excluded_tasks}
@@ -56,7 +99,14 @@ def compare(current: Leaderboard, baseline: Leaderboard, tolerance: float = 0.02
         for s in base_summary:
             c = now_summary.get(s["method"])
             if c is not None:
-                regs += _worse(SUMMARY_METRICS, c, s, tolerance, f"{fam} method {s['method']}")
+                where = summary_place(fam, s["method"])
+                scale = max((_row_scale(r) for r in baseline.rows if r.family == fam and r.method == s["method"] and r.ok), default=1.0)
+
+                def summary_tol(m: str, where=where, scale=scale) -> float:
+                    unit = scale if m in EFFECT_UNIT_SUMMARY else 1.0
+                    return tolerance * unit + noise_of(baseline, "summaries", where, m)
+
+                regs += _worse(SUMMARY_METRICS, c, s, summary_tol, where)
     return regs
 
 

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from abench import report
 from abench.document import Leaderboard, Row
 from abench.recommend import recommend
+from abench.ground_truth import REFERENCE_METHOD
 from abench.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from abench.report.metrics import METRICS
 from abench.separability import bootstrap_auroc, no_auroc_reason
@@ -192,6 +193,8 @@ def build(rows: list[Row], env: dict, extra: dict | None = None, checks: dict[st
     fam_names = list(dict.fromkeys(r.family for r in rows))
     by_family = {fam: summarize([r for r in pooled if r.family == fam]) for fam in fam_names}
     head = headline_family(fam_names)
+    # the method that defines a family's ground truth (siit: resample) is its reference, never its recommendation
+    reference_of = {fam: gt for fam, gt in families if gt == REFERENCE_METHOD}
     # attribution patching rows: estimate beside exact, per family
     attribution = {fam: a for fam in fam_names if (a := attribution_summary([r for r in pooled if r.family == fam]))}
     return Leaderboard(
@@ -206,7 +209,7 @@ def build(rows: list[Row], env: dict, extra: dict | None = None, checks: dict[st
         excluded_tasks=excluded,
         rows=rows,
         attribution=attribution,
-        recommendation={fam: rec for fam, summ in by_family.items() if (rec := recommend(summ))},
+        recommendation={fam: rec for fam, summ in by_family.items() if (rec := recommend(summ, reference_of.get(fam)))},
         extra=extra or {},
     )
 
@@ -216,13 +219,17 @@ def write(doc: Leaderboard, folder: str | Path) -> list[Path]:
     return report.write(doc.to_json(), folder)
 
 
+# keys that hold measured time (besides every key naming seconds): a timestamp, speed ratios
+VOLATILE_KEYS = ("created_at", "speed", "exact_over_estimate")
+
+
 def strip_volatile(doc: dict) -> dict:
-    """The document without timings and timestamps (what must be identical run to run); the
-    recommendation is among them, its last tie-break being cost."""
+    """The document without timings, timing ratios and timestamps (what must be identical run to run).
+    The recommendation stays: it is decided by the numbers only (``abench.recommend``)."""
 
     def clean(x):
         if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items() if not ("seconds" in k or k in ("created_at", "speed", "recommendation"))}
+            return {k: clean(v) for k, v in x.items() if not ("seconds" in k or k in VOLATILE_KEYS)}
         if isinstance(x, list):
             return [clean(v) for v in x]
         return x

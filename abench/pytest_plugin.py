@@ -18,6 +18,7 @@ import pytest
 
 from abench.baseline import BaselineError
 from abench.compare import format_regressions
+from abench.numeric_noise import describe as describe_noise
 from abench.conventions import CONVENTIONS
 from abench.report import tables
 from abench.report_folder import JOURNAL, ReportFolderError, acquire_lock, release_lock
@@ -288,6 +289,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if config.getoption("--compare"):
         regs = s.regressions
         tr.write_sep("=", f"regressions against {config.getoption('--compare')}: {len(regs)}")
+        tr.write_line(f"tolerance {s.options.tolerance}; {describe_noise(s.baseline)}")
         tr.write_line(format_regressions(regs) if regs else "none: every row and method summary within tolerance")
         if regs:  # counted in pytest's last line too ("11 regressions, 153 passed"), so it cannot read as a clean pass
             # report-like entries (other plugins read every stats entry's attributes)

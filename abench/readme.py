@@ -67,6 +67,10 @@ def headline_markdown(doc: dict) -> str:
             f"| `{s['method']}` | {fmt(s.get('pooled_auroc'))} | {ci_text(s.get('pooled_auroc_ci95')) or '-'} | "
             f"{fmt(s.get('mean_faithfulness'))} | {ci_text(s.get('mean_faithfulness_ci95')) or '-'} | "
             f"{fmt(s.get('mean_effect_out'), 4)} | {s['n_tasks']} |")
+    rec = (doc.get("recommendation") or {}).get(doc.get("headline_family"))
+    if rec:
+        lines += ["", f"**Which method to use** on `{doc['headline_family']}`: `{rec['method']}`: {rec['why']} "
+                  "([how it is decided](abench/recommend.py))."]
     lines += ["", f"![{_title(doc)}: pooled AUROC and faithfulness per method](docs/img/headline.svg)", END]
     return "\n".join(lines) + "\n"
 

@@ -1,48 +1,92 @@
 """Which method to use, read off a family's summary: the answer the leaderboard gives a reader who asks.
 
-Three steps, each a tie-break of the one before:
+Decided by the numbers and their intervals only, never by measured seconds (timing noise would
+change the answer between identical runs):
 
-1. **Separation** (the node axis): the methods whose pooled AUROC interval reaches the best
-   method's lower bound (their intervals overlap the best one's from above); estimator rows
-   (``atp[...]``, ``atp_ig[...]``, ``atp_gd[...]``) are left out: they stand for an exact method,
-   which is ranked instead.
-2. **Faithfulness** (the circuit axis): among those, the methods whose mean faithfulness
-   interval overlaps the best one's.
-3. **Cost**: the cheapest of what is left (summed seconds over the family's tasks).
+1. **Candidates**: every exact method with a pooled AUROC, except estimator rows (``atp[...]``,
+   ``atp_ig[...]``, ``atp_gd[...]``: they stand for an exact method, ranked instead) and the
+   family's **reference** method, the one that defines its ground truth (``siit``: ``resample``,
+   which SIIT trained every bystander to be irrelevant under, so it scores 1 by construction and
+   recommending it would be circular). The reference is named beside the answer.
+2. **Separation** (the node axis): the best pooled AUROC sets the bar at its interval's lower
+   bound; a method is tied on separation when its own estimate reaches that bar.
+3. **Faithfulness** (the circuit axis): among those tied on separation, the best mean
+   faithfulness sets the bar the same way; a method is tied when its estimate reaches it.
+   A wide interval of its own (``zero`` at 0.511 [0.11, 1.00]) does not make a method tied.
+4. Among the tied, the higher faithfulness, then pooled AUROC, then the lower spurious effect,
+   then the name: a fixed order, so the same numbers give the same answer.
 """
 
 from __future__ import annotations
 
+import math
+
 from ablations.estimators import is_estimator
 
 
-def _lo(ci, value):
-    return ci[0] if ci else value
+def _num(v) -> float:
+    return -math.inf if v is None else float(v)
 
 
-def _hi(ci, value):
-    return ci[1] if ci else value
+def _bar(best: dict, key: str) -> float:
+    """The bar ``best`` sets on ``key``: the lower bound of its 95% interval (its value without one)."""
+    ci = best.get(f"{key}_ci95")
+    return float(ci[0]) if ci else _num(best.get(key))
 
 
-def recommend(summary: list[dict]) -> dict | None:
-    """``{"method", "why", "tied_on_auroc", "tied_on_faithfulness"}`` for one family's summary, or
-    None when no method has a pooled AUROC."""
+def _order_key(s: dict) -> tuple:
+    """Faithfulness, then pooled AUROC (higher first), then spurious effect (lower first), then the name."""
+    spurious = s.get("mean_effect_out")
+    return (-_num(s.get("mean_faithfulness")), -_num(s.get("pooled_auroc")), math.inf if spurious is None else spurious, s["method"])
+
+
+def _tied(rows: list[dict], key: str) -> list[dict]:
+    """The rows whose ``key`` estimate reaches the best row's interval, in ``_order_key`` order."""
+    if not rows:
+        return []
+    best = max(rows, key=lambda s: (_num(s.get(key)), s["method"]))
+    bar = _bar(best, key)
+    return sorted((s for s in rows if _num(s.get(key)) >= bar), key=_order_key)
+
+
+RANKING_RULE = "methods tied with the best pooled AUROC within its interval first, by faithfulness; then the rest by pooled AUROC"
+
+
+def ranking(summary: list[dict], reference: str | None = None) -> list[str]:
+    """Every exact method with a pooled AUROC, in the order the recommendation reads them: those tied
+    on separation with the best first (by faithfulness, then AUROC, spurious effect, name), then the
+    rest by pooled AUROC (then faithfulness, spurious effect, name). ``reference`` is ranked like any
+    method (so a user's method can be placed against it) but never recommended."""
     rows = [s for s in summary if s.get("pooled_auroc") is not None and not is_estimator(s["method"])]
+    tier = {s["method"] for s in _tied(rows, "pooled_auroc")}
+    first = sorted((s for s in rows if s["method"] in tier), key=_order_key)
+    rest = sorted((s for s in rows if s["method"] not in tier),
+                  key=lambda s: (-_num(s.get("pooled_auroc")),) + _order_key(s))
+    return [s["method"] for s in first + rest]
+
+
+def recommend(summary: list[dict], reference: str | None = None) -> dict | None:
+    """``{"method", "why", "reference", "tied_on_auroc", "tied_on_faithfulness"}`` for one family's
+    summary, or None when no candidate has a pooled AUROC. ``reference``: the method that defines
+    the family's ground truth (left out of the candidates, named in ``why``)."""
+    rows = [s for s in summary if s.get("pooled_auroc") is not None and not is_estimator(s["method"]) and s["method"] != reference]
     if not rows:
         return None
-    best = max(rows, key=lambda s: _lo(s.get("pooled_auroc_ci95"), s["pooled_auroc"]))
-    floor = _lo(best.get("pooled_auroc_ci95"), best["pooled_auroc"])
-    tier = [s for s in rows if _hi(s.get("pooled_auroc_ci95"), s["pooled_auroc"]) >= floor]
+    tier = _tied(rows, "pooled_auroc")
     faithful = [s for s in tier if s.get("mean_faithfulness") is not None]
-    if faithful:
-        top = max(faithful, key=lambda s: _lo(s.get("mean_faithfulness_ci95"), s["mean_faithfulness"]))
-        f_floor = _lo(top.get("mean_faithfulness_ci95"), top["mean_faithfulness"])
-        tier2 = [s for s in faithful if _hi(s.get("mean_faithfulness_ci95"), s["mean_faithfulness"]) >= f_floor]
-    else:
-        tier2 = tier
-    pick = min(tier2, key=lambda s: (s.get("seconds") or 0.0, s["method"]))
-    why = (f"pooled AUROC {pick['pooled_auroc']:.3f} (tied with {len(tier) - 1} other method(s) on separation)"
-           + (f", mean faithfulness {pick['mean_faithfulness']:.3f} (tied with {len(tier2) - 1})" if faithful else "")
-           + f", the cheapest of those: {pick.get('seconds') or 0.0:.1f} s over the family's tasks")
-    return {"method": pick["method"], "why": why, "tied_on_auroc": [s["method"] for s in tier],
-            "tied_on_faithfulness": [s["method"] for s in tier2]}
+    tier2 = _tied(faithful, "mean_faithfulness") if faithful else tier
+    pick = min(tier2, key=_order_key)
+
+    def ci(s: dict, key: str) -> str:
+        c = s.get(f"{key}_ci95")
+        return f" [{c[0]:.3f}, {c[1]:.3f}]" if c else ""
+
+    others = [s["method"] for s in tier2 if s is not pick]
+    why = (f"pooled AUROC {pick['pooled_auroc']:.3f}{ci(pick, 'pooled_auroc')}"
+           + (f", faithfulness {pick['mean_faithfulness']:.3f}{ci(pick, 'mean_faithfulness')}" if faithful else "")
+           + (f"; tied within the best's intervals with {', '.join(others)} (then ordered by faithfulness, AUROC, spurious effect)"
+              if others else "; no other method reaches the best's intervals on both")
+           + (f". Not a candidate: {reference}, the reference that defines this family's ground truth (it scores 1 by construction)"
+              if reference and any(s["method"] == reference for s in summary) else ""))
+    return {"method": pick["method"], "why": why, "reference": reference,
+            "tied_on_auroc": [s["method"] for s in tier], "tied_on_faithfulness": [s["method"] for s in tier2]}

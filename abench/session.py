@@ -23,6 +23,7 @@ from abench.compare import compare
 from abench.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from abench.data_budget import check_data_budget
 from abench.document import Leaderboard, Row
+from abench.recommend import RANKING_RULE, ranking
 from abench.ground_truth import check_task
 from abench.report import tables
 from abench.report_folder import JOURNAL, PARTIAL, append_entry, check_output_file, check_report_dir, read_journal
@@ -106,8 +107,9 @@ class Session:
             memory.set_max_batch_mb(o.max_batch_mb)
         except ValueError as err:
             raise OptionError(str(err)) from None
-        if o.threads < 1:
-            raise OptionError("--threads must be >= 1")
+        for flag, count in (("--n-fit", o.n_fit), ("--n-eval", o.n_eval), ("--threads", o.threads)):
+            if not (isinstance(count, int) and count >= 1):  # 0 or -5 would run and report an empty check as passed
+                raise OptionError(f"{flag} must be an integer >= 1, got {count!r}")
         torch.set_num_threads(o.threads)
         # every option that is only used at the end is checked now, before any task is loaded
         self.baseline = read_baseline(o.compare) if o.compare else None
@@ -346,10 +348,13 @@ def rank_against(doc: Leaderboard, path: str, methods: list[str]) -> list[str]:
         return [f"rank against {path}: cannot merge ({err})"]
     lines = []
     for fam, summ in merged.summary_by_family.items():
-        order = [x["method"] for x in summ]
+        by_name = {x["method"]: x for x in summ}
+        reference = (merged.recommendation.get(fam) or {}).get("reference")
+        order = ranking(summ, reference)  # the recommendation's order: separation tier, then faithfulness
         for m in new:
             if m in order:
-                x = summ[order.index(m)]
+                x = by_name[m]
                 lines.append(f"{m} in family {fam}: rank {order.index(m) + 1} of {len(order)} against {path} "
-                             f"(pooled AUROC {tables.fmt(x.get('pooled_auroc'))}, mean faithfulness {tables.fmt(x.get('mean_faithfulness'))})")
+                             f"(pooled AUROC {tables.fmt(x.get('pooled_auroc'))}, mean faithfulness {tables.fmt(x.get('mean_faithfulness'))}; "
+                             f"order: {RANKING_RULE})")
     return lines

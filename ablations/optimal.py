@@ -10,9 +10,18 @@ nothing is done at step 0. All active nodes are optimised together in the batche
 
 Deviation from MIB (lr 1e-3, <= 1000 steps): lr 0.02 and <= 100 steps, on at most
 ``max_examples`` fit inputs, to keep the CPU benchmark within minutes.
+
+The fit runs in float64 on a float64 copy of the model and of the fit data (the constants are
+returned in the data's dtype). In float32 the optimiser's path and its discrete choices (the best
+step kept, early stopping) followed the CPU's float kernels: the same run on another CPU learned
+other constants and moved node effects by up to 0.11. In float64 those choices no longer depend
+on the last bits, so the learned constant is the same wherever the run is made.
 """
 
 from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
 
 import torch
 
@@ -41,7 +50,23 @@ class OptimalAblation(AblationMethod):
             return torch.stack([a.mean(0) for a in data.per_position(name)])
         return data.cells(name).mean(0)
 
-    def _losses(self, data: TaskData, nodes: list, consts: dict[str, torch.Tensor], rows: list[int]) -> torch.Tensor:
+    @staticmethod
+    def _float64_view(data: TaskData, rows: list[int]) -> SimpleNamespace:
+        """What ``_losses`` reads of ``data`` (the first ``rows[g]`` examples of each group), in float64,
+        with a float64 copy of the model (the task's own model is not touched)."""
+        def f64(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to(torch.float64)
+
+        model = copy.deepcopy(data.model).to(torch.float64)
+        model.cfg.dtype = torch.float64
+        return SimpleNamespace(
+            model=model, output=data.output, n_groups=data.n_groups,
+            outputs=[f64(o[:n]) for o, n in zip(data.outputs, rows)],
+            resid_pre=[{layer: f64(r[:n]) for layer, r in rp.items()} for rp, n in zip(data.resid_pre, rows)],
+            writes=[{layer: {k: f64(v[:n]) for k, v in w.items()} for layer, w in ws.items()} for ws, n in zip(data.writes, rows)]
+            if data.writes else None)
+
+    def _losses(self, data: SimpleNamespace, nodes: list, consts: dict[str, torch.Tensor], rows: list[int]) -> torch.Tensor:
         """``[len(nodes)]``: each node's mean loss over the non-BOS cells of the first ``rows[g]``
         examples of each group, with its constant written in."""
         total = torch.zeros(len(nodes), device=data.outputs[0].device)
@@ -66,16 +91,17 @@ class OptimalAblation(AblationMethod):
     def fit(self, data: TaskData) -> "OptimalAblation":
         per_group = max(2, self.max_examples // max(1, data.n_groups))
         rows = [min(per_group, t.shape[0]) for t in data.tokens]
-        self._clean_logp = [out[:n].log_softmax(-1) for out, n in zip(data.outputs, rows)]
-        consts = {n.name: self._start(data, n.name).clone().requires_grad_(True) for n in data.nodes}
+        view = self._float64_view(data, rows)
+        self._clean_logp = [out.log_softmax(-1) for out in view.outputs]
+        dtype = data.outputs[0].dtype
+        consts = {n.name: self._start(data, n.name).to(torch.float64).requires_grad_(True) for n in data.nodes}
         opt = torch.optim.Adam(list(consts.values()), lr=self.lr)
-        params = list(data.model.parameters())
-        saved = [p.requires_grad for p in params]
+        params = list(view.model.parameters())
         for p in params:
             p.requires_grad_(False)
         try:
             with torch.enable_grad():
-                losses = self._losses(data, data.nodes, consts, rows)
+                losses = self._losses(view, data.nodes, consts, rows)
             self.start_loss_ = {n.name: l for n, l in zip(data.nodes, losses.detach().tolist())}
             best_loss = dict(self.start_loss_)
             best = {k: v.detach().clone() for k, v in consts.items()}
@@ -89,7 +115,7 @@ class OptimalAblation(AblationMethod):
                     losses.sum().backward()
                 opt.step()
                 with torch.enable_grad():
-                    losses = self._losses(data, active, consts, rows)
+                    losses = self._losses(view, active, consts, rows)
                 for node, loss in zip(active, losses.detach().tolist()):
                     name = node.name
                     stale[name] = 0 if loss < best_loss[name] * (1 - self.tol) else stale[name] + 1
@@ -99,10 +125,9 @@ class OptimalAblation(AblationMethod):
                 active = [active[i] for i in keep]
                 losses = losses[keep]
         finally:
-            for p, s in zip(params, saved):
-                p.requires_grad_(s)
             del self._clean_logp
-        self.constants_, self.loss_, self.steps_ = best, best_loss, steps
+        self.constants_ = {k: v.to(dtype) for k, v in best.items()}
+        self.loss_, self.steps_ = best_loss, steps
         return self
 
     def ablate(self, batch: NodeBatch) -> torch.Tensor:

@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from siit_training.__main__ import main as siit_main
-from siit_training.config import SiitConfig, unknown_options
+from siit_training.config import SiitConfig, at_least, unknown_options
 from tasks.siit import model as siit
 
 # options this script decides; every other field is the card's
@@ -61,14 +61,14 @@ def main(argv=None) -> None:
     ap.add_argument("name")
     ap.add_argument("--weights-dir", required=True)
     ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--max-steps", type=int, default=3000)
+    ap.add_argument("--max-steps", type=at_least(1), default=3000)
     ap.add_argument("--time-limit", type=float, default=900.0)
-    ap.add_argument("--seed", type=int, default=None, help="default: the card's")
+    ap.add_argument("--seed", type=at_least(0), default=None, help="default: the card's")
     ap.add_argument("--iit-bystanders", action="store_true", help="IIT rows also resample a random bystander subset")
     ap.add_argument("--no-iit-bystanders", action="store_true", help="IIT rows leave the bystanders at base (the default)")
     ap.add_argument("--w-strict", type=float, default=None, help="default: max(card's, 1)")
     ap.add_argument("--w-live", type=float, default=None, help="default: the card's")
-    ap.add_argument("--eval-every", type=int, default=None, help="default: the card's")
+    ap.add_argument("--eval-every", type=at_least(1), default=None, help="default: the card's")
     ap.add_argument("--w-iit", type=float, default=None, help="default: the card's")
     ap.add_argument("--target", type=float, default=None, help=f"early-stop score (default: max(card's, {JOINT_TARGET}))")
     args = ap.parse_args(argv)

@@ -25,6 +25,7 @@ from abench.scale_cost import figure_html, markdown, measure, peer_runners, scal
 from abench.bench import task_data  # noqa: E402
 from tasks.registry import families, load_task  # noqa: E402
 from tasks.scale import scale_task  # noqa: E402
+from siit_training.config import at_least  # noqa: E402
 
 METHODS = ("zero", "mean", "resample")
 # (shape, batch, length) points; the first of each shape is its point on the node axis
@@ -91,7 +92,7 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--grid", default=None, choices=sorted(GRIDS), help="default: cpu on the CPU, gpu on CUDA")
     ap.add_argument("--out", default=None, help="default reports/scale (CPU) or reports/gpu/scale (CUDA)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=at_least(1), default=1)
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device is available")

@@ -25,7 +25,7 @@ import torch
 
 from siit_training.card import make_card
 from siit_training.checkpoint import checkpoint_paths
-from siit_training.config import SiitConfig, add_config_arguments, config_from_args
+from siit_training.config import SiitConfig, add_config_arguments, at_least, config_from_args
 from siit_training.loop import train
 from tasks.base import Task
 from tasks.siit import model as siit
@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> None:
                          "evaluation), with the same options")
     ap.add_argument("--pause-after", type=float, default=None, metavar="SECONDS",
                     help="stop this session at the first evaluation after SECONDS, keeping the checkpoint (no card is written)")
-    ap.add_argument("--pause-after-steps", type=int, default=None, metavar="N",
+    ap.add_argument("--pause-after-steps", type=at_least(1), default=None, metavar="N",
                     help="stop this session at the first evaluation after N steps, keeping the checkpoint")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=at_least(1), default=1)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     config = config_from_args(args)

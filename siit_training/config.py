@@ -153,6 +153,23 @@ class SiitConfig:
         return out
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``; anything else is a one-line usage error naming the value."""
+
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    return count
+
+
+# the least value of each count field (seed and reinit_dead_after may be 0; the rest are counts of steps or examples)
+COUNT_MINIMUM = {"seed": 0, "reinit_dead_after": 0, "max_steps": 1, "batch": 1, "eval_every": 1, "eval_n": 1, "eval_subsets": 1}
 _ARG_TYPES = {"int": int, "float": float, "float | None": float}
 
 
@@ -164,7 +181,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             assert f.default is False, f.name  # a store_true flag
             parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"])
         else:
-            parser.add_argument(flag, dest=f.name, type=_ARG_TYPES[f.type], default=f.default,
+            kind = at_least(COUNT_MINIMUM[f.name]) if f.type == "int" else _ARG_TYPES[f.type]
+            parser.add_argument(flag, dest=f.name, type=kind, default=f.default,
                                 help=f.metadata["help"] + " (default %(default)s)")
 
 

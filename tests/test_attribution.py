@@ -319,3 +319,15 @@ def test_leaderboard_section_and_report_show_estimate_beside_exact():
     assert 'id="fig-attribution-0"' in page and "on the line:" in page
     assert "Attribution patching: estimate vs exact, family `mine`" in to_markdown(doc)
     assert "attribution" not in leaderboard.build(rows[:1], leaderboard.environment("cpu")).to_json()
+
+
+def test_effects_below_float32_resolution_are_zero_so_ties_do_not_follow_the_kernels():
+    """reverse's atp[zero]: an in-circuit estimate of 3e-12 on one CPU and 0 on another moved its AUROC 1 <-> 0.9."""
+    import numpy as np
+
+    from abench.attribution import above_resolution
+
+    row = np.array([3.17e-12, 6.88e-06, 0.0, 0.424])
+    assert above_resolution(row).tolist() == [0.0, 6.88e-06, 0.0, 0.424]
+    assert above_resolution(np.array([0.0, 0.0])).tolist() == [0.0, 0.0]
+    assert above_resolution(np.array([1e-3, 50.0])).tolist() == [1e-3, 50.0]  # 1e-3 is far above 50's resolution (6e-6)

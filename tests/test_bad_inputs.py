@@ -107,6 +107,13 @@ def test_save_baseline_in_a_missing_folder(bench_inprocess, tmp_path):
     assert not (tmp_path / "no_such_dir").exists() and not (tmp_path / "rep").exists()
 
 
+@pytest.mark.parametrize("option, value", [("--n-eval", "0"), ("--n-eval", "-5"), ("--n-fit", "0"), ("--threads", "-1")])
+def test_a_count_below_one_is_a_usage_error_before_any_work(bench_inprocess, tmp_path, option, value):
+    res, seconds = bench_inprocess("--tasks", "reverse", "--methods", "zero", option, value, "--report-dir", str(tmp_path / "rep"))
+    assert_usage_error(res, seconds, f"{option} must be an integer >= 1, got {value}")
+    assert not (tmp_path / "rep").exists()
+
+
 @pytest.mark.parametrize("where", ["under a file", "is a file"])
 def test_unwritable_report_dir(bench_inprocess, tmp_path, where):
     blocker = tmp_path / "a_file"

@@ -253,6 +253,9 @@ def test_pca_k_above_a_node_dimension_is_refused():
 # --------------------------------------------------------------------------- optimal
 
 
+F32_KL_ERROR = 1e-6
+
+
 @SLOW
 @given(case=cases(max_groups=2, max_rows=4), per_position=st.booleans())
 def test_optimal_ablation_loss_at_most_mean_ablation_loss(case, per_position):
@@ -267,10 +270,11 @@ def test_optimal_ablation_loss_at_most_mean_ablation_loss(case, per_position):
         n = node.name
         tol = 1e-6 + 1e-4 * mean_eff[n]
         assert m.loss_[n] <= m.start_loss_[n], f"{n}: loss {m.loss_[n]} > start {m.start_loss_[n]}"
-        # it starts at the (position) mean: its start loss is the mean-ablation loss, recomputed here
-        assert math.isclose(m.start_loss_[n], mean_eff[n], rel_tol=1e-4, abs_tol=1e-7), (n, m.start_loss_[n], mean_eff[n])
+        # it starts at the (position) mean: its start loss is the mean-ablation loss, recomputed here. The fit runs in
+        # float64, the reference loop in float32, whose KL of logits ~10 carries about 1e-6 of absolute rounding error
+        assert math.isclose(m.start_loss_[n], mean_eff[n], rel_tol=1e-4, abs_tol=F32_KL_ERROR), (n, m.start_loss_[n], mean_eff[n])
         # the constant it keeps has the loss it reports, and is no worse than the mean
-        assert math.isclose(opt_eff[n], m.loss_[n], rel_tol=1e-4, abs_tol=1e-7), (n, opt_eff[n], m.loss_[n])
+        assert math.isclose(opt_eff[n], m.loss_[n], rel_tol=1e-4, abs_tol=F32_KL_ERROR), (n, opt_eff[n], m.loss_[n])
         assert opt_eff[n] <= mean_eff[n] + tol, f"{n}: optimal {opt_eff[n]} > mean {mean_eff[n]}"
 
 

@@ -306,3 +306,15 @@ def test_liveness_hinge_reaches_the_circuit_only_with_median_grad():
     cfg = SiitConfig(live_median_grad=True)
     assert "median carries gradient" in cfg.hyperparameters("categorical", False)["live_hinge"]
     assert "median detached" in SiitConfig().hyperparameters("categorical", False)["live_hinge"]
+
+
+@pytest.mark.parametrize("argv, message", [(["--max-steps", "0"], "--max-steps: must be an integer >= 1, got 0"),
+                                           (["--eval-n", "-5"], "--eval-n: must be an integer >= 1, got -5"),
+                                           (["--batch", "x"], "--batch: must be an integer >= 1, got 'x'"),
+                                           (["--seed", "-1"], "--seed: must be an integer >= 0, got -1")])
+def test_a_count_option_below_its_least_value_is_a_usage_error(argv, message, capsys):
+    ap = argparse.ArgumentParser()
+    add_config_arguments(ap)
+    with pytest.raises(SystemExit) as exit_info:
+        ap.parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

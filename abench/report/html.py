@@ -202,6 +202,10 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
         else:
             parts.append(f"<h2>Sanity family <code>{html.escape(fam)}</code> ({n_tasks} tasks; its own ground truth, never pooled with the benchmark)</h2>")
         parts.append(summary_table(summ))
+        rec = (doc.get("recommendation") or {}).get(fam)
+        if rec:
+            parts.append(f'<p class="answer"><b>Which method to use</b> on <code>{html.escape(fam)}</code>: '
+                         f'<code>{html.escape(rec["method"])}</code>: {html.escape(rec["why"])}.</p>')
     if doc.get("excluded_tasks"):
         items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape('; '.join(r))}</li>" for t, r in doc["excluded_tasks"].items())
         parts.append(f'<p class="note">Left out of every summary (ground-truth check failed):</p><ul class="meta">{items}</ul>')
