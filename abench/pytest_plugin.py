@@ -28,6 +28,7 @@ from abench.session import OptionError, Session, SessionOptions, finish, write_p
 # `pytest benchmarks` leaves it out unless --peers is given or the file is named.
 PEERS_FILE = "test_peers.py"
 SCALE_FILE = "test_scale.py"
+ENGINE_FILES = ("test_floor.py", "test_speed.py")  # the engine's speed on resample: no user method in them
 
 # Named selections; explicit --tasks/--methods/--n-fit/--n-eval override a preset's values.
 PRESETS = {
@@ -190,6 +191,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if off:
             config.hook.pytest_deselected(items=off)
             items[:] = [it for it in items if it not in off]
+    # a method loop (--methods / --ablation-module) times the user's methods: the engine's own benchmarks (the floor,
+    # batched vs loop, both on resample) do not concern them and are left out unless their file is named
+    if {"--methods", "--ablation-module"} & set(s.options.explicit):
+        engine = [it for it in items if it.path.name in ENGINE_FILES and it.path.name not in exempt]
+        if engine:
+            config.hook.pytest_deselected(items=engine)
+            items[:] = [it for it in items if it not in engine]
+            s.engine_deselected = len(engine)
     s.setup_selected = {it.callspec.params["leaderboard_task"] for it in items
                         if hasattr(it, "callspec") and "leaderboard_task" in it.callspec.params}
 
@@ -246,6 +255,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr = terminalreporter
     if s.peers_deselected:
         tr.write_line(f"peer comparison not run ({s.peers_deselected} tests deselected): pytest benchmarks/{PEERS_FILE}, or add --peers")
+    if s.engine_deselected:
+        tr.write_line(f"the engine's speed benchmarks not run in a method loop ({s.engine_deselected} tests deselected): "
+                      f"name {' or '.join('benchmarks/' + f for f in ENGINE_FILES)} to run them")
     if s.report_dir_note:
         tr.write_line(s.report_dir_note)
     if s.partial_note:

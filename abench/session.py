@@ -154,6 +154,7 @@ class Session:
         self.failed_tasks: dict[str, dict] = {}  # task -> {family, stage, reason}: set-up failed, cached
         self._reported: set[str] = set()  # tasks whose set-up failure a method case already reported
         self.peers_deselected = 0  # peer-comparison tests left out of this run (not named, no --peers)
+        self.engine_deselected = 0  # the engine's speed benchmarks left out of a method loop (not named)
         self.setup_selected: set[str] = set()  # tasks whose test_task_setup is among the selected tests
         self.journal = Path(self.report_dir) / JOURNAL
         self.resumed: dict[tuple[str, str], Row] = {}  # (task, method) -> row saved by the interrupted run
@@ -355,6 +356,5 @@ def rank_against(doc: Leaderboard, path: str, methods: list[str]) -> list[str]:
             if m in order:
                 x = by_name[m]
                 lines.append(f"{m} in family {fam}: rank {order.index(m) + 1} of {len(order)} against {path} "
-                             f"(pooled AUROC {tables.fmt(x.get('pooled_auroc'))}, mean faithfulness {tables.fmt(x.get('mean_faithfulness'))}; "
-                             f"order: {RANKING_RULE})")
-    return lines
+                             f"(pooled AUROC {tables.fmt(x.get('pooled_auroc'))}, mean faithfulness {tables.fmt(x.get('mean_faithfulness'))})")
+    return [f"ranks: {RANKING_RULE} (abench/recommend.py)"] + lines if lines else lines

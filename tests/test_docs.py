@@ -124,26 +124,40 @@ def test_shown_command_parses(page, cmd):
     assert not missing, f"{page}: {cmd!r} passes options its --help does not list: {missing}"
 
 
-def test_readme_headline_matches_the_committed_leaderboard():
-    """Regenerate the block and the figure from reports/leaderboard.json and compare; on a
-    mismatch run ``python -m abench.readme``."""
+def headline_sources() -> list[dict]:
+    """The leaderboards the README headline may come from: the committed one (git's HEAD) and the working
+    tree's. README command 1 (`pytest benchmarks`) rewrites the working tree's with this machine's run, and
+    command 2 must still pass: the README says what was committed, not what the user's run measured."""
     import json
 
     from abench import readme
 
-    doc = json.loads(readme.LEADERBOARD.read_text())
+    docs = [json.loads(readme.LEADERBOARD.read_text())]
+    committed = subprocess.run(["git", "show", f"HEAD:{readme.LEADERBOARD.relative_to(ROOT).as_posix()}"], cwd=ROOT,
+                               capture_output=True, text=True)
+    if committed.returncode == 0:  # not a git checkout (an sdist): the working tree's only
+        docs.append(json.loads(committed.stdout))
+    return docs
+
+
+def test_readme_headline_matches_the_committed_leaderboard():
+    """Regenerate the block and the figure from the committed (or the working tree's) reports/leaderboard.json
+    and compare; on a mismatch run ``python -m abench.readme``."""
+    from abench import readme
+
     text = readme.README.read_text()
-    assert readme.replace_block(text, readme.headline_markdown(doc)) == text, "run: python -m abench.readme"
-    assert readme.FIGURE.read_text() == readme.figure_svg(doc), "run: python -m abench.readme"
+    svg = readme.FIGURE.read_text()
+    assert any(readme.replace_block(text, readme.headline_markdown(doc)) == text and svg == readme.figure_svg(doc)
+               for doc in headline_sources()), "run: python -m abench.readme"
 
 
 def test_headline_table_rows_are_the_summary_numbers():
     """An independent read of the table: each row's pooled AUROC and faithfulness equal the summary's."""
-    import json
+    from abench.readme import headline_entries
 
-    from abench.readme import LEADERBOARD, headline_entries
-
-    doc = json.loads(LEADERBOARD.read_text())
+    docs = headline_sources()
+    text = (ROOT / "README.md").read_text()
+    doc = next((d for d in docs if f"{d.get('environment', {}).get('created_at')}" in text), docs[0])
     rows = re.findall(r"^\| `([^`]+)` \| ([\d.]+|-) \| [^|]+ \| ([\d.]+|-) \|", (ROOT / "README.md").read_text(), re.M)
     entries = headline_entries(doc)
     assert [r[0] for r in rows] == [e["method"] for e in entries]
