@@ -131,7 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except ReportFolderError as err:
             raise pytest.UsageError(str(err)) from None
         if not s.options.resume:
-            s.journal.unlink(missing_ok=True)  # a fresh run: rows of an earlier interrupted one are not reused
+            s.set_aside_journal()  # a fresh run does not reuse an interrupted run's rows, nor silently deletes them
         # SIGTERM (a CI runner cancelling, `kill`) ends the run as Ctrl-C does: finished rows go to the
         # partial file, the tracked reports stay as they were
         if threading.current_thread() is threading.main_thread():
@@ -260,6 +260,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                       f"name {' or '.join('benchmarks/' + f for f in ENGINE_FILES)} to run them")
     if s.report_dir_note:
         tr.write_line(s.report_dir_note)
+    if s.journal_note:
+        tr.write_line(s.journal_note)
+    if s.options.resume:
+        tr.write_line(f"--resume: reused {s.reused} finished rows of the interrupted run ({len(s.resumed)} in {s.journal}); "
+                      f"computed {len(s.rows) - s.reused} in this process")
     if s.partial_note:
         tr.write_line(s.partial_note)
     if not s.doc:

@@ -76,7 +76,8 @@ def headline_markdown(doc: dict) -> str:
 
 
 def figure_svg(doc: dict) -> str:
-    return headline_svg(headline_entries(doc), _title(doc) + " (dots: value; bars: 95% bootstrap CI over tasks)")
+    return headline_svg(headline_entries(doc), _title(doc) + " (dots: value; bars: 95% bootstrap CI, AUROC over nodes, "
+                        "faithfulness over tasks)")
 
 
 def replace_block(text: str, block: str) -> str:

@@ -7,7 +7,9 @@ change the answer between identical runs):
    ``atp_ig[...]``, ``atp_gd[...]``: they stand for an exact method, ranked instead) and the
    family's **reference** method, the one that defines its ground truth (``siit``: ``resample``,
    which SIIT trained every bystander to be irrelevant under, so it scores 1 by construction and
-   recommending it would be circular). The reference is named beside the answer.
+   recommending it would be circular). The reference is named beside the answer. The scaled-resample
+   sweep beyond the default set (``--scale-sweep``: a study of one method's scale, whose ``s=1`` is
+   ``resample`` itself) is not a candidate either.
 2. **Separation** (the node axis): the best pooled AUROC sets the bar at its interval's lower
    bound; a method is tied on separation when its own estimate reaches that bar.
 3. **Faithfulness** (the circuit axis): among those tied on separation, the best mean
@@ -21,7 +23,10 @@ from __future__ import annotations
 
 import math
 
+from ablations import DEFAULT_METHODS, SCALE_SWEEP_METHODS
 from ablations.estimators import is_estimator
+
+SWEEP_ONLY = frozenset(SCALE_SWEEP_METHODS) - frozenset(DEFAULT_METHODS)  # the --scale-sweep methods beyond the default set
 
 
 def _num(v) -> float:
@@ -69,7 +74,8 @@ def recommend(summary: list[dict], reference: str | None = None) -> dict | None:
     """``{"method", "why", "reference", "tied_on_auroc", "tied_on_faithfulness"}`` for one family's
     summary, or None when no candidate has a pooled AUROC. ``reference``: the method that defines
     the family's ground truth (left out of the candidates, named in ``why``)."""
-    rows = [s for s in summary if s.get("pooled_auroc") is not None and not is_estimator(s["method"]) and s["method"] != reference]
+    rows = [s for s in summary if s.get("pooled_auroc") is not None and not is_estimator(s["method"]) and s["method"] != reference
+            and s["method"] not in SWEEP_ONLY]
     if not rows:
         return None
     tier = _tied(rows, "pooled_auroc")

@@ -160,6 +160,8 @@ class Session:
         self.resumed: dict[tuple[str, str], Row] = {}  # (task, method) -> row saved by the interrupted run
         if o.resume:
             self.resumed = {r.key: r for r in read_journal(self.journal)["rows"]}
+        self.reused = 0  # rows this process took from the journal instead of computing them
+        self.journal_note: str | None = None  # what became of an interrupted run's journal in a run without --resume
         # what the end of the run produced (finish / write_partial), for the terminal summary
         self.doc: Leaderboard | None = None
         self.written: list[Path] = []
@@ -215,9 +217,23 @@ class Session:
             raise TaskSetupError(reason)
         return self.data[name]
 
+    def set_aside_journal(self) -> None:
+        """A run without ``--resume`` starts afresh: an interrupted run's journal is renamed (``.discarded``),
+        not deleted, and ``journal_note`` says how many finished rows it holds and how to reuse them."""
+        if not self.journal.is_file():
+            return
+        n_rows = len(read_journal(self.journal)["rows"])
+        aside = self.journal.with_name(self.journal.name + ".discarded")
+        self.journal.replace(aside)
+        if n_rows:
+            self.journal_note = (f"an interrupted run's {n_rows} finished rows were not reused (no --resume): kept as {aside}; "
+                                 f"to reuse them instead, move it back to {self.journal} and rerun with --resume")
+
     def run_case(self, case: tuple[str, str]) -> Row:
         row = self.resumed.get(case)
-        if row is None:
+        if row is not None:
+            self.reused += 1
+        else:
             task, fit, ev = self.task_and_data(case[0])
             row = bench.run_row(task, case[1], fit, ev, self.convention)
         self.rows.append(row)

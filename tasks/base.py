@@ -74,6 +74,29 @@ class InputSpec:
             return self.edit(rng, seq)
         return edit_one_token(rng, seq, self.vocab)
 
+    def problem(self, draws_per_length: int = 16, seed: int = 0) -> tuple[str, str] | None:
+        """``(field, what is wrong)`` for the first draw of ``sample`` or ``edit`` that is not a list of
+        vocabulary values of the asked length (``draws_per_length`` seeded draws of every length), else None.
+        Run when a task is loaded, so a bad sampler is named then, not deep inside a benchmark run."""
+        rng = random.Random(seed)
+        known = set(map(repr, self.vocab))
+        for length in self.all_lengths():
+            for _ in range(draws_per_length):
+                seqs = {}
+                for fld, make in (("sample", lambda: self.draw(rng, length)), ("edit", lambda: self.counterfactual(rng, seqs["sample"]))):
+                    try:
+                        seqs[fld] = seq = make()
+                    except Exception as err:  # noqa: BLE001 - a user's function may raise anything: name it
+                        return fld, f"raised {type(err).__name__}: {err}"
+                    if not isinstance(seq, (list, tuple)):
+                        return fld, f"must return a list of vocabulary values, got {type(seq).__name__}"
+                    if len(seq) != length:
+                        return fld, f"returned a sequence of length {len(seq)} for length {length}"
+                    bad = [v for v in seq if repr(v) not in known]
+                    if bad:
+                        return fld, f"returned {bad[0]!r}, which is not in vocab {list(self.vocab)!r}"
+        return None
+
 
 def ll_members(value: str | Sequence[str]) -> list[str]:
     """The low-level node names of one correspondence value (a name, or a list of names for a redundant node)."""

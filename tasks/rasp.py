@@ -42,5 +42,9 @@ def rasp_task(name: str, program: Callable[[], object] | object, vocab: Sequence
     if not (isinstance(max_len, int) and isinstance(min_len, int) and 1 <= min_len <= max_len):
         raise ValueError(f"rasp_task {name!r}: need integers 1 <= min_len <= max_len, got min_len={min_len!r}, max_len={max_len!r}")
     build = program if callable(program) and not hasattr(program, "label") else (lambda: program)
-    spec = ProgramSpec(name, build, InputSpec(list(vocab), max_len, min_len=min_len, sample=sample, edit=edit), output)
+    inputs = InputSpec(list(vocab), max_len, min_len=min_len, sample=sample, edit=edit)
+    found = inputs.problem()  # a sampler that leaves the vocabulary is named now, not at run time
+    if found:
+        raise ValueError(f"rasp_task {name!r}: field {found[0]!r}: {found[1]}")
+    spec = ProgramSpec(name, build, inputs, output)
     return task_of_program(spec, family=family, device=device, cache=False)

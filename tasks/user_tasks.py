@@ -210,18 +210,9 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
         if getattr(spec, fld) is not None and not callable(getattr(spec, fld)):
             _fail(name, fld, "must be a function")
     inputs = InputSpec(vocab=vocab, max_len=hi, min_len=lo, sample=spec.sample, edit=spec.edit)
-    vset = set(map(repr, vocab))
-    rng = random.Random(0)
-    for L in sorted({lo, hi}):
-        for fld, make in (("sample", lambda: inputs.draw(rng, L)), ("edit", lambda: inputs.counterfactual(rng, inputs.draw(rng, L)))):
-            seq = _call(make, name, fld)
-            if not isinstance(seq, (list, tuple)):
-                _fail(name, fld, f"must return a list of vocabulary values, got {type(seq).__name__}")
-            if len(seq) != L:
-                _fail(name, fld, f"returned a sequence of length {len(seq)} for length {L}")
-            bad = [v for v in seq if repr(v) not in vset]
-            if bad:
-                _fail(name, fld, f"returned {bad[0]!r}, which is not in vocab")
+    found = inputs.problem()  # every length, several seeded draws of sample and edit
+    if found:
+        _fail(name, *found)
 
     if spec.ground_truth_meaning is not None:
         describe_ground_truth(spec.ground_truth, str(spec.ground_truth_meaning))

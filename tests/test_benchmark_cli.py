@@ -113,13 +113,23 @@ def test_benchmarks_with_a_task_of_their_own_follow_the_task_selection():
     if not siit_tasks:
         pytest.fail("no SIIT task is shipped: nothing to select")
     one = siit_tasks[0]
-    res = collect("benchmarks", "--tasks", one, "--methods", "zero")
+    res = collect("benchmarks", "--tasks", one)
     assert res.returncode == 0, res.stdout + res.stderr
     floor = [line for line in res.stdout.splitlines() if "test_floor.py::" in line]
     assert floor == [f"benchmarks/test_floor.py::test_engine_against_the_floor[{one}]"], floor
     assert "test_speed.py::" not in res.stdout
-    res = collect("benchmarks", "--tasks", SPEED_TASK, "--methods", "zero")
+    res = collect("benchmarks", "--tasks", SPEED_TASK)
     assert "test_speed.py::" in res.stdout and "test_floor.py::" not in res.stdout
-    res = collect("benchmarks", "--methods", "zero")
+    res = collect("benchmarks")
     assert sum("test_floor.py::" in line for line in res.stdout.splitlines()) == len(siit_tasks)
     assert "test_speed.py::" in res.stdout
+
+
+def test_a_method_loop_leaves_out_the_engines_own_benchmarks_unless_named():
+    """--methods / --ablation-module time the user's methods: the floor and batched-vs-loop (resample only) are left out."""
+    res = collect("benchmarks", "--methods", "zero")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "test_floor.py::" not in res.stdout and "test_speed.py::" not in res.stdout
+    assert "test_leaderboard.py::test_ablation[" in res.stdout
+    named = collect("benchmarks", "benchmarks/test_speed.py", "--methods", "zero")
+    assert "test_speed.py::" in named.stdout and "test_floor.py::" not in named.stdout

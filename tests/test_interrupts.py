@@ -96,14 +96,19 @@ def test_interrupt_keeps_the_reports_and_resume_completes(tmp_path, slow_module,
     assert "interrupted: 1 of 3 rows saved" in res.stdout
     assert not (report_dir / LOCK).exists()  # released on the way out
 
+    fresh_dir = tmp_path / "fresh"  # a plain run (no --resume) finding the interrupted run's journal
+    fresh_dir.mkdir()
+    (fresh_dir / JOURNAL).write_bytes((report_dir / JOURNAL).read_bytes())
     resumed = subprocess.run(bench_cmd(report_dir, slow_module, "--resume"), cwd=ROOT, env=_env(slow=False),
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "--resume: reused 1 finished rows of the interrupted run" in resumed.stdout, resumed.stdout
     assert not (report_dir / PARTIAL).exists() and not (report_dir / JOURNAL).exists()
-    fresh_dir = tmp_path / "fresh"
     fresh = subprocess.run(bench_cmd(fresh_dir, slow_module), cwd=ROOT, env=_env(slow=False), capture_output=True,
                            text=True, timeout=600)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "an interrupted run's 1 finished rows were not reused (no --resume)" in fresh.stdout, fresh.stdout
+    assert (fresh_dir / (JOURNAL + ".discarded")).is_file()  # kept, not silently deleted
     got = json.loads((report_dir / "leaderboard.json").read_text())
     want = json.loads((fresh_dir / "leaderboard.json").read_text())
     assert [(r["task"], r["method"]) for r in got["rows"]] == [("reverse", m) for m in ("zero", "slow_zero", "mean")]

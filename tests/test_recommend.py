@@ -84,3 +84,11 @@ def test_the_answer_depends_on_the_numbers_only(summary, rnd, new_seconds):
     rnd.shuffle(shuffled)
     assert recommend(shuffled) == rec and ranking(shuffled) == ranking(summary)
     assert rec["method"] in rec["tied_on_faithfulness"] and set(rec["tied_on_faithfulness"]) <= set(rec["tied_on_auroc"])
+
+
+def test_the_scale_sweep_beyond_the_default_set_is_no_candidate():
+    """scaled_resample[s=1] is resample itself: under the sweep it would stand in for the reference."""
+    summary = [entry("scaled_resample[s=1]", 1.0, [1.0, 1.0], 1.0, [1.0, 1.0], 1.0),
+               entry("scaled_resample[s=0.5]", 1.0, [1.0, 1.0], 0.9, [0.8, 0.95], 1.0),
+               entry("resample", 1.0, [1.0, 1.0], 1.0, [1.0, 1.0], 1.0)]
+    assert recommend(summary, reference="resample")["method"] == "scaled_resample[s=0.5]"

@@ -151,3 +151,41 @@ def test_check_catches_js_errors_and_empty_figures(chromium, page, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 1 and "FAIL" in proc.stderr and "boom from the test" in proc.stderr
+
+
+def test_every_method_has_its_own_colour_and_dash_pair_and_only_hidden_sweeps_get_the_note():
+    from abench.report.figures import PALETTE, method_colors, method_dashes
+
+    many = [f"m{i}" for i in range(2 * len(PALETTE) + 3)]
+    colors, dashes = method_colors(many), method_dashes(many)
+    assert len({(colors[m], dashes[m]) for m in many}) == len(many)
+    assert len({colors[m] for m in many[: len(PALETTE)]}) == len(PALETTE)  # no colour repeats before the palette is used up
+    default_only = dict(DOC, rows=[r for r in DOC["rows"] if r["method"] in ("zero", "mean", "resample", "scaled_resample[s=0.5]")])
+    default_only["summary"] = [s for s in DOC["summary"] if s["method"] in ("zero", "mean", "resample", "scaled_resample[s=0.5]")]
+    assert "sweep methods are hidden" not in to_html(default_only)  # s=0.5 is a default method, drawn like any other
+
+
+def test_best_is_bold_only_among_comparable_rows_and_intervals_have_the_estimates_precision():
+    from abench.report.html import summary_table
+
+    summary = [{"method": "mean", "n_tasks": 1, "n_failed": 0, "pooled_auroc": 0.9994, "pooled_auroc_ci95": [0.9984, 1.0],
+                "mean_gap": 0.6},
+               {"method": "atp_ig[zero,steps=5]", "n_tasks": 1, "n_failed": 0, "pooled_auroc": 0.9, "pooled_auroc_ci95": [0.8, 1.0],
+                "mean_gap": 28.07}]
+    table = summary_table(summary, reference="mean")
+    atp_row = table.split("atp_ig[zero,steps=5]")[1].split("</tr>")[0]
+    assert "<b>" not in atp_row  # its gap of 28.07 is in its metric's units, not a share of cells
+    assert "<td><b>0.600</b></td>" in table and "<td><b>0.999</b></td><td>[0.998, 1.000]</td>" in table
+    assert ">reference</span>" in table.split("atp_ig")[0]
+
+
+def test_the_page_gives_each_familys_answer_and_the_attribution_axes_are_all_log():
+    page = to_html(DOC)
+    for fam, rec in DOC.get("recommendation", {}).items():
+        assert f"<b>Which method to use</b> on <code>{fam}</code>: <code>{rec['method']}</code>" in page
+    from abench.report.attribution import attribution_scatter
+
+    for fam in DOC.get("attribution") or {}:
+        fig = attribution_scatter(DOC, fam)
+        axes = [a for a in fig.layout if a.startswith(("xaxis", "yaxis"))]
+        assert axes and all(fig.layout[a].type == "log" for a in axes), axes

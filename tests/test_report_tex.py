@@ -110,7 +110,7 @@ def test_best_value_bold_synthetic():
     assert bold[r"\texttt{dead}$^{\dagger}$"] == [False] * len(COLUMNS)
     assert all(c == "--" for c in rows[r"\texttt{dead}$^{\dagger}$"])
     assert rows[r"\texttt{c}"][1] == "--"
-    assert r"{\scriptsize [0.40, 0.60]}" in rows[r"\texttt{a}"][0]
+    assert r"{\scriptsize [0.400, 0.600]}" in rows[r"\texttt{a}"][0]
     assert "failed on at least one task" in to_latex(doc)
 
 

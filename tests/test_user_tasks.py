@@ -81,6 +81,10 @@ FIELDS = dict(name="bad_task", family="mine", model=build, circuit=["blocks.0.at
          "field 'sample': returned a sequence of length 1 for length 2"),
         ("FIELDS['sample'] = lambda rng, n: [9] * n; TASKS = [TaskSpec(**FIELDS)]", "field 'sample': returned 9, which is not in vocab"),
         ("FIELDS['sample'] = lambda rng, n: 1 / 0; TASKS = [TaskSpec(**FIELDS)]", "field 'sample': raised ZeroDivisionError"),
+        # a sampler that leaves the vocabulary only now and then (one draw in ten) is caught at load too
+        ("FIELDS['sample'] = lambda rng, n: [9 if rng.random() < 0.1 else 1] * n; TASKS = [TaskSpec(**FIELDS)]",
+         "field 'sample': returned 9, which is not in vocab"),
+        ("FIELDS['edit'] = lambda rng, s: 1 / 0; TASKS = [TaskSpec(**FIELDS)]", "field 'edit': raised ZeroDivisionError"),
         ("FIELDS['edit'] = lambda rng, s: s + s; TASKS = [TaskSpec(**FIELDS)]", "field 'edit': returned a sequence of length 4 for length 2"),
         ("FIELDS['output'] = 'numerical'; TASKS = [TaskSpec(**FIELDS)]", "field 'output': numerical needs d_vocab_out == 1, the model gives 3"),
         ("FIELDS['output'] = 'logits'; TASKS = [TaskSpec(**FIELDS)]", "field 'output': must be one of categorical, numerical, logit_diff"),
@@ -194,3 +198,10 @@ def test_rasp_task_names_the_bad_argument(kwargs, expected):
     args = {"name": "bad", "program": lambda: None, "vocab": ["a", "b"], "max_len": 4, **kwargs}
     with pytest.raises(ValueError, match=expected):
         rasp_task(**args)
+
+
+def test_a_rasp_task_whose_sampler_leaves_the_vocabulary_is_refused_at_load():
+    from tasks.rasp import rasp_task
+
+    with pytest.raises(ValueError, match="rasp_task 'leaky': field 'sample': returned 'z', which is not in vocab"):
+        rasp_task("leaky", lambda: None, vocab=["a", "b"], max_len=4, sample=lambda rng, n: ["a"] * (n - 1) + ["z"])

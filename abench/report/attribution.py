@@ -101,7 +101,8 @@ def attribution_scatter(doc: dict, family: str) -> go.Figure | None:
                            xanchor="left", yanchor="top", font=dict(size=12),
                            text=f"on the line: {share:.0%}<br>Spearman {_f(s.get('mean_spearman'), 2)}" if share is not None else "")
     fig.update_xaxes(type="log", range=[lo, hi], title_text="exact effect (mean |Δ metric|)")
-    fig.update_yaxes(type="log", range=[lo, hi], title_text="estimate", col=1)
+    fig.update_yaxes(type="log", range=[lo, hi])  # every panel on the same log axes (one axis kind per figure)
+    fig.update_yaxes(title_text="estimate", col=1)
     fig.update_layout(
         title=f"Attribution estimate vs exact effect, family {html.escape(family)} (one point per task and node; "
               f"values below {LOG_FLOOR:g} drawn at it)",

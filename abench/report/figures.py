@@ -11,10 +11,11 @@ import html
 import math
 
 import plotly.graph_objects as go
-from plotly.colors import qualitative, sample_colorscale
+from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from ablations import DEFAULT_METHODS
 from interventions.methodspec import parse_spec
 
 IN_COLOR = "#1b9e77"
@@ -46,16 +47,38 @@ def methods_of(doc: dict) -> list[str]:
     return list(dict.fromkeys(names + [r["method"] for r in doc["rows"]]))
 
 
+# Kelly's colours of maximum contrast (without white), black first: each method its own colour (Plotly's and D3's
+# palettes share shades, so resample and noise were both blue); past them a colour comes back with another dash
+PALETTE = ("#222222", "#0067A5", "#F38400", "#008856", "#BE0032", "#875692", "#A1CAF1", "#C2B280", "#848482", "#E68FAC",
+           "#F3C300", "#604E97", "#F99379", "#8DB600", "#B3446C", "#882D17", "#DCD300", "#654522", "#E25822", "#2B3D26",
+           "#F6A600")
+DASHES = ("solid", "dash", "dot", "dashdot")
+PATTERNS = {"solid": "", "dash": "/", "dot": ".", "dashdot": "x"}  # a histogram's bars carry the method's dash as a pattern
+
+
+def hidden_sweep(method: str) -> bool:
+    """A scaled-resample sweep method beyond the default set: drawn only when clicked in the legend."""
+    return sweep_scale(method) is not None and method not in DEFAULT_METHODS
+
+
 def method_colors(methods: list[str]) -> dict[str, str]:
-    """A fixed colour per method: a qualitative palette for ordinary methods, viridis by ``s`` for the sweep."""
-    palette = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
-    base = [m for m in methods if sweep_scale(m) is None]
-    sweep = sorted((m for m in methods if sweep_scale(m) is not None), key=sweep_scale)
-    colors = {m: palette[i % len(palette)] for i, m in enumerate(base)}
+    """A fixed colour per method, each a different one (``PALETTE``) for ordinary methods, viridis by ``s`` for the sweep."""
+    base = [m for m in methods if not hidden_sweep(m)]
+    sweep = sorted((m for m in methods if hidden_sweep(m)), key=sweep_scale)
+    colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(base)}
     if sweep:
         fracs = [0.5] if len(sweep) == 1 else [0.9 * i / (len(sweep) - 1) for i in range(len(sweep))]
         colors.update(zip(sweep, sample_colorscale("Viridis", fracs)))
     return colors
+
+
+def method_dashes(methods: list[str]) -> dict[str, str]:
+    """A line dash per method: neighbours in the legend differ in dash too, and a colour reused past ``PALETTE``
+    comes with another dash, so every (colour, dash) pair is one method's."""
+    base = [m for m in methods if not hidden_sweep(m)]
+    out = {m: DASHES[(i % len(PALETTE) + i // len(PALETTE)) % len(DASHES)] for i, m in enumerate(base)}  # unique up to 4 rounds
+    out.update({m: "dot" for m in methods if hidden_sweep(m)})
+    return out
 
 
 
@@ -65,7 +88,8 @@ def roc_figure(doc: dict, colors: dict[str, str]) -> tuple[go.Figure | None, lis
     """ROC per method on its pooled node effects; methods with one class only are listed as skipped."""
     fig = go.Figure()
     skipped = []
-    has_base = any(sweep_scale(m) is None for m in methods_of(doc))
+    has_base = any(not hidden_sweep(m) for m in methods_of(doc))
+    dashes = method_dashes(methods_of(doc))
     for m in methods_of(doc):
         ok = ok_rows(doc, m, pooled=True)
         labels = [bool(n["in_circuit"]) for r in ok for n in r["nodes"]]
@@ -75,14 +99,14 @@ def roc_figure(doc: dict, colors: dict[str, str]) -> tuple[go.Figure | None, lis
             continue
         fpr, tpr, _ = roc_curve(labels, scores)
         auc = roc_auc_score(labels, scores)
-        sweep = sweep_scale(m) is not None
+        sweep = hidden_sweep(m)
         fig.add_trace(
             go.Scatter(
                 x=fpr.tolist(),
                 y=tpr.tolist(),
                 mode="lines",
                 name=f"{m} ({auc:.3f})",
-                line=dict(color=colors[m], width=1.5 if sweep else 2.5, dash="dot" if sweep else "solid", shape="linear"),
+                line=dict(color=colors[m], width=1.5 if sweep else 2.5, dash=dashes[m], shape="linear"),
                 visible="legendonly" if sweep and has_base else True,
                 hovertemplate=f"{html.escape(m)}<br>FPR %{{x:.3f}}<br>TPR %{{y:.3f}}<extra></extra>",
             )
@@ -108,18 +132,20 @@ def out_effect_figure(doc: dict, colors: dict[str, str]) -> go.Figure | None:
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("histogram (share of a method's out-of-circuit nodes)", "empirical CDF"), horizontal_spacing=0.08
     )
-    has_base = any(sweep_scale(m) is None for m in methods_of(doc))
+    has_base = any(not hidden_sweep(m) for m in methods_of(doc))
+    dashes = method_dashes(methods_of(doc))
     for m in methods_of(doc):
         vals = sorted(float(n["effect"]) for r in ok_rows(doc, m, pooled=True) for n in r["nodes"] if not n["in_circuit"])
         if not vals:
             continue
-        visible = "legendonly" if sweep_scale(m) is not None and has_base else True
+        visible = "legendonly" if hidden_sweep(m) and has_base else True
         fig.add_trace(
             go.Histogram(
                 x=vals,
                 name=m,
                 legendgroup=m,
                 marker_color=colors[m],
+                marker_pattern_shape=PATTERNS[dashes[m]],
                 opacity=0.55,
                 histnorm="probability",
                 xbins=dict(start=0.0, end=1.0 + 1e-9, size=0.025),
@@ -137,7 +163,7 @@ def out_effect_figure(doc: dict, colors: dict[str, str]) -> go.Figure | None:
                 name=m,
                 legendgroup=m,
                 showlegend=False,
-                line=dict(color=colors[m], shape="hv", width=2),
+                line=dict(color=colors[m], shape="hv", width=2, dash=dashes[m]),
                 visible=visible,
                 hovertemplate=f"{html.escape(m)}<br>effect ≤ %{{x:.3f}}: %{{y:.1%}}<extra></extra>",
             ),
@@ -229,14 +255,15 @@ def faithfulness_curve_figure(doc: dict, colors: dict[str, str]) -> go.Figure | 
     fig = make_subplots(
         rows=nrows, cols=ncols, subplot_titles=tasks, shared_yaxes=True, horizontal_spacing=0.04, vertical_spacing=0.18 / max(nrows, 1)
     )
-    has_base = any(sweep_scale(m) is None for m in methods_of(doc))
+    has_base = any(not hidden_sweep(m) for m in methods_of(doc))
+    dashes = method_dashes(methods_of(doc))
     shown = set()
     for i, task in enumerate(tasks):
         for m in methods_of(doc):
             if m not in series[task]:
                 continue
             ks, ys = series[task][m]
-            sweep = sweep_scale(m) is not None
+            sweep = hidden_sweep(m)
             fig.add_trace(
                 go.Scatter(
                     x=ks,
@@ -245,7 +272,7 @@ def faithfulness_curve_figure(doc: dict, colors: dict[str, str]) -> go.Figure | 
                     name=m,
                     legendgroup=m,
                     showlegend=m not in shown,
-                    line=dict(color=colors[m], width=1.5 if sweep else 2, dash="dot" if sweep else "solid"),
+                    line=dict(color=colors[m], width=1.5 if sweep else 2, dash=dashes[m]),
                     marker=dict(size=5),
                     visible="legendonly" if sweep and has_base else True,
                     hovertemplate=f"{html.escape(task)} / {html.escape(m)}<br>k=%{{x}} ablated<br>unchanged %{{y:.3f}}<extra></extra>",

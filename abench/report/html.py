@@ -30,8 +30,9 @@ from plotly.offline import get_plotlyjs
 
 from abench.report.attribution import ATTRIBUTION_NOTE, attribution_frame, attribution_scatter
 from abench.report.figures import (faithfulness_curve_figure, method_colors, method_effect_figure, methods_of, ok_rows,
-                                   out_effect_figure, roc_figure, sweep_figure, sweep_scale)
+                                   out_effect_figure, roc_figure, sweep_figure, hidden_sweep)
 from abench.report.metrics import SHOWN, best_values, ci_text, is_best, value
+from ablations.estimators import is_estimator
 from abench.report.tables import CIRCUIT_NOTE, JOINT_NOTE, check_line, checks_frame, joint_frame, rows_frame
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -45,33 +46,40 @@ def _fmt(v, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
-def summary_table(summary: list[dict]) -> str:
+def summary_table(summary: list[dict], reference: str | None = None) -> str:
     """The leaderboard as an HTML table: every shown metric (``METRICS``) with its better direction,
-    best value per column in bold, a 95% interval after each metric that has one."""
-    best = best_values(summary, SHOWN)
+    best value per column in bold among the rows it compares with, a 95% interval after each metric
+    that has one. The table scrolls in its own box with the method column fixed."""
+    # estimator rows (atp[...]) give effects in their metric's units: their gap and effect columns are not
+    # comparable with the exact methods' shares of cells, so "best" is decided among the exact methods only
+    exact = [s for s in summary if not is_estimator(s["method"])]
+    best = best_values(exact or summary, SHOWN)
     arrow = {True: " ↑", False: " ↓"}
     head = "".join(f"<th>{html.escape(m.label)}{arrow[m.higher_is_better]}</th>" + ("<th>95% CI</th>" if m.ci else "")
                    for m in SHOWN)
     out = [
-        '<table class="lb"><thead><tr><th>#</th><th class="l">method</th>',
+        '<div class="scroll"><table class="lb"><thead><tr><th>#</th><th class="l">method</th>',
         head,
         "<th>tasks</th><th>failed</th></tr></thead><tbody>",
     ]
     for i, s in enumerate(summary, 1):
         cells = []
+        comparable = not is_estimator(s["method"]) or not exact
         for m in SHOWN:
             v = value(s, m.key)  # no successful task: no value, not 0 s
             text = _fmt(v, m.digits)
-            cells.append(f"<td><b>{text}</b></td>" if is_best(v, m, best) else f"<td>{text}</td>")
+            cells.append(f"<td><b>{text}</b></td>" if comparable and is_best(v, m, best) else f"<td>{text}</td>")
             if m.ci:
-                cells.append(f"<td>{ci_text(s.get(m.ci_key) if s.get('n_tasks') else None) or '–'}</td>")
+                cells.append(f"<td>{ci_text(s.get(m.ci_key) if s.get('n_tasks') else None, m.digits) or '–'}</td>")
         failed = s.get("n_failed", 0)
         cls = ' class="failed"' if failed else ""
+        ref = ' <span class="ref" title="defines this family\'s ground truth: 1 by construction">reference</span>' \
+            if s["method"] == reference else ""
         out.append(
-            f'<tr{cls}><td>{i}</td><td class="l"><code>{html.escape(s["method"])}</code></td>{"".join(cells)}'
+            f'<tr{cls}><td>{i}</td><td class="l"><code>{html.escape(s["method"])}</code>{ref}</td>{"".join(cells)}'
             f"<td>{s.get('n_tasks', '')}</td><td>{failed}</td></tr>"
         )
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
@@ -80,7 +88,12 @@ def _fig_div(fig: go.Figure, div_id: str) -> str:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px 32px;color:#222;background:#fff}
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px 32px;color:#222;background:#fff;max-width:1320px}
+.scroll{max-width:100%;max-height:72vh;overflow:auto;border:1px solid #eee}
+table.lb thead th{position:sticky;top:0;z-index:2}
+table.lb .l{position:sticky;left:0;background:#fff;z-index:1;box-shadow:1px 0 0 #ddd}
+table.lb th.l{background:#fafafa;z-index:3} .ref{font-size:11px;color:#fff;background:#777;border-radius:3px;padding:0 4px} p.answer{background:#f3f7ff;border-left:4px solid #2E91E5;padding:6px 10px;font-size:14px}
+details table.rows{display:block;max-width:100%;overflow-x:auto}
 h1{margin:0 0 4px 0;font-size:26px} h2{margin:28px 0 8px 0;font-size:20px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .meta{color:#555;font-size:13px;margin:2px 0} .note{color:#555;font-style:italic;font-size:14px}
 table.lb{border-collapse:collapse;font-size:13px;margin-top:8px}
@@ -201,11 +214,11 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
             parts.append(f"<h2>Leaderboard: family <code>{html.escape(fam)}</code>, the benchmark (pooled over its {n_tasks} tasks, best first)</h2>")
         else:
             parts.append(f"<h2>Sanity family <code>{html.escape(fam)}</code> ({n_tasks} tasks; its own ground truth, never pooled with the benchmark)</h2>")
-        parts.append(summary_table(summ))
         rec = (doc.get("recommendation") or {}).get(fam)
-        if rec:
+        if rec:  # the answer first: a reader of the first screen gets it without scrolling the table
             parts.append(f'<p class="answer"><b>Which method to use</b> on <code>{html.escape(fam)}</code>: '
                          f'<code>{html.escape(rec["method"])}</code>: {html.escape(rec["why"])}.</p>')
+        parts.append(summary_table(summ, (rec or {}).get("reference")))
     if doc.get("excluded_tasks"):
         items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape('; '.join(r))}</li>" for t, r in doc["excluded_tasks"].items())
         parts.append(f'<p class="note">Left out of every summary (ground-truth check failed):</p><ul class="meta">{items}</ul>')
@@ -234,7 +247,7 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
     rows_html = rows_frame(doc["rows"]).to_html(index=False, classes="rows", border=0, escape=True)
     parts.append(f"<details><summary>All rows (task × method)</summary>{rows_html}</details>")
 
-    sweep_hidden = any(sweep_scale(m) is None for m in methods) and any(sweep_scale(m) is not None for m in methods)
+    sweep_hidden = any(not hidden_sweep(m) for m in methods) and any(hidden_sweep(m) for m in methods)
     hidden_note = (
         '<p class="note">The scaled_resample sweep methods are hidden in this figure; click their legend entries to show them.</p>'
         if sweep_hidden

@@ -96,6 +96,7 @@ def is_best(v: float | None, metric: Metric, best: dict) -> bool:
     return v is not None and best.get(metric.key) is not None and round(v, metric.digits) == best[metric.key]
 
 
-def ci_text(ci) -> str | None:
-    """``[lo, hi]`` at two digits, None without an interval."""
-    return None if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+def ci_text(ci, digits: int = 3) -> str | None:
+    """``[lo, hi]`` at ``digits`` (the estimate's own precision: rounding is monotone, so an estimate inside
+    its interval is never printed outside it), None without an interval."""
+    return None if not ci else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"

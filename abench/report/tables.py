@@ -30,7 +30,7 @@ def summary_frame(summary: list[dict]) -> pd.DataFrame:
         for m in SHOWN:
             rec[m.label] = fmt(value(s, m.key), m.digits)
             if m.ci:
-                rec[f"{m.label} 95% CI"] = ci_text(s.get(m.ci_key) if s.get("n_tasks") else None) or "-"
+                rec[f"{m.label} 95% CI"] = ci_text(s.get(m.ci_key) if s.get("n_tasks") else None, m.digits) or "-"
         rec["tasks"] = s["n_tasks"]
         rec["failed"] = s["n_failed"]
         records.append(rec)

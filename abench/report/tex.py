@@ -94,7 +94,7 @@ def family_table(doc: dict, family: str | None, summary: list[dict], caption: st
         for m in TEX:
             v = column_value(s, m.key)
             text = _cell(v, m.digits, best[m.key])
-            ci = ci_text(s.get(m.ci_key)) if m.ci and v is not None else None
+            ci = ci_text(s.get(m.ci_key), m.digits) if m.ci and v is not None else None
             if ci:
                 text += rf" {{\scriptsize {ci}}}"
             cells.append(text)
