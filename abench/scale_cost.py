@@ -9,9 +9,7 @@ node is that run's time over its node count. Cost only: the scale tasks have no 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
@@ -21,8 +19,6 @@ from abench.peak_memory import PeakMemory
 from ablations import TaskData, make_method
 from tasks.base import Task
 from tasks.scale import random_tokens
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -68,19 +64,16 @@ def measure(task: Task, ev: TaskData, method: str, run=None, runner: str = "engi
 
 
 def peer_runners() -> dict:
-    """The peers of ``benchmarks/test_peers.py`` that can run here: ``{name: run(method, ev) or reason}``."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
+    """The peers of ``abench/peers.py`` that can run here: ``{name: run(method, ev) or reason}``."""
     import copy
 
-    from benchmarks import test_peers as peers
+    from abench import peers
 
     out: dict = {"tl_hooks": lambda m, ev: peers.run_tl_hooks(m, ev, {})}
     try:
-        import pyvene  # noqa: F401
-        import transformers  # noqa: F401
-    except Exception as err:  # noqa: BLE001 - any import failure is the reason
-        out["pyvene"] = f"not installed ({type(err).__name__})"
+        peers.pyvene_module()
+    except peers.PeerUnavailable as err:
+        out["pyvene"] = str(err)
     else:
         out["pyvene"] = lambda m, ev: peers.run_pyvene(m, ev, {"model_copy": copy.deepcopy(ev.model)})
     return out

@@ -102,7 +102,7 @@ class Session:
         self.device = o.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise OptionError("--device cuda: no CUDA device is available")
-        self.device = memory.worker_device(self.device)  # xdist worker gwN -> GPU N mod count (interventions.memory)
+        self.device = worker_device(self.device)
         try:
             memory.set_max_batch_mb(o.max_batch_mb)
         except ValueError as err:
@@ -276,6 +276,17 @@ class Session:
         if speed:
             extra["speed"] = speed
         return leaderboard.build(self.sorted_rows(rows), env, extra, checks, effect_convention=CONVENTIONS[self.convention])
+
+
+def worker_device(device: str, worker: str | None = None, count: int | None = None) -> str:
+    """pytest-xdist worker ``gwN`` on ``--device cuda`` takes visible GPU ``N mod count``, so
+    ``pytest benchmarks -n <GPUs> --device cuda`` runs one worker per GPU. Otherwise ``device``.
+    (The session knows the runner's worker variable; the engine below it never does.)"""
+    worker = os.environ.get("PYTEST_XDIST_WORKER") if worker is None else worker
+    if device != "cuda" or not worker or not worker.startswith("gw"):
+        return device
+    count = torch.cuda.device_count() if count is None else count
+    return f"cuda:{int(worker[2:]) % count}" if count > 1 else device
 
 
 def select_methods(spec: str | None, scale_sweep: bool, plugin_methods: list[str]) -> list[str]:

@@ -1,5 +1,5 @@
-"""Where the work runs and how much of it at once: the stacked-batch memory budget, and the GPU
-a pytest-xdist worker takes.
+"""How much work runs at once: the stacked-batch memory budget (which GPU a pytest-xdist worker takes is
+the session's business: ``abench.session.worker_device``).
 
 Budget (``--max-batch-mb``): a stacked forward (``interventions.hooks``) holds ``rows`` copies of
 one length group's sequences. Its peak memory per row is estimated from the model's shapes
@@ -102,13 +102,3 @@ def held_bound_bytes(model, batch: int, pos: int) -> int:
     scoring = 5 * BYTES_PER_FLOAT * batch * pos * c.d_vocab_out
     unembed_copy = BYTES_PER_FLOAT * c.d_model * c.d_vocab_out
     return forward + layer_repl + scoring + unembed_copy
-
-
-def worker_device(device: str, worker: str | None = None, count: int | None = None) -> str:
-    """pytest-xdist worker ``gwN`` on ``--device cuda`` takes visible GPU ``N mod count``, so
-    ``pytest benchmarks -n <GPUs> --device cuda`` runs one worker per GPU. Otherwise ``device``."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER") if worker is None else worker
-    if device != "cuda" or not worker or not worker.startswith("gw"):
-        return device
-    count = torch.cuda.device_count() if count is None else count
-    return f"cuda:{int(worker[2:]) % count}" if count > 1 else device

@@ -18,7 +18,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from siit_training.__main__ import main as siit_main
-from siit_training.config import SiitConfig, at_least, unknown_options
+from interventions.options import at_least
+from siit_training.config import SiitConfig, unknown_options
 from tasks.siit import model as siit
 
 # options this script decides; every other field is the card's

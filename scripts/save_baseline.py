@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from abench.document import Leaderboard  # noqa: E402
 from abench.numeric_noise import KERNEL_SETTINGS, describe, measure  # noqa: E402
-from siit_training.config import at_least  # noqa: E402
+from interventions.options import at_least  # noqa: E402
 
 
 def run_setting(name: str, env: dict[str, str], folder: Path, extra: list[str]) -> Path:

@@ -25,7 +25,7 @@ from abench.scale_cost import figure_html, markdown, measure, peer_runners, scal
 from abench.bench import task_data  # noqa: E402
 from tasks.registry import families, load_task  # noqa: E402
 from tasks.scale import scale_task  # noqa: E402
-from siit_training.config import at_least  # noqa: E402
+from interventions.options import at_least  # noqa: E402
 
 METHODS = ("zero", "mean", "resample")
 # (shape, batch, length) points; the first of each shape is its point on the node axis

@@ -25,7 +25,8 @@ import torch
 
 from siit_training.card import make_card
 from siit_training.checkpoint import checkpoint_paths
-from siit_training.config import SiitConfig, add_config_arguments, at_least, config_from_args
+from interventions.options import at_least
+from siit_training.config import SiitConfig, add_config_arguments, config_from_args
 from siit_training.loop import train
 from tasks.base import Task
 from tasks.siit import model as siit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field, fields
 
+from interventions.options import at_least
 from siit_training.losses import NUM_LOSS_SCALE
 
 # Fixed parts of the recipe, once options that no shipped card ever set to another value.
@@ -151,21 +152,6 @@ class SiitConfig:
                 "loss_weight": BACKUP_WEIGHT,
             }
         return out
-
-
-def at_least(minimum: int):
-    """An argparse type: an integer >= ``minimum``; anything else is a one-line usage error naming the value."""
-
-    def count(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
-        return value
-
-    return count
 
 
 # the least value of each count field (seed and reinit_dead_after may be 0; the rest are counts of steps or examples)

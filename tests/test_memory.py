@@ -7,6 +7,7 @@ from interventions import memory
 from abench.bench import task_data
 from abench.circuit import circuit_effects
 from abench.effects import node_effects
+from abench.session import worker_device
 from ablations import make_method
 from tasks.registry import load_task
 from tests.test_benchmark_cli import run_bench
@@ -58,10 +59,10 @@ def test_rows_stay_within_the_budget_for_a_large_model():
 
 
 def test_xdist_workers_spread_over_visible_gpus():
-    assert [memory.worker_device("cuda", f"gw{i}", 2) for i in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
-    assert memory.worker_device("cuda", "gw3", 1) == "cuda"
-    assert memory.worker_device("cpu", "gw1", 2) == "cpu"
-    assert memory.worker_device("cuda", "", 2) == "cuda"  # not a worker
+    assert [worker_device("cuda", f"gw{i}", 2) for i in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert worker_device("cuda", "gw3", 1) == "cuda"
+    assert worker_device("cpu", "gw1", 2) == "cpu"
+    assert worker_device("cuda", "", 2) == "cuda"  # not a worker
 
 
 def test_a_non_positive_budget_is_a_usage_error(tmp_path):
