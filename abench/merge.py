@@ -39,11 +39,9 @@ def _ordered_union(lists) -> list:
     return list(dict.fromkeys(x for lst in lists for x in lst))
 
 
-def merge(docs: list[Leaderboard], names: list[str] | None = None) -> tuple[Leaderboard, list[str]]:
-    """``(merged leaderboard document, notes)`` from the shards' documents (in the given order)."""
-    if not docs:
-        raise MergeError("no shard to merge")
-    names = names or [f"shard {i}" for i in range(len(docs))]
+def _check_compatible(docs: list[Leaderboard], names: list[str]) -> list[str]:
+    """``MergeError`` when a shard's data settings or shared keys differ from the first's; notes on other
+    environment differences (the first shard's environment is kept)."""
     notes: list[str] = []
     env0 = docs[0].environment
     for name, doc in zip(names[1:], docs[1:]):
@@ -57,6 +55,16 @@ def merge(docs: list[Leaderboard], names: list[str] | None = None) -> tuple[Lead
         diff = sorted(k for k in set(env) | set(env0) if k != "created_at" and env.get(k) != env0.get(k))
         if diff:
             notes.append(f"{name}: environment differs from {names[0]} in {', '.join(diff)} (kept {names[0]}'s)")
+    return notes
+
+
+def merge(docs: list[Leaderboard], names: list[str] | None = None) -> tuple[Leaderboard, list[str]]:
+    """``(merged leaderboard document, notes)`` from the shards' documents (in the given order)."""
+    if not docs:
+        raise MergeError("no shard to merge")
+    names = names or [f"shard {i}" for i in range(len(docs))]
+    notes = _check_compatible(docs, names)
+    env0 = docs[0].environment
 
     tasks = _ordered_union(d.extra.get("selection", {}).get("tasks", []) for d in docs)
     methods = _ordered_union(d.extra.get("selection", {}).get("methods", []) for d in docs)

@@ -20,9 +20,9 @@ from abench.baseline import BaselineError
 from abench.compare import format_regressions
 from abench.numeric_noise import describe as describe_noise
 from abench.conventions import CONVENTIONS
-from abench.report import tables
+from abench.report.terminal import leaderboard_lines
 from abench.report_folder import JOURNAL, ReportFolderError, acquire_lock, release_lock
-from abench.session import OptionError, Session, SessionOptions, finish, write_partial
+from abench.session import OptionError, Session, SessionOptions
 
 # The peer comparison (issue: speed against the peers) is its own job, minutes long: a plain
 # `pytest benchmarks` leaves it out unless --peers is given or the file is named.
@@ -175,7 +175,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if peers:
             config.hook.pytest_deselected(items=peers)
             items[:] = [it for it in items if it.path.name != PEERS_FILE]
-            s.peers_deselected = len(peers)
+            s.deselection_notes.append(f"peer comparison not run ({len(peers)} tests deselected): pytest benchmarks/{PEERS_FILE}, "
+                                       "or add --peers")
     # the scale benchmark (real-shape cost, minutes) is opt-in: named, or its task selected with --tasks
     scale = [it for it in items if it.path.name == SCALE_FILE and SCALE_FILE not in named
              and not (s.tasks_selected and _own_task(it) in s.tasks)]
@@ -198,7 +199,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if engine:
             config.hook.pytest_deselected(items=engine)
             items[:] = [it for it in items if it not in engine]
-            s.engine_deselected = len(engine)
+            s.deselection_notes.append(f"the engine's speed benchmarks not run in a method loop ({len(engine)} tests deselected): "
+                                       f"name {' or '.join('benchmarks/' + f for f in ENGINE_FILES)} to run them")
     s.setup_selected = {it.callspec.params["leaderboard_task"] for it in items
                         if hasattr(it, "callspec") and "leaderboard_task" in it.callspec.params}
 
@@ -239,11 +241,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput.update(s.worker_output())
         return
     if exitstatus == pytest.ExitCode.INTERRUPTED:
-        write_partial(s)
+        s.write_partial()
         return
     if not s.rows and not s.speed and not s.failed_tasks:
         return
-    finish(s)
+    s.finish()
     if s.regressions:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -253,53 +255,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if s is None or _is_worker(config):
         return
     tr = terminalreporter
-    if s.peers_deselected:
-        tr.write_line(f"peer comparison not run ({s.peers_deselected} tests deselected): pytest benchmarks/{PEERS_FILE}, or add --peers")
-    if s.engine_deselected:
-        tr.write_line(f"the engine's speed benchmarks not run in a method loop ({s.engine_deselected} tests deselected): "
-                      f"name {' or '.join('benchmarks/' + f for f in ENGINE_FILES)} to run them")
-    if s.report_dir_note:
-        tr.write_line(s.report_dir_note)
-    if s.journal_note:
-        tr.write_line(s.journal_note)
-    if s.options.resume:
-        tr.write_line(f"--resume: reused {s.reused} finished rows of the interrupted run ({len(s.resumed)} in {s.journal}); "
-                      f"computed {len(s.rows) - s.reused} in this process")
-    if s.partial_note:
-        tr.write_line(s.partial_note)
+    for line in s.notes():
+        tr.write_line(line)
     if not s.doc:
         return
     tr.write_sep("=", "ablation-method leaderboard")
-    for fam, summ in s.doc.summary_by_family.items():
-        gt = s.doc.ground_truth[fam]
-        tr.write_line(f"family {fam} (ground truth: {gt['intervention']}), pooled over its tasks, best first:")
-        if summ:
-            tr.write_line(tables.summary_frame(summ).to_string(index=False))
-            rec = s.doc.recommendation.get(fam)
-            if rec:
-                tr.write_line(f"which method to use on {fam}: {rec['method']}: {rec['why']}")
-        else:
-            tr.write_line("  (no task of this family to pool: see the ground-truth checks below)")
-    checks = s.doc.ground_truth_checks
-    if checks:
-        tr.write_line("ground-truth checks (reference method separates the circuit; in-circuit LL effect = HL effect):")
-        for check in checks.values():
-            tr.write_line("  " + tables.check_line(check))
-    for fam, summ in s.doc.attribution.items():
-        from abench.report.attribution import attribution_frame
-
-        tr.write_line(f"attribution patching, family {fam} (each estimate beside the exact change it estimates):")
-        tr.write_line(attribution_frame(summ).to_string(index=False))
-    for t, f in (s.doc.extra.get("failed_tasks") or {}).items():
-        tr.write_line(f"FAILED TASK {t} ({f['stage']}; in no row or summary): {f['reason']}")
-    failed = [r for r in s.doc.rows if not r.ok]
-    for r in failed:
-        tr.write_line(f"FAILED ROW {r.task}-{r.method}: {r.error}")
-    for k, v in s.speed.items():
-        tr.write_line(f"speed {k}: {v}")
-    fitted = [r for r in s.doc.rows if r.ok and r.method.startswith("optimal")]
-    for r in fitted:
-        tr.write_line(f"fit time {r.method} on {r.task}: {r.get('fit_seconds'):.2f} s, {r.get('fit_seconds_per_node'):.3f} s per node")
+    for line in leaderboard_lines(s.doc, s.speed):
+        tr.write_line(line)
     tr.write_line("wrote " + ", ".join(str(p) for p in s.written))
     for line in s.ranks:
         tr.write_line(line)

@@ -153,8 +153,7 @@ class Session:
         self.checks: dict[str, dict] = {}  # task -> ground-truth check (tasks with a high-level model)
         self.failed_tasks: dict[str, dict] = {}  # task -> {family, stage, reason}: set-up failed, cached
         self._reported: set[str] = set()  # tasks whose set-up failure a method case already reported
-        self.peers_deselected = 0  # peer-comparison tests left out of this run (not named, no --peers)
-        self.engine_deselected = 0  # the engine's speed benchmarks left out of a method loop (not named)
+        self.deselection_notes: list[str] = []  # benchmarks the runner left out of this run, and how to bring them back
         self.setup_selected: set[str] = set()  # tasks whose test_task_setup is among the selected tests
         self.journal = Path(self.report_dir) / JOURNAL
         self.resumed: dict[tuple[str, str], Row] = {}  # (task, method) -> row saved by the interrupted run
@@ -277,6 +276,51 @@ class Session:
             extra["speed"] = speed
         return leaderboard.build(self.sorted_rows(rows), env, extra, checks, effect_convention=CONVENTIONS[self.convention])
 
+    def notes(self) -> list[str]:
+        """What the terminal says before the leaderboard: benchmarks left out, where the reports went, what became of
+        an interrupted run's rows, and whether this run is itself partial."""
+        out = list(self.deselection_notes)
+        out += [n for n in (self.report_dir_note, self.journal_note) if n]
+        if self.options.resume:
+            out.append(f"--resume: reused {self.reused} finished rows of the interrupted run ({len(self.resumed)} in {self.journal}); "
+                       f"computed {len(self.rows) - self.reused} in this process")
+        if self.partial_note:
+            out.append(self.partial_note)
+        return out
+
+    def finish(self) -> None:
+        """A complete run: write the leaderboard, drop the journal and any partial file (nothing to resume),
+        rank new methods, save the baseline and compare against ``--compare``'s (``self.regressions``)."""
+        o = self.options
+        doc = self.document(self.rows, self.speed)
+        self.written = leaderboard.write(doc, self.report_dir)
+        self.doc = doc
+        self.journal.unlink(missing_ok=True)  # complete: nothing to resume
+        (Path(self.report_dir) / PARTIAL).unlink(missing_ok=True)
+        if self.rank_against:
+            self.ranks = rank_against(doc, self.rank_against, self.methods)
+        if o.save_baseline:
+            Path(o.save_baseline).write_text(json.dumps(leaderboard.strip_volatile(doc.to_json()), indent=1))
+        if o.compare:
+            self.regressions = compare(doc, self.baseline, o.tolerance)
+
+    def write_partial(self) -> None:
+        """An interrupted run: the rows finished so far (this process's and every worker's, from the
+        journal) go to ``leaderboard.partial.json``, marked partial; the tracked reports are not touched."""
+        saved = read_journal(self.journal)
+        rows = {r.key: r for r in saved["rows"] + self.rows}
+        self.checks = {**saved["checks"], **self.checks}
+        self.failed_tasks = {**saved["failed_tasks"], **self.failed_tasks}
+        doc = self.document(list(rows.values()), self.speed).with_extra(
+            partial={"reason": "interrupted", "rows": len(rows), "cases": len(self.cases()),
+                     "resume": f"rerun the same command with --resume (rows kept in {self.journal})"})
+        path = Path(self.report_dir) / PARTIAL
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(doc.to_json(), indent=1))
+        tmp.replace(path)
+        self.partial_note = (f"interrupted: {len(rows)} of {len(self.cases())} rows saved to {path} (marked partial); "
+                             f"{self.report_dir}/leaderboard.* not written; finish with --resume")
+
 
 def worker_device(device: str, worker: str | None = None, count: int | None = None) -> str:
     """pytest-xdist worker ``gwN`` on ``--device cuda`` takes visible GPU ``N mod count``, so
@@ -322,41 +366,6 @@ def task_failure_reason(err: BaseException) -> str:
     if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str):
         return err.args[0]
     return f"{type(err).__name__}: {err}{bench.raise_site(err)}".replace("\n", " ")
-
-
-def finish(s: Session) -> None:
-    """A complete run: write the leaderboard, drop the journal and any partial file (nothing to resume),
-    rank new methods, save the baseline and compare against ``--compare``'s (``s.regressions``)."""
-    o = s.options
-    doc = s.document(s.rows, s.speed)
-    s.written = leaderboard.write(doc, s.report_dir)
-    s.doc = doc
-    s.journal.unlink(missing_ok=True)  # complete: nothing to resume
-    (Path(s.report_dir) / PARTIAL).unlink(missing_ok=True)
-    if s.rank_against:
-        s.ranks = rank_against(doc, s.rank_against, s.methods)
-    if o.save_baseline:
-        Path(o.save_baseline).write_text(json.dumps(leaderboard.strip_volatile(doc.to_json()), indent=1))
-    if o.compare:
-        s.regressions = compare(doc, s.baseline, o.tolerance)
-
-
-def write_partial(s: Session) -> None:
-    """An interrupted run: the rows finished so far (this process's and every worker's, from the
-    journal) go to ``leaderboard.partial.json``, marked partial; the tracked reports are not touched."""
-    saved = read_journal(s.journal)
-    rows = {r.key: r for r in saved["rows"] + s.rows}
-    s.checks = {**saved["checks"], **s.checks}
-    s.failed_tasks = {**saved["failed_tasks"], **s.failed_tasks}
-    doc = s.document(list(rows.values()), s.speed).with_extra(
-        partial={"reason": "interrupted", "rows": len(rows), "cases": len(s.cases()),
-                 "resume": f"rerun the same command with --resume (rows kept in {s.journal})"})
-    path = Path(s.report_dir) / PARTIAL
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc.to_json(), indent=1))
-    tmp.replace(path)
-    s.partial_note = (f"interrupted: {len(rows)} of {len(s.cases())} rows saved to {path} (marked partial); "
-                      f"{s.report_dir}/leaderboard.* not written; finish with --resume")
 
 
 def rank_against(doc: Leaderboard, path: str, methods: list[str]) -> list[str]:

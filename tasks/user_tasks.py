@@ -150,8 +150,8 @@ def _circuit_nodes(model: HookedTransformer, names, spec_name, fld: str = "circu
     return list(dict.fromkeys(out))
 
 
-def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
-    """Validate ``spec`` field by field and build its ``Task`` on ``device``. Raises ``TaskSpecError``."""
+def _as_spec(spec: TaskSpec | Mapping) -> TaskSpec:
+    """The ``TaskSpec`` a spec or a dict of its fields stands for (unknown dict keys refused)."""
     if isinstance(spec, Mapping):
         unknown = sorted(set(spec) - {f.name for f in fields(TaskSpec)})
         if unknown:
@@ -159,6 +159,11 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
         spec = TaskSpec(**spec)
     if not isinstance(spec, TaskSpec):
         raise TaskSpecError(f"expected a TaskSpec, a dict or a Task, got {type(spec).__name__}")
+    return spec
+
+
+def _check_labels(spec: TaskSpec) -> None:
+    """Required fields present; name, family, ground_truth, output and ablate_at well formed."""
     name = spec.name
     for f in REQUIRED:
         if getattr(spec, f) is None:
@@ -173,10 +178,11 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
         _fail(name, "output", f"must be one of {', '.join(OUTPUTS)}, got {spec.output!r}")
     if spec.ablate_at not in ("all", "final"):
         _fail(name, "ablate_at", f"must be 'all' or 'final', got {spec.ablate_at!r}")
-    model = _build_model(spec.model, name, "model", device)
-    circuit = _circuit_nodes(model, spec.circuit, name)
 
-    # inputs
+
+def _check_lengths(spec: TaskSpec, model: HookedTransformer) -> tuple[int, int]:
+    """``(min_len, max_len)`` from ``lengths``: integers, 1 <= min <= max, max + BOS within ``n_ctx``."""
+    name = spec.name
     try:
         lo, hi = (int(x) for x in spec.lengths)
     except (TypeError, ValueError):
@@ -185,12 +191,23 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
         _fail(name, "lengths", f"needs 1 <= min_len <= max_len, got {spec.lengths!r}")
     if hi + 1 > model.cfg.n_ctx:
         _fail(name, "lengths", f"max_len {hi} + BOS does not fit the model's n_ctx {model.cfg.n_ctx}")
+    return lo, hi
+
+
+def _check_vocab(spec: TaskSpec) -> list:
+    """``vocab`` as a non-empty list of input values."""
     try:
         vocab = list(spec.vocab)
     except TypeError:
-        _fail(name, "vocab", f"must be a list of input values, got {type(spec.vocab).__name__}")
+        _fail(spec.name, "vocab", f"must be a list of input values, got {type(spec.vocab).__name__}")
     if not vocab:
-        _fail(name, "vocab", "is empty")
+        _fail(spec.name, "vocab", "is empty")
+    return vocab
+
+
+def _check_encoding(spec: TaskSpec, vocab: list, model: HookedTransformer) -> dict:
+    """The encoding (``encoding`` or ids with ``bos``); every vocabulary value and BOS maps into the model's vocabulary."""
+    name = spec.name
     if spec.encoding is not None:
         if not isinstance(spec.encoding, Mapping) or "BOS" not in spec.encoding:
             _fail(name, "encoding", "must be a dict from vocabulary value to token id with a 'BOS' entry")
@@ -206,42 +223,54 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
         if not isinstance(tid, int) or not 0 <= tid < model.cfg.d_vocab:
             _fail(name, "encoding" if spec.encoding is not None else ("bos" if v == "BOS" else "vocab"),
                   f"token id {tid!r} of {v!r} is not in the model's vocabulary [0, {model.cfg.d_vocab})")
+    return encoding
+
+
+def _check_inputs(spec: TaskSpec, vocab: list, lo: int, hi: int) -> InputSpec:
+    """The ``InputSpec``: ``sample`` / ``edit`` / ``answers`` callable, seeded draws of sample and edit valid."""
     for fld in ("sample", "edit", "answers"):
         if getattr(spec, fld) is not None and not callable(getattr(spec, fld)):
-            _fail(name, fld, "must be a function")
+            _fail(spec.name, fld, "must be a function")
     inputs = InputSpec(vocab=vocab, max_len=hi, min_len=lo, sample=spec.sample, edit=spec.edit)
     found = inputs.problem()  # every length, several seeded draws of sample and edit
     if found:
-        _fail(name, *found)
+        _fail(spec.name, *found)
+    return inputs
 
-    if spec.ground_truth_meaning is not None:
-        describe_ground_truth(spec.ground_truth, str(spec.ground_truth_meaning))
-    task_output = "categorical" if spec.output == "logit_diff" else spec.output
-    info = dict(spec.info)
-    info.update(user_output=spec.output)
+
+def _check_joint(spec: TaskSpec, model: HookedTransformer) -> dict[str, list[str]]:
+    """``joint``: set name -> normalised node names of ``model`` (empty when not given)."""
     joint_sets = {}
     if spec.joint is not None:
         if not isinstance(spec.joint, Mapping) or not spec.joint:
-            _fail(name, "joint", "must be a non-empty dict: set name -> list of node names")
-        joint_sets = {str(k): _circuit_nodes(model, v, name, "joint") for k, v in spec.joint.items()}
-    nodes = all_nodes(model, lambda layer, kind, head: Node(layer, kind, head).name in circuit)
-    task = Task(name=name, family=spec.family, model=model, output=task_output, nodes=nodes, inputs=inputs,
-                encoding=encoding, ground_truth=spec.ground_truth, info=info, joint_sets=joint_sets,
-                ablate_at=spec.ablate_at, ground_truth_meaning=spec.ground_truth_meaning)
+            _fail(spec.name, "joint", "must be a non-empty dict: set name -> list of node names")
+        joint_sets = {str(k): _circuit_nodes(model, v, spec.name, "joint") for k, v in spec.joint.items()}
+    return joint_sets
 
-    # one forward on a small sample: the shapes the engine relies on
+
+def _check_forward(task: Task, model: HookedTransformer, name: str, lo: int, hi: int) -> tuple[list, list]:
+    """Token batches sampled from ``task`` and the model's outputs on them, each shaped [batch, pos, d_vocab_out]."""
     toks = _call(lambda: task.sample(2 * (hi - lo + 1), seed=0), name, "sample")
     with torch.no_grad():
-        outs = [_call(lambda t=t: model(t), name, "model", ) for t in toks]
+        outs = [_call(lambda t=t: model(t), name, "model") for t in toks]
     for t, o in zip(toks, outs):
         if not isinstance(o, torch.Tensor) or o.dim() != 3 or tuple(o.shape[:2]) != tuple(t.shape):
             _fail(name, "model", f"model(tokens {list(t.shape)}) must give [batch, pos, d_vocab_out], got "
                   f"{list(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__}")
-    d_out = outs[0].shape[-1]
+    return toks, outs
+
+
+def _check_output_width(spec: TaskSpec, d_out: int) -> None:
+    """``output`` fits the model's d_vocab_out: numerical 1, categorical >= 2."""
     if spec.output == "numerical" and d_out != 1:
-        _fail(name, "output", f"numerical needs d_vocab_out == 1, the model gives {d_out}")
+        _fail(spec.name, "output", f"numerical needs d_vocab_out == 1, the model gives {d_out}")
     if spec.output == "categorical" and d_out < 2:
-        _fail(name, "output", f"categorical needs d_vocab_out >= 2, the model gives {d_out} (numerical?)")
+        _fail(spec.name, "output", f"categorical needs d_vocab_out >= 2, the model gives {d_out} (numerical?)")
+
+
+def _check_answers(spec: TaskSpec, task: Task, toks: list, d_out: int) -> None:
+    """``answers``: required by and only used with logit_diff, integer [n, 2] ids in [0, d_out); sets the task's scoring."""
+    name = spec.name
     if spec.output == "logit_diff":
         if spec.answers is None:
             _fail(name, "answers", "is required for output 'logit_diff': tokens [n, L+1] -> [n, 2] (correct, wrong) token ids")
@@ -256,7 +285,11 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
     elif spec.answers is not None:
         _fail(name, "answers", "is only used with output 'logit_diff'")
 
-    # optional high-level model and correspondence
+
+def _attach_high_level(spec: TaskSpec, task: Task, circuit: list[str], toks: list, outs: list, device: str) -> None:
+    """``high_level`` / ``correspondence``: check the HL model's outputs and the node map, set them on ``task``."""
+    name = spec.name
+    d_out = outs[0].shape[-1]
     if spec.correspondence is not None and spec.high_level is None:
         _fail(name, "correspondence", "needs high_level (the model whose nodes it maps from)")
     if spec.high_level is not None:
@@ -269,14 +302,49 @@ def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
         if not isinstance(spec.correspondence or {}, Mapping):
             _fail(name, "correspondence", "must be a dict: high-level node -> low-level node")
         hl_names = _circuit_nodes(hl_model, list(corr), name, "correspondence") if corr else []
-        ll_names = _circuit_nodes(model, list(corr.values()), name, "correspondence") if corr else []
+        ll_names = _circuit_nodes(task.model, list(corr.values()), name, "correspondence") if corr else []
         stray = [n for n in ll_names if n not in circuit]
         if stray:
             _fail(name, "correspondence", f"low-level node {stray[0]!r} is not in circuit")
         hl_nodes = all_nodes(hl_model, lambda layer, kind, head: Node(layer, kind, head).name in hl_names)
-        task.high_level = Task(name=f"{name}_hl", family=spec.family, model=hl_model, output=task_output,
-                               nodes=hl_nodes, inputs=inputs, encoding=encoding, ground_truth="weights")
+        task.high_level = Task(name=f"{name}_hl", family=spec.family, model=hl_model, output=task.output,
+                               nodes=hl_nodes, inputs=task.inputs, encoding=task.encoding, ground_truth="weights")
         task.correspondence = dict(zip(hl_names, ll_names))
+
+
+def build_task(spec: TaskSpec | Mapping, device: str = "cpu") -> Task:
+    """Validate ``spec`` field by field and build its ``Task`` on ``device``. Raises ``TaskSpecError``."""
+    spec = _as_spec(spec)
+    name = spec.name
+    _check_labels(spec)
+    model = _build_model(spec.model, name, "model", device)
+    circuit = _circuit_nodes(model, spec.circuit, name)
+
+    # inputs
+    lo, hi = _check_lengths(spec, model)
+    vocab = _check_vocab(spec)
+    encoding = _check_encoding(spec, vocab, model)
+    inputs = _check_inputs(spec, vocab, lo, hi)
+
+    if spec.ground_truth_meaning is not None:
+        describe_ground_truth(spec.ground_truth, str(spec.ground_truth_meaning))
+    task_output = "categorical" if spec.output == "logit_diff" else spec.output
+    info = dict(spec.info)
+    info.update(user_output=spec.output)
+    joint_sets = _check_joint(spec, model)
+    nodes = all_nodes(model, lambda layer, kind, head: Node(layer, kind, head).name in circuit)
+    task = Task(name=name, family=spec.family, model=model, output=task_output, nodes=nodes, inputs=inputs,
+                encoding=encoding, ground_truth=spec.ground_truth, info=info, joint_sets=joint_sets,
+                ablate_at=spec.ablate_at, ground_truth_meaning=spec.ground_truth_meaning)
+
+    # one forward on a small sample: the shapes the engine relies on
+    toks, outs = _check_forward(task, model, name, lo, hi)
+    d_out = outs[0].shape[-1]
+    _check_output_width(spec, d_out)
+    _check_answers(spec, task, toks, d_out)
+
+    # optional high-level model and correspondence
+    _attach_high_level(spec, task, circuit, toks, outs, device)
     return task
 
 

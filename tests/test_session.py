@@ -23,8 +23,6 @@ from abench.session import (
     Session,
     SessionOptions,
     TaskSetupError,
-    finish,
-    write_partial,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -121,7 +119,7 @@ def test_finish_writes_the_leaderboard_and_drops_the_journal(ran, tmp_path):
     (tmp_path / PARTIAL).write_text("{}")
     s = Session(options(tmp_path, resume=True, save_baseline=str(tmp_path / "base.json")))
     s.run_case(CASE)  # from the journal
-    finish(s)
+    s.finish()
     written = json.loads((tmp_path / "leaderboard.json").read_text())
     assert [(r["task"], r["method"]) for r in written["rows"]] == [CASE] and written == json.loads(json.dumps(s.doc.to_json()))
     assert {p.name for p in s.written} >= {"leaderboard.json", "leaderboard.md"}
@@ -135,7 +133,7 @@ def test_an_interrupted_run_writes_a_marked_partial_file(ran, tmp_path):
     _, row = ran
     (tmp_path / JOURNAL).write_text(json.dumps({"row": row.to_json()}) + "\n")  # e.g. a worker's row
     s = Session(options(tmp_path, methods="zero,mean"))
-    write_partial(s)
+    s.write_partial()
     doc = json.loads((tmp_path / PARTIAL).read_text())
     assert doc["partial"]["reason"] == "interrupted" and (doc["partial"]["rows"], doc["partial"]["cases"]) == (1, 2)
     assert [(r["task"], r["method"]) for r in doc["rows"]] == [CASE]

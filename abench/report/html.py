@@ -178,17 +178,20 @@ _SELF_CHECK = """
 """
 
 
-def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
-    """The whole report as one self-contained HTML page (one inline plotly.js copy)."""
-    methods = methods_of(doc)
-    colors = method_colors(methods)
-    env = doc.get("environment", {})
-    figures: list[str] = []  # div html, in page order
+class _Figures:
+    """The page's figure divs in order: ``add`` wraps one and records its id for the self-check's count."""
 
-    def add(fig: go.Figure, div_id: str) -> str:
-        figures.append(div_id)
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def add(self, fig: go.Figure, div_id: str) -> str:
+        self.ids.append(div_id)
         return f'<div class="fig">{_fig_div(fig, div_id)}</div>'
 
+
+def _header(doc: dict, title: str, methods: list[str]) -> list[str]:
+    """Title, environment, what an effect is, the circuit metrics and every family's ground truth."""
+    env = doc.get("environment", {})
     parts: list[str] = []
     parts.append(
         f'<div id="abench-check-banner">self-check: pending</div><h1>{html.escape(title)}</h1>'
@@ -207,6 +210,12 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
     if gts:
         parts.append(f'<ul class="meta">{gts}</ul>')
 
+    return parts
+
+
+def _family_tables(doc: dict) -> list[str]:
+    """Per family: its heading, the answer to "which method to use", its leaderboard table."""
+    parts: list[str] = []
     head = doc.get("headline_family")
     for fam, summ in doc.get("summary_by_family", {}).items():
         n_tasks = len({r["task"] for r in ok_rows(doc) if r["family"] == fam and r["task"] not in doc.get("excluded_tasks", {})})
@@ -219,6 +228,12 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
             parts.append(f'<p class="answer"><b>Which method to use</b> on <code>{html.escape(fam)}</code>: '
                          f'<code>{html.escape(rec["method"])}</code>: {html.escape(rec["why"])}.</p>')
         parts.append(summary_table(summ, (rec or {}).get("reference")))
+    return parts
+
+
+def _problems(doc: dict) -> list[str]:
+    """Excluded and failed tasks, the ground-truth checks, failed rows, declared node sets and every row."""
+    parts: list[str] = []
     if doc.get("excluded_tasks"):
         items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape('; '.join(r))}</li>" for t, r in doc["excluded_tasks"].items())
         parts.append(f'<p class="note">Left out of every summary (ground-truth check failed):</p><ul class="meta">{items}</ul>')
@@ -247,6 +262,13 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
     rows_html = rows_frame(doc["rows"]).to_html(index=False, classes="rows", border=0, escape=True)
     parts.append(f"<details><summary>All rows (task × method)</summary>{rows_html}</details>")
 
+    return parts
+
+
+def _figure_sections(doc: dict, methods: list[str], colors: dict[str, str], figures: _Figures) -> list[str]:
+    """ROC, out-of-circuit effects, the sweep, the faithfulness curves and each method's in/out effects."""
+    parts: list[str] = []
+    add = figures.add
     sweep_hidden = any(not hidden_sweep(m) for m in methods) and any(hidden_sweep(m) for m in methods)
     hidden_note = (
         '<p class="note">The scaled_resample sweep methods are hidden in this figure; click their legend entries to show them.</p>'
@@ -296,15 +318,30 @@ def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
     if empty:
         parts.append(f'<p class="note">No successful task, nothing to show: {html.escape(", ".join(empty))}.</p>')
 
+    return parts
+
+
+def _attribution_sections(doc: dict, figures: _Figures) -> list[str]:
+    """Per family with attribution rows: their table beside the exact methods and the scatter of estimate against exact."""
+    parts: list[str] = []
     for i, (fam, summ) in enumerate((doc.get("attribution") or {}).items()):
         parts.append(f"<h2>Attribution patching: estimate vs exact, family <code>{html.escape(fam)}</code></h2>"
                      f'<p class="meta">{html.escape(ATTRIBUTION_NOTE)}</p>'
                      + attribution_frame(summ).to_html(index=False, classes="rows", border=0, escape=True))
         fig = attribution_scatter(doc, fam)
         if fig is not None:
-            parts.append(add(fig, f"fig-attribution-{i}"))
+            parts.append(figures.add(fig, f"fig-attribution-{i}"))
 
-    check = _SELF_CHECK.replace("__EXPECTED__", str(len(figures)))
+    return parts
+
+
+def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
+    """The whole report as one self-contained HTML page (one inline plotly.js copy)."""
+    methods = methods_of(doc)
+    figures = _Figures()
+    parts = (_header(doc, title, methods) + _family_tables(doc) + _problems(doc)
+             + _figure_sections(doc, methods, method_colors(methods), figures) + _attribution_sections(doc, figures))
+    check = _SELF_CHECK.replace("__EXPECTED__", str(len(figures.ids)))
     return "\n".join(
         [
             "<!DOCTYPE html>",
