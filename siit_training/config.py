@@ -12,7 +12,7 @@ from siit_training.losses import NUM_LOSS_SCALE
 AUX_WEIGHT = 0.5  # weight of the aux readout loss
 LIVE_FLOOR = 0.25  # liveness hinge floor (variance ratio to the median in-circuit node)
 GRAD_CLIP = 1.0  # gradient-norm clip
-BACKUP_WEIGHT = 1.0  # weight of the backup loss (redundant HL nodes: one member kept, its partners zero-ablated)
+BACKUP_LOSS_WEIGHT = 1.0  # weight of the backup loss (redundant HL nodes: one member kept, its partners zero-ablated)
 CARD_TEST_N = 256  # held-out examples per length for the card
 
 # Options that are gone, with the one value today's recipe has for each: an old card's or
@@ -21,7 +21,7 @@ CARD_TEST_N = 256  # held-out examples per length for the card
 # False) are the only behaviour left; circuit_sgd_lr went earlier (a trial no model kept).
 REMOVED_OPTIONS: dict[str, object] = {
     "test_n": CARD_TEST_N, "w_aux": AUX_WEIGHT, "live_floor": LIVE_FLOOR, "clip": GRAD_CLIP, "same_length_sources": False,
-    "aux_layer0": False, "w_backup": BACKUP_WEIGHT, "circuit_sgd_lr": 0.0,
+    "aux_layer0": False, "w_backup": BACKUP_LOSS_WEIGHT, "circuit_sgd_lr": 0.0,
 }
 
 
@@ -149,7 +149,7 @@ class SiitConfig:
                                "zero-ablated (output set to 0); the kept member left at base (target HL(base)) or, with "
                                "probability 1/2, patched from the source (target HL with the node patched)",
                 "untrained": "one member resampled with another left at base (the HL answer is undefined)",
-                "loss_weight": BACKUP_WEIGHT,
+                "loss_weight": BACKUP_LOSS_WEIGHT,
             }
         return out
 

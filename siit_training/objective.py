@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from interventions.hooks import node_activation, replacing_hooks
 from interventions.interchange import source_lengths
-from siit_training.config import AUX_WEIGHT, BACKUP_WEIGHT, LIVE_FLOOR, SiitConfig
+from siit_training.config import AUX_WEIGHT, BACKUP_LOSS_WEIGHT, LIVE_FLOOR, SiitConfig
 from siit_training.losses import liveness_hinge, output_loss
 from siit_training.warm_start import embed_tracr, frozen_masks, warm_start_config
 from tasks.base import Task
@@ -117,15 +117,15 @@ class Objective:
         srcs = [task.encode([task.inputs.draw(rng, Ls) for _ in range(src_lengths.count(Ls))])
                 for Ls in sorted(set(src_lengths))]
         rows = torch.arange(n, device=device)
-        pick_c = torch.randint(len(self.circ_hl), (n,), generator=gen).to(device)
-        pick_b = torch.randint(len(bys), (n,), generator=gen).to(device)
+        circuit_pick = torch.randint(len(self.circ_hl), (n,), generator=gen).to(device)
+        bystander_pick = torch.randint(len(bys), (n,), generator=gen).to(device)
         n_blocks = 5 if self.redundant else 4
         if self.redundant:  # backup rows: which set, which member is kept, kept member patched or at base
-            pick_r = torch.randint(len(self.redundant), (n,), generator=gen).to(device)
-            keep_m = torch.randint(max(len(g) for _, g in self.redundant), (n,), generator=gen).to(device)
-            patch_k = (torch.rand(n, generator=gen) < 0.5).to(device)
+            redundant_pick = torch.randint(len(self.redundant), (n,), generator=gen).to(device)
+            kept_member = torch.randint(max(len(g) for _, g in self.redundant), (n,), generator=gen).to(device)
+            patch_kept = (torch.rand(n, generator=gen) < 0.5).to(device)
         # strict rows (2n..3n): which bystanders each row resamples; IIT rows (n..2n): which bystanders ride along
-        strict_mask = F.one_hot(pick_b, len(bys)).bool()
+        strict_mask = F.one_hot(bystander_pick, len(bys)).bool()
         if config.joint_strict:
             strict_mask |= torch.rand(n, len(bys), generator=gen).to(device) < self._subset_p(n)[:, None]
             strict_mask[torch.rand(n, generator=gen).to(device) < 0.25] = True
@@ -133,17 +133,17 @@ class Objective:
         hl_blocks = 3 if self.redundant else 2
         with torch.no_grad():
             hl_src = siit.prefix_cache(self.hl, srcs, self.hl_hooks, L + 1)
-            hl_assign = [(h, n + rows[pick_c == i], rows[pick_c == i]) for i, h in enumerate(self.circ_hl)]
+            hl_assign = [(h, n + rows[circuit_pick == i], rows[circuit_pick == i]) for i, h in enumerate(self.circ_hl)]
             if config.w_circuit:  # one more block: every HL circuit node resampled, as the LL's rows 3n..4n
                 hl_assign += [(h, hl_blocks * n + rows, rows) for h in self.circ_hl]
             backup_assign, backup_zero = [], []
             for r, (i, group) in enumerate(self.redundant):
-                hl_rows = rows[(pick_r == r) & patch_k]
+                hl_rows = rows[(redundant_pick == r) & patch_kept]
                 hl_assign.append((self.circ_hl[i], 2 * n + hl_rows, hl_rows))
                 for k, node in enumerate(group):
-                    kept = (pick_r == r) & (keep_m % len(group) == k)
-                    backup_assign.append((node, 4 * n + rows[kept & patch_k], rows[kept & patch_k]))
-                    backup_zero += [(node, 4 * n + rows[(pick_r == r) & ~kept], None)]
+                    kept = (redundant_pick == r) & (kept_member % len(group) == k)
+                    backup_assign.append((node, 4 * n + rows[kept & patch_kept], rows[kept & patch_kept]))
+                    backup_zero += [(node, 4 * n + rows[(redundant_pick == r) & ~kept], None)]
             hl_pat: dict[str, torch.Tensor] = {}
             pat_rows = 2 * n if config.attn_iit_rows else n  # clean base rows, and with attn_iit_rows the IIT rows
 
@@ -157,7 +157,7 @@ class Objective:
             hl_base, hl_iit, hl_backup = hl_out[:n], hl_out[n:2 * n], hl_out[2 * n:hl_blocks * n]
             hl_circuit = hl_out[hl_blocks * n:]
             ll_src = siit.prefix_cache(ll, srcs, self.ll_hooks, L + 1)
-        assign = [(node, n + rows[pick_c == i], rows[pick_c == i]) for i, group in enumerate(self.circ_groups) for node in group]
+        assign = [(node, n + rows[circuit_pick == i], rows[circuit_pick == i]) for i, group in enumerate(self.circ_groups) for node in group]
         assign_x = [(node, 2 * n + rows[strict_mask[:, i]], rows[strict_mask[:, i]]) for i, node in enumerate(bys)]
         if iit_mask is not None:
             assign_x += [(node, n + rows[iit_mask[:, i]], rows[iit_mask[:, i]]) for i, node in enumerate(bys)]
@@ -188,15 +188,15 @@ class Objective:
         aux, d_vocab = self.aux, self.cfg["d_vocab"]
         logits = store["last"][3 * n:4 * n] @ aux["aux.W_U"] + aux["aux.b_U"]
         l_aux = siit.aux_block_ce(logits, siit.aux_targets(base, d_vocab), self.sizes)
-        vars_ = {node.name: siit.input_variance(siit.node_write(node, store[node.hook_name], ll)) for node in self.nodes}
-        l_live = liveness_hinge(torch.stack([vars_[node.name] for node in bys]), torch.stack([vars_[node.name] for node in circ_ll]),
+        write_variance = {node.name: siit.input_variance(siit.node_write(node, store[node.hook_name], ll)) for node in self.nodes}
+        l_live = liveness_hinge(torch.stack([write_variance[node.name] for node in bys]), torch.stack([write_variance[node.name] for node in circ_ll]),
                                 LIVE_FLOOR, config.live_median_grad)
         loss = l_beh + config.w_iit * l_iit + config.w_strict * l_strict + AUX_WEIGHT * l_aux + config.w_live * l_live
         if config.w_circuit:
             loss = loss + config.w_circuit * output_loss(out[3 * n:4 * n], hl_circuit, output, scale, **kw)
         if self.redundant:
             l_backup = output_loss(out[4 * n:], hl_backup, output, scale, **kw)
-            loss = loss + BACKUP_WEIGHT * l_backup
+            loss = loss + BACKUP_LOSS_WEIGHT * l_backup
         if self.attn_pairs:
             l_attn = torch.stack([
                 -(hl_pat[f"blocks.{h.layer}.attn.hook_pattern"][:, h.head, 1:]

@@ -41,7 +41,7 @@ FAMILY_GROUND_TRUTH = {
 def describe_ground_truth(name: str, meaning: str) -> None:
     """Give the ground truth ``name`` its meaning in the report legend (the first one given stays)."""
     GROUND_TRUTH.setdefault(name, meaning)
-Tokens = list  # one raw input sequence (program vocabulary values, no BOS)
+InputSeq = list  # one raw input sequence (program vocabulary values, no BOS)
 
 
 @dataclass
@@ -57,19 +57,19 @@ class InputSpec:
     vocab: Sequence
     max_len: int
     min_len: int = 2
-    sample: Callable[[random.Random, int], Tokens] | None = None
-    edit: Callable[[random.Random, Tokens], Tokens] | None = None
+    sample: Callable[[random.Random, int], InputSeq] | None = None
+    edit: Callable[[random.Random, InputSeq], InputSeq] | None = None
     lengths: Sequence[int] | None = None
 
     def all_lengths(self) -> list[int]:
         return list(self.lengths) if self.lengths is not None else list(range(self.min_len, self.max_len + 1))
 
-    def draw(self, rng: random.Random, length: int) -> Tokens:
+    def draw(self, rng: random.Random, length: int) -> InputSeq:
         if self.sample is not None:
             return self.sample(rng, length)
         return [rng.choice(list(self.vocab)) for _ in range(length)]
 
-    def counterfactual(self, rng: random.Random, seq: Tokens) -> Tokens:
+    def counterfactual(self, rng: random.Random, seq: InputSeq) -> InputSeq:
         if self.edit is not None:
             return self.edit(rng, seq)
         return edit_one_token(rng, seq, self.vocab)
@@ -116,7 +116,7 @@ def redundant_sets(correspondence: dict[str, str | list[str]]) -> dict[str, list
             for h, v in correspondence.items() if not isinstance(v, str)}
 
 
-def edit_one_token(rng: random.Random, seq: Tokens, vocab: Sequence) -> Tokens:
+def edit_one_token(rng: random.Random, seq: InputSeq, vocab: Sequence) -> InputSeq:
     """Replace one random position by a different vocabulary value."""
     out = list(seq)
     i = rng.randrange(len(out))
@@ -185,7 +185,7 @@ class Task:
         if self.ablate_at not in ("all", "final"):
             raise ValueError(f"task {self.name!r}: ablate_at must be 'all' or 'final', got {self.ablate_at!r}")
 
-    def encode(self, seqs: Sequence[Tokens]) -> torch.Tensor:
+    def encode(self, seqs: Sequence[InputSeq]) -> torch.Tensor:
         """``[n, length + 1]`` token ids with BOS first; all sequences must share one length."""
         lengths = {len(s) for s in seqs}
         if len(lengths) != 1:
@@ -196,7 +196,7 @@ class Task:
             raise ValueError(f"task {self.name!r}: token {err.args[0]!r} is not in its vocabulary {list(self.inputs.vocab)}") from None
         return torch.tensor(ids, dtype=torch.long, device=self.model.cfg.device)
 
-    def sample_raw(self, n: int, seed: int) -> list[list[Tokens]]:
+    def sample_raw(self, n: int, seed: int) -> list[list[InputSeq]]:
         """``n`` sequences split evenly over the allowed lengths, grouped by length."""
         lengths = self.inputs.all_lengths()
         per = max(2, n // len(lengths))  # >= 2 per group so a derangement exists

@@ -100,7 +100,7 @@ BACKUP = "blocks.1.attn.hook_z[0]"
 READOUT = "blocks.1.mlp.hook_post"
 PLANTED_CIRCUIT = [NAME_MOVER, BACKUP, READOUT]
 NAME_MOVER_WEIGHT = 1.25  # alone past the readout's saturation (1), even with attention leaking onto fillers
-BACKUP_WEIGHT = 0.5  # the backup head carries less than that
+BACKUP_HEAD_WEIGHT = 0.5  # the backup head carries less than that
 UNEMBED_SCALE = 3.0
 ATTN_SHARPNESS = 24.0  # query bias: the name's key scores 24 / sqrt(d_head) = 12 above a filler's
 
@@ -119,7 +119,7 @@ def planted_backup_model(device: str = "cpu", seed: int = 0) -> HookedTransforme
         model.embed.W_E[NAME_A, D_SIGN], model.embed.W_E[NAME_B, D_SIGN] = 1.0, -1.0
         model.embed.W_E[[NAME_A, NAME_B], D_IS_NAME] = 1.0
         model.pos_embed.W_pos[:, :half] = 0
-        for layer, weight in ((0, NAME_MOVER_WEIGHT), (1, BACKUP_WEIGHT)):
+        for layer, weight in ((0, NAME_MOVER_WEIGHT), (1, BACKUP_HEAD_WEIGHT)):
             attn = model.blocks[layer].attn
             for W in (attn.W_Q, attn.W_K, attn.W_V, attn.W_O):
                 W[0] = 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from typing import Callable, Sequence
 
-from tasks.base import InputSpec, Task, Tokens
+from tasks.base import InputSpec, Task, InputSeq
 from tasks.tracr.compiled import task_of_program
 from tasks.tracr.programs import ProgramSpec, distinct_sampler, dyck_sampler  # noqa: F401  (public samplers)
 
@@ -30,8 +30,8 @@ OUTPUTS = ("categorical", "numerical")
 
 def rasp_task(name: str, program: Callable[[], object] | object, vocab: Sequence, max_len: int,
               output: str = "categorical", *, min_len: int = 2, family: str = "rasp",
-              sample: Callable[[random.Random, int], Tokens] | None = None,
-              edit: Callable[[random.Random, Tokens], Tokens] | None = None, device: str = "cpu") -> Task:
+              sample: Callable[[random.Random, int], InputSeq] | None = None,
+              edit: Callable[[random.Random, InputSeq], InputSeq] | None = None, device: str = "cpu") -> Task:
     """A task from a RASP program: ``program`` is a ``rasp.SOp`` or a function of no arguments
     returning one; inputs of ``min_len .. max_len`` tokens of ``vocab``. Compiled on every call
     (never from the cache, which keys by name, not code). Raises ``ValueError`` naming the bad argument."""

@@ -36,34 +36,32 @@ class Metric:
         return 1 if self.higher_is_better else -1
 
 
-M = Metric
 METRICS: tuple[Metric, ...] = (
-    M("pooled_auroc", "pooled AUROC", True, 3, "AUROC over all tasks' nodes together (in-circuit nodes positive)",
+    Metric("pooled_auroc", "pooled AUROC", True, 3, "AUROC over all tasks' nodes together (in-circuit nodes positive)",
       ci=True, gate=True, tex=True),
-    M("mean_auroc", "AUROC", True, 3, "per-task AUROC, mean over tasks", row="auroc", gate=True),
-    M("mean_gap", "gap", True, 3, "lowest in-circuit minus highest out-of-circuit effect", row="gap", gate=True, tex=True),
-    M("mean_fpr_at_full_recall", "FPR@recall 1", False, 3,
+    Metric("mean_auroc", "AUROC", True, 3, "per-task AUROC, mean over tasks", row="auroc", gate=True),
+    Metric("mean_gap", "gap", True, 3, "lowest in-circuit minus highest out-of-circuit effect", row="gap", gate=True, tex=True),
+    Metric("mean_fpr_at_full_recall", "FPR@recall 1", False, 3,
       "share of out-of-circuit nodes flagged at the threshold that keeps every in-circuit node", row="fpr_at_full_recall",
       gate=True, tex=True),
-    M("mean_effect_in", "effect in", True, 3, "mean effect of the in-circuit nodes", row="mean_effect_in"),
-    M("mean_effect_out", "spurious effect", False, 3, "mean effect of the out-of-circuit nodes", row="mean_effect_out",
+    Metric("mean_effect_in", "effect in", True, 3, "mean effect of the in-circuit nodes", row="mean_effect_in"),
+    Metric("mean_effect_out", "spurious effect", False, 3, "mean effect of the out-of-circuit nodes", row="mean_effect_out",
       gate=True, tex=True),
-    M("mean_faithfulness", "faithfulness", True, 3,
+    Metric("mean_faithfulness", "faithfulness", True, 3,
       "share of predictions unchanged when every out-of-circuit node is ablated together", row="faithfulness", ci=True,
       gate=True, tex=True),
-    M("mean_faithfulness_divergence", "faithfulness divergence", False, 3, "that run's KL / squared error",
+    Metric("mean_faithfulness_divergence", "faithfulness divergence", False, 3, "that run's KL / squared error",
       row="faithfulness_divergence", ci=True, shown=False),
-    M("mean_completeness", "completeness", True, 3,
+    Metric("mean_completeness", "completeness", True, 3,
       "share of predictions changed when every in-circuit node is ablated together", row="completeness", ci=True,
       gate=True, tex=True),
-    M("mean_completeness_divergence", "completeness divergence", True, 3, "that run's KL / squared error",
+    Metric("mean_completeness_divergence", "completeness divergence", True, 3, "that run's KL / squared error",
       row="completeness_divergence", ci=True, shown=False),
-    M("mean_normalised_faithfulness", "norm. faithfulness", True, 3,
+    Metric("mean_normalised_faithfulness", "norm. faithfulness", True, 3,
       "(metric(circuit only) - metric(all ablated)) / (metric(clean) - metric(all ablated))",
       row="normalised_faithfulness", ci=True, tex=True),
-    M("seconds", "time (s)", False, 2, "total fit and effect seconds", tex=True),
+    Metric("seconds", "time (s)", False, 2, "total fit and effect seconds", tex=True),
 )
-del M
 
 SHOWN = tuple(m for m in METRICS if m.shown)
 TEX = tuple(m for m in METRICS if m.tex)

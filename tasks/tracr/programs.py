@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from tasks.base import InputSpec, Output, Tokens
+from tasks.base import InputSpec, Output, InputSeq
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,10 @@ class ProgramSpec:
 
 
 def distinct_sampler(vocab):
-    def sample(rng: random.Random, length: int) -> Tokens:
+    def sample(rng: random.Random, length: int) -> InputSeq:
         return rng.sample(list(vocab), length)
 
-    def edit(rng: random.Random, seq: Tokens) -> Tokens:
+    def edit(rng: random.Random, seq: InputSeq) -> InputSeq:
         out = list(seq)
         unused = [v for v in vocab if v not in out]
         i = rng.randrange(len(out))
@@ -47,11 +47,11 @@ def dyck_sampler(pairs: list[str]):
     """Half balanced shuffle-Dyck words (each bracket type balanced on its own), half uniform."""
     vocab = [c for p in pairs for c in p]
 
-    def balanced(rng: random.Random, length: int) -> Tokens | None:
+    def balanced(rng: random.Random, length: int) -> InputSeq | None:
         if length % 2:
             return None
         # random interleaving of per-type balanced words
-        out: Tokens = []
+        out: InputSeq = []
         opens = {p[0]: 0 for p in pairs}
         remaining = length
         while remaining:
@@ -70,7 +70,7 @@ def dyck_sampler(pairs: list[str]):
             remaining -= 1
         return out
 
-    def sample(rng: random.Random, length: int) -> Tokens:
+    def sample(rng: random.Random, length: int) -> InputSeq:
         if rng.random() < 0.5:
             word = balanced(rng, length)
             if word is not None:
