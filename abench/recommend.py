@@ -26,6 +26,9 @@ import math
 from ablations import DEFAULT_METHODS, SCALE_SWEEP_METHODS
 from ablations.estimators import is_estimator
 
+# summed floats land a hair off an exact value (roc_auc_score gives 0.9999999999999999 for a perfect separation);
+# far below any real step of an AUROC or a share of cells (1 / (positives x negatives), 1 / cells: >= 1e-7 here)
+FLOAT_SLACK = 1e-9
 SWEEP_ONLY = frozenset(SCALE_SWEEP_METHODS) - frozenset(DEFAULT_METHODS)  # the --scale-sweep methods beyond the default set
 
 
@@ -50,7 +53,7 @@ def _tied(rows: list[dict], key: str) -> list[dict]:
     if not rows:
         return []
     best = max(rows, key=lambda s: (_num(s.get(key)), s["method"]))
-    bar = _bar(best, key)
+    bar = _bar(best, key) - FLOAT_SLACK
     return sorted((s for s in rows if _num(s.get(key)) >= bar), key=_order_key)
 
 

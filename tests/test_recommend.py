@@ -92,3 +92,12 @@ def test_the_scale_sweep_beyond_the_default_set_is_no_candidate():
                entry("scaled_resample[s=0.5]", 1.0, [1.0, 1.0], 0.9, [0.8, 0.95], 1.0),
                entry("resample", 1.0, [1.0, 1.0], 1.0, [1.0, 1.0], 1.0)]
     assert recommend(summary, reference="resample")["method"] == "scaled_resample[s=0.5]"
+
+
+def test_a_perfect_separation_summed_to_0_9999999999999999_ties_with_1():
+    """roc_auc_score's float sum of a perfect separation must not lose the tie (it did for pca_resample[k=1,high])."""
+    summary = [entry("optimal_position", 1.0, [1.0, 1.0], 0.961, [0.910, 0.998], 1.0),
+               entry("pca_resample[k=1,high]", 0.9999999999999999, [1.0, 1.0], 0.989, [0.978, 0.997], 1.0),
+               entry("cf_mean", 0.99994, [0.99964, 1.0], 0.971, [0.928, 1.0], 1.0)]
+    rec = recommend(summary)
+    assert rec["tied_on_auroc"] == ["pca_resample[k=1,high]", "optimal_position"] and rec["method"] == "pca_resample[k=1,high]"
