@@ -63,6 +63,13 @@ def _row_scale(row: Row) -> float:
     return max([abs(float(n["effect"])) for n in row.nodes] + [1e-12])
 
 
+def _allowed(baseline: Leaderboard, tolerance: float, kind: str, where: str, scale: float,
+             effect_unit: tuple[str, ...]) -> Callable[[str], float]:
+    """The worsening allowed per metric at one place: ``tolerance`` (times ``scale`` for the metrics in
+    ``effect_unit``) plus the numeric noise the baseline measured there."""
+    return lambda m: tolerance * (scale if m in effect_unit else 1.0) + noise_of(baseline, kind, where, m)
+
+
 def compare(current: Leaderboard, baseline: Leaderboard, tolerance: float = 0.02) -> list[dict]:
     """Regressions of ``current`` against ``baseline`` beyond ``tolerance``: one dict per (place, metric).
 
@@ -81,13 +88,8 @@ def compare(current: Leaderboard, baseline: Leaderboard, tolerance: float = 0.02
         elif not c.ok:
             regs.append({"where": where, "metric": "status", "baseline": "ok", "current": c.error, "change": None, "allowed": None})
         else:
-            scale = _row_scale(r)
-
-            def row_tol(m: str, where=where, scale=scale) -> float:
-                unit = scale if m in EFFECT_UNIT_METRICS else 1.0
-                return tolerance * unit + noise_of(baseline, "rows", where, m)
-
-            regs += _worse(ROW_METRICS, c.measures, r.measures, row_tol, where)
+            allowed = _allowed(baseline, tolerance, "rows", where, _row_scale(r), EFFECT_UNIT_METRICS)
+            regs += _worse(ROW_METRICS, c.measures, r.measures, allowed, where)
     # pooled numbers compare per family, and only over the same set of pooled tasks
     def pooled_tasks(doc: Leaderboard, fam: str) -> set[str]:
         return {r.task for r in doc.rows if r.family == fam and r.task not in doc.excluded_tasks}
@@ -101,12 +103,7 @@ def compare(current: Leaderboard, baseline: Leaderboard, tolerance: float = 0.02
             if c is not None:
                 where = summary_place(fam, s["method"])
                 scale = max((_row_scale(r) for r in baseline.rows if r.family == fam and r.method == s["method"] and r.ok), default=1.0)
-
-                def summary_tol(m: str, where=where, scale=scale) -> float:
-                    unit = scale if m in EFFECT_UNIT_SUMMARY else 1.0
-                    return tolerance * unit + noise_of(baseline, "summaries", where, m)
-
-                regs += _worse(SUMMARY_METRICS, c, s, summary_tol, where)
+                regs += _worse(SUMMARY_METRICS, c, s, _allowed(baseline, tolerance, "summaries", where, scale, EFFECT_UNIT_SUMMARY), where)
     return regs
 
 

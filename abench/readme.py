@@ -14,10 +14,10 @@ import re
 import sys
 from pathlib import Path
 
+from abench.recommend import SWEEP_ONLY
 from abench.report.metrics import ci_text
 from abench.report.static_figure import headline_svg
 from abench.report.tables import fmt
-from ablations import DEFAULT_METHODS, SCALE_SWEEP_METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 LEADERBOARD = ROOT / "reports" / "leaderboard.json"
@@ -32,9 +32,8 @@ def headline_entries(doc: dict) -> list[dict]:
     order, without attribution estimates (their own table) and without the scaled-resample sweep
     beyond the default set (one curve, shown in the HTML report)."""
     estimators = {r["method"] for r in doc.get("rows", []) if "exact_method" in r}
-    sweep = set(SCALE_SWEEP_METHODS) - set(DEFAULT_METHODS)
     return [s for s in doc.get("summary", [])
-            if s["method"] not in estimators and s["method"] not in sweep and s.get("n_tasks")]
+            if s["method"] not in estimators and s["method"] not in SWEEP_ONLY and s.get("n_tasks")]
 
 
 def _title(doc: dict) -> str:
