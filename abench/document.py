@@ -131,6 +131,7 @@ class Leaderboard:
     best first; ``summary`` is the headline family's. ``ground_truth_checks``: per task, its check;
     ``excluded_tasks``: the tasks whose check failed, with the reasons (their rows stay, unpooled).
     ``attribution``: per family, the estimators beside their exact methods (empty without one).
+    ``transfer``: per realism family, its ranking against ``siit`` (``abench.transfer``; empty without one).
     ``extra``: what the run adds (``selection``, ``failed_tasks``, ``speed``, ``partial``...).
     """
 
@@ -145,6 +146,7 @@ class Leaderboard:
     rows: tuple[Row, ...]
     recommendation: Mapping[str, Any] = field(default_factory=dict)
     attribution: Mapping[str, list] = field(default_factory=dict)
+    transfer: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -167,6 +169,8 @@ class Leaderboard:
         if self.attribution:
             out["attribution"] = _plain(self.attribution)
         out["recommendation"] = _plain(self.recommendation)
+        if self.transfer:
+            out["transfer"] = _plain(self.transfer)
         out.update(_plain(self.extra))
         return out
 
@@ -188,14 +192,15 @@ class Leaderboard:
                     if not _number(s.get(m)):
                         raise DocumentError(f"{where}: summary_by_family[{fam!r}] method {s['method']}: {m} must be a number "
                                             f"or null, got {s[m]!r}")
-        for key in ("excluded_tasks", "ground_truth_checks", "ground_truth", "environment", "attribution", "recommendation"):
+        for key in ("excluded_tasks", "ground_truth_checks", "ground_truth", "environment", "attribution", "recommendation", "transfer"):
             if doc.get(key) is not None and not isinstance(doc[key], Mapping):
                 raise DocumentError(f"{where}: {key} must be an object")
         known = {"environment", "effect_convention", "ground_truth", "headline_family", "pooled_tasks", "summary",
-                 "summary_by_family", "ground_truth_checks", "excluded_tasks", "rows", "attribution", "recommendation"}
+                 "summary_by_family", "ground_truth_checks", "excluded_tasks", "rows", "attribution", "recommendation", "transfer"}
         return cls(environment=doc.get("environment") or {}, effect_convention=doc.get("effect_convention", ""),
                    ground_truth=doc.get("ground_truth") or {}, headline_family=doc.get("headline_family"),
                    pooled_tasks=doc.get("pooled_tasks") or [], summary_by_family=doc["summary_by_family"],
                    ground_truth_checks=doc.get("ground_truth_checks") or {}, excluded_tasks=doc.get("excluded_tasks") or {},
                    rows=rows, recommendation=doc.get("recommendation") or {}, attribution=doc.get("attribution") or {},
+                   transfer=doc.get("transfer") or {},
                    extra={k: v for k, v in doc.items() if k not in known})

@@ -16,7 +16,8 @@ from sklearn.metrics import roc_auc_score
 
 from abench import report
 from abench.document import Leaderboard, Row
-from abench.recommend import recommend
+from abench.recommend import SWEEP_ONLY, recommend
+from abench.transfer import transfer
 from abench.ground_truth import REFERENCE_METHOD
 from abench.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from abench.report.metrics import METRICS
@@ -210,6 +211,8 @@ def build(rows: list[Row], env: dict, extra: dict | None = None, checks: dict[st
         rows=rows,
         attribution=attribution,
         recommendation={fam: rec for fam, summ in by_family.items() if (rec := recommend(summ, reference_of.get(fam)))},
+        # the realism families against siit: the reference and the sweep-only rows are no candidates there either
+        transfer=transfer(pooled, by_family, exclude={REFERENCE_METHOD} | SWEEP_ONLY),
         extra=extra or {},
     )
 

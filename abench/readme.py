@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from abench.recommend import SWEEP_ONLY
+from abench.report.transfer import headline_sentence
 from abench.report.metrics import ci_text
 from abench.report.static_figure import headline_svg
 from abench.report.tables import fmt
@@ -70,6 +71,9 @@ def headline_markdown(doc: dict) -> str:
     if rec:
         lines += ["", f"**Which method to use** on `{doc['headline_family']}`: `{rec['method']}`: {rec['why']} "
                   "([how it is decided](abench/recommend.py))."]
+    held = headline_sentence(doc.get("transfer") or {})
+    if held:
+        lines += ["", held + " ([ranking transfer](reports/leaderboard.md#ranking-transfer-the-realism-axes-against-siit))"]
     lines += ["", f"![{_title(doc)}: pooled AUROC and faithfulness per method](docs/img/headline.svg)", END]
     return "\n".join(lines) + "\n"
 

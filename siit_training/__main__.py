@@ -81,7 +81,7 @@ def run_one(name: str, config: SiitConfig, args: argparse.Namespace) -> dict | N
                           ll_config=None if args.resume else ll_config_arg(name, task, previous, args.arch),
                           checkpoint=ckpt, resume=args.resume, pause_after_steps=args.pause_after_steps,
                           pause_after_s=args.pause_after, extra={"continued_from": continued_from},
-                          redundant=siit.redundant_of(name) or None)
+                          redundant=siit.redundant_of(name) or None, layers=siit.layers_of(name))
     if info["paused"]:
         print(f"{name}: paused at step {info['steps']} after {info['wall_s']:.0f}s of training; "
               f"go on with `python -m siit_training --task {name} --resume` and the same options")

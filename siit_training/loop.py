@@ -55,7 +55,8 @@ class TrainingRun:
     def __init__(self, hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: bool = True,
                  init: tuple[dict, dict] | None = None, ll_config: dict | None = None, checkpoint: Path | None = None,
                  resume: bool = False, pause_after_steps: int | None = None, pause_after_s: float | None = None,
-                 extra: dict | None = None, redundant: dict[str, list[str]] | None = None):
+                 extra: dict | None = None, redundant: dict[str, list[str]] | None = None,
+                 layers: list[int] | None = None):
         if resume and checkpoint is None:
             raise ValueError("resume=True needs checkpoint=<path>")
         meta = tensors = None
@@ -66,7 +67,7 @@ class TrainingRun:
             ll_config = meta["ll_config"]
         self.task, self.config, self.progress = hl_task, config, progress
         self.checkpoint_path, self.pause_after_steps, self.pause_after_s = checkpoint, pause_after_steps, pause_after_s
-        self.objective = Objective(hl_task, config, device, init, ll_config, redundant)
+        self.objective = Objective(hl_task, config, device, init, ll_config, redundant, layers)
         self.continued = meta["continued"] if meta else init is not None
         self.hyperparameters = config.hyperparameters(hl_task.output, continued=self.continued, redundant=redundant)
         # a fresh Adam's first steps move every weight by ~lr at once: trained or tracr weights need a warm-up
@@ -236,7 +237,7 @@ class TrainingRun:
 def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: bool = True,
           init: tuple[dict, dict] | None = None, ll_config: dict | None = None, checkpoint: Path | None = None,
           resume: bool = False, pause_after_steps: int | None = None, pause_after_s: float | None = None,
-          extra: dict | None = None, redundant: dict[str, list[str]] | None = None
+          extra: dict | None = None, redundant: dict[str, list[str]] | None = None, layers: list[int] | None = None
           ) -> tuple[HookedTransformer, dict[str, torch.Tensor], dict]:
     """Train an LL model for ``hl_task`` under ``config``; returns ``(ll, aux, info)`` with the best checkpoint.
 
@@ -247,8 +248,9 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
     this session at the first evaluation past either, after writing the checkpoint, and return
     ``info["paused"] = True`` (the budgets of ``config`` count training time over all sessions).
     ``redundant``: HL node -> list of LL nodes that each carry it (``model.SIIT_VARIANTS``; backup rows).
+    ``layers``: HL layer i -> LL layer ``layers[i]`` (a deep variant; default the same layer).
     ``extra``: JSON-able facts about the run kept in the checkpoint and returned as ``info["extra"]``
     (on resume, the checkpoint's)."""
     return TrainingRun(hl_task, config, device=device, progress=progress, init=init, ll_config=ll_config, checkpoint=checkpoint,
                        resume=resume, pause_after_steps=pause_after_steps, pause_after_s=pause_after_s, extra=extra,
-                       redundant=redundant).run()
+                       redundant=redundant, layers=layers).run()

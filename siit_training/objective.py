@@ -50,7 +50,7 @@ class Objective:
     """
 
     def __init__(self, hl_task: Task, config: SiitConfig, device: str, init: tuple[dict, dict] | None, ll_config: dict | None,
-                 redundant: dict[str, list[str]] | None = None):
+                 redundant: dict[str, list[str]] | None = None, layers: list[int] | None = None):
         if config.freeze_circuit and not config.init_tracr:  # before anything is built or drawn
             raise ValueError("--freeze-circuit needs --init-tracr (it keeps tracr's weights as compiled)")
         self.task, self.config, self.device = hl_task, config, device
@@ -62,7 +62,7 @@ class Objective:
         if config.init_tracr:  # idempotent: a resumed or continued run's config already fits
             self.cfg = warm_start_config(self.cfg, self.hl)
         self.ll = siit.build_ll(self.cfg, device=device, seed=config.seed)
-        self.corr = siit.correspondence(hl_task, self.ll, redundant)
+        self.corr = siit.correspondence(hl_task, self.ll, redundant, layers)
         if config.init_tracr and init is None:  # a resumed run's weights are loaded over these
             embed_tracr(self.ll, hl_task, self.corr)
         self.grad_masks = ({k: v.to(device) for k, v in frozen_masks(self.ll, self.hl, siit.ll_circuit(self.corr)).items()}
@@ -187,7 +187,7 @@ class Objective:
         # aux readout on the all-circuit-ablated rows: the last resid of rows 3n..4n
         aux, d_vocab = self.aux, self.cfg["d_vocab"]
         logits = store["last"][3 * n:4 * n] @ aux["aux.W_U"] + aux["aux.b_U"]
-        l_aux = siit.aux_block_ce(logits, siit.aux_targets(base, d_vocab), self.sizes)
+        l_aux = siit.aux_block_ce(logits, siit.aux_targets(base, d_vocab, siit.is_causal(self.cfg)), self.sizes)
         write_variance = {node.name: siit.input_variance(siit.node_write(node, store[node.hook_name], ll)) for node in self.nodes}
         l_live = liveness_hinge(torch.stack([write_variance[node.name] for node in bys]), torch.stack([write_variance[node.name] for node in circ_ll]),
                                 LIVE_FLOOR, config.live_median_grad)

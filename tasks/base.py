@@ -35,6 +35,12 @@ FAMILY_GROUND_TRUTH = {
     "backup pair, each member alone implementing it with its partner knocked out): single-node ablation under-reports "
     "each member by design, so read the joint-ablation table; the ground-truth check scores the pair by its joint "
     "resample effect. Never pooled with siit",
+    "siit_norm": "as resample (SIIT), on pre-norm models (LayerNorm as gpt2, RMSNorm as Llama; the norms' scales kept, "
+    "not folded): an ablation's effect includes what it does to the norm. Never pooled with siit",
+    "siit_causal": "as resample (SIIT), on models with a causal attention mask trained on programs whose every node at a "
+    "position reads only that position and earlier ones. Never pooled with siit",
+    "siit_deep": "as resample (SIIT), on 6-layer models whose circuit sits in a few layers, bystander layers before, "
+    "between and after it. Never pooled with siit",
 }
 
 

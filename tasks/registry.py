@@ -38,9 +38,11 @@ def families() -> dict[str, list[str]]:
 
 
 # `pytest benchmarks` with no --tasks runs every family: SIIT first (live bystanders, the
-# realistic ground truth), then the SIIT backup pair(s), then tracr (exact but bystander-free).
+# realistic ground truth), then the SIIT backup pair(s), the compiled-circuit models, the realism axes
+# (pre-norm, causal, deep: models shaped like real ones), then tracr (exact but bystander-free).
 # Each keeps its own ground truth and its own table.
-DEFAULT_FAMILIES = [f for f in ("siit", "siit_backup", "siit_compiled", "tracr") if f in families()]
+DEFAULT_FAMILIES = [f for f in ("siit", "siit_backup", "siit_compiled", "siit_norm", "siit_causal", "siit_deep", "tracr")
+                    if f in families()]
 
 
 def resolve_task_names(spec: str | None) -> list[str]:

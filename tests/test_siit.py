@@ -23,15 +23,14 @@ FRESH_N = 96  # examples per length
 def test_some_models_shipped_and_registered():
     assert len(SHIPPED) >= 1, "no SIIT model passed the bar; retrain with `python -m siit_training --task all`"
     plain = [n for n in SHIPPED if siit.family_of(n) == "siit"]
-    backup = [n for n in SHIPPED if siit.family_of(n) == siit.BACKUP_FAMILY]
-    compiled = [n for n in SHIPPED if siit.family_of(n) == siit.COMPILED_FAMILY]
     assert sorted(families().get("siit", [])) == sorted(f"siit_{n}" for n in plain)
-    assert sorted(families().get(siit.BACKUP_FAMILY, [])) == sorted(f"siit_{n}" for n in backup)
-    assert sorted(families().get(siit.COMPILED_FAMILY, [])) == sorted(f"siit_{n}" for n in compiled)
     assert DEFAULT_FAMILIES[0] == "siit"  # the default run starts with the SIIT family
-    # then the backup pair(s) and the compiled-circuit models, each in its own family, before tracr
-    assert DEFAULT_FAMILIES[1:] == [f for f in (siit.BACKUP_FAMILY, siit.COMPILED_FAMILY, "tracr") if f in families()]
-    assert resolve_task_names(None)[: len(SHIPPED)] == [f"siit_{n}" for n in plain + backup + compiled]
+    # then the backup pair(s), the compiled-circuit models and the realism axes, each in its own family, before tracr
+    order = ("siit", siit.BACKUP_FAMILY, siit.COMPILED_FAMILY, siit.NORM_FAMILY, siit.CAUSAL_FAMILY, siit.DEEP_FAMILY)
+    assert DEFAULT_FAMILIES[1:] == [f for f in order[1:] + ("tracr",) if f in families()]
+    for fam in order[1:]:
+        assert sorted(families().get(fam, [])) == sorted(f"siit_{n}" for n in SHIPPED if siit.family_of(n) == fam)
+    assert resolve_task_names(None)[: len(SHIPPED)] == [f"siit_{n}" for fam in order for n in SHIPPED if siit.family_of(n) == fam]
     assert "tracr" in families()  # tracr tasks stay selectable
 
 

@@ -33,6 +33,7 @@ from abench.report.figures import (faithfulness_curve_figure, method_colors, met
                                    out_effect_figure, roc_figure, sweep_figure, hidden_sweep)
 from abench.report.metrics import SHOWN, best_values, ci_text, is_best, value
 from ablations.estimators import is_estimator
+from abench.report.transfer import TRANSFER_NOTE, transfer_figure, transfer_frame, transfer_line
 from abench.report.tables import CIRCUIT_NOTE, JOINT_NOTE, check_line, checks_frame, joint_frame, rows_frame
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -335,11 +336,26 @@ def _attribution_sections(doc: dict, figures: _Figures) -> list[str]:
     return parts
 
 
+def _transfer_sections(doc: dict, figures: _Figures) -> list[str]:
+    """The realism axes against the base family: each axis's sentence and table, then one methods x axes figure."""
+    transfer = doc.get("transfer") or {}
+    if not transfer:
+        return []
+    parts = [f'<h2>Ranking transfer: the realism axes against <code>siit</code></h2><p class="meta">{html.escape(TRANSFER_NOTE)}</p>']
+    for rec in transfer.values():
+        parts.append(f'<p class="answer">{html.escape(transfer_line(rec).replace("**", "").replace("`", ""))}</p>'
+                     + transfer_frame(rec).to_html(index=False, classes="rows", border=0, escape=True))
+    fig = transfer_figure(transfer)
+    if fig is not None:
+        parts.append(figures.add(fig, "fig-transfer"))
+    return parts
+
+
 def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
     """The whole report as one self-contained HTML page (one inline plotly.js copy)."""
     methods = methods_of(doc)
     figures = _Figures()
-    parts = (_header(doc, title, methods) + _family_tables(doc) + _problems(doc)
+    parts = (_header(doc, title, methods) + _family_tables(doc) + _transfer_sections(doc, figures) + _problems(doc)
              + _figure_sections(doc, methods, method_colors(methods), figures) + _attribution_sections(doc, figures))
     check = _SELF_CHECK.replace("__EXPECTED__", str(len(figures.ids)))
     return "\n".join(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from abench.report.attribution import ATTRIBUTION_NOTE, attribution_frame
+from abench.report.transfer import TRANSFER_NOTE, transfer_frame, transfer_line
 from abench.report.tables import CIRCUIT_NOTE, JOINT_NOTE, check_line, checks_frame, joint_frame, rows_frame, summary_frame
 
 
@@ -30,6 +31,11 @@ def to_markdown(doc: dict) -> str:
         rec = (doc.get("recommendation") or {}).get(fam)
         if rec:
             lines += [f"**Which method to use** on `{fam}`: `{rec['method']}`: {rec['why']} (`abench/recommend.py`).", ""]
+    transfer = doc.get("transfer") or {}
+    if transfer:
+        lines += ["## Ranking transfer: the realism axes against `siit`", "", TRANSFER_NOTE, ""]
+        for rec in transfer.values():
+            lines += [transfer_line(rec), "", transfer_frame(rec).to_markdown(index=False), ""]
     if doc.get("excluded_tasks"):
         lines += ["Left out of every summary (ground-truth check failed): "
                   + ", ".join(f"`{t}`" for t in doc["excluded_tasks"]), ""]

@@ -46,6 +46,7 @@ from tasks.siit.evaluate import COMPLETENESS_TOL, bar_score, cell_correct, eval_
 from tasks.siit.model import (ARCH_OVERRIDES, CARD_PROTOCOL, CARD_SCHEMA, CARD_VERSION, LIVE_THRESHOLD,  # noqa: F401
                               LL_CONFIG_SCHEMA, NUM_TOL, OPTIONAL_CARD_SCHEMA, PASS_BAR, SIIT_VARIANTS, WEIGHTS_DIR, SiitLoadError,
                               aux0_sizes, aux0_targets, aux_block_ce, aux_logit_accuracy, aux_sizes, aux_targets, build_ll,
-                              BACKUP_FAMILY, COMPILED_FAMILY, correspondence, family_of, is_compiled, input_variance, ll_circuit, ll_config_for, ll_members,
+                              BACKUP_FAMILY, CAUSAL_FAMILY, COMPILED_FAMILY, DEEP_FAMILY, NORM_FAMILY, REALISM_FAMILIES,
+                              correspondence, family_of, is_causal, is_compiled, layers_of, input_variance, ll_circuit, ll_config_for, ll_members,
                               ll_nodes, load, node_write, patch_hooks, paths, program_of, redundant_of, unit_name,
                               prefix_cache, save, shipped, siit_task, validate_card)

@@ -207,7 +207,7 @@ def _count_aux(t: _Tally, store: dict[str, torch.Tensor], aux: dict[str, torch.T
                ll: HookedTransformer) -> None:
     """Aux readout accuracy from the final residual stream (and from layer 0's, where the model has that readout)."""
     logits = store["r"] @ aux["aux.W_U"] + aux["aux.b_U"]
-    ok, n_cells = aux_logit_accuracy(logits, aux_targets(base, ll.cfg.d_vocab), aux_sizes(ll.cfg.d_vocab))
+    ok, n_cells = aux_logit_accuracy(logits, aux_targets(base, ll.cfg.d_vocab, ll.cfg.attention_dir == "causal"), aux_sizes(ll.cfg.d_vocab))
     t.tot["aux"][0] += ok; t.tot["aux"][1] += n_cells
     if "aux.L0_W_U" in aux:
         logits0 = store["r0"] @ aux["aux.L0_W_U"] + aux["aux.L0_b_U"]

@@ -103,6 +103,21 @@ SIIT_VARIANTS: dict[str, dict] = {
 }
 BACKUP_FAMILY = "siit_backup"
 COMPILED_FAMILY = "siit_compiled"
+# Realism axes: models shaped like the ones researchers ablate, each axis its own family (never pooled
+# with ``siit``), under the same bar. ``norm``: pre-LayerNorm (gpt2) or pre-RMSNorm (Llama); ``causal``:
+# a causal mask, on programs whose every node at a position reads only that position and earlier ones
+# (``tests/test_siit.py`` checks it on the tracr model); ``deep``: 6 layers, the circuit in the layers of
+# ``layers`` (HL layer i -> LL layer layers[i]), bystander layers before, between and after it.
+NORM_FAMILY, CAUSAL_FAMILY, DEEP_FAMILY = "siit_norm", "siit_causal", "siit_deep"
+REALISM_FAMILIES = (NORM_FAMILY, CAUSAL_FAMILY, DEEP_FAMILY, BACKUP_FAMILY)
+_LN, _RMS, _CAUSAL = {"normalization_type": "LN"}, {"normalization_type": "RMS"}, {"attention_dir": "causal"}
+for _program in ("back2", "first_token", "prev_prev", "frac_prevs"):
+    SIIT_VARIANTS[f"{_program}_ln"] = {"program": _program, "arch": _LN, "family": NORM_FAMILY}
+    SIIT_VARIANTS[f"{_program}_rms"] = {"program": _program, "arch": _RMS, "family": NORM_FAMILY}
+for _program in ("prev_token", "back2", "first_token", "prev_prev", "frac_prevs", "sum_prev"):
+    SIIT_VARIANTS[f"{_program}_causal"] = {"program": _program, "arch": _CAUSAL, "family": CAUSAL_FAMILY}
+for _program, _layers in (("back2", [2]), ("first_token", [3]), ("prev_prev", [1, 4]), ("length", [2]), ("frac_prevs", [1, 4])):
+    SIIT_VARIANTS[f"{_program}_deep"] = {"program": _program, "arch": {"n_layers": 6}, "layers": _layers, "family": DEEP_FAMILY}
 
 
 def program_of(name: str) -> str:
@@ -126,10 +141,18 @@ def is_compiled(name: str) -> bool:
     return bool(_variant(name).get("compiled"))
 
 
+def layers_of(name: str) -> list[int] | None:
+    """HL layer i -> LL layer ``layers[i]`` of a deep variant; ``None``: the same layer."""
+    layers = _variant(name).get("layers")
+    return list(layers) if layers is not None else None
+
+
 def family_of(name: str) -> str:
     """``siit_backup`` for a model with a redundant node, ``siit_compiled`` for a compiled-circuit
-    variant, else ``siit``."""
-    return BACKUP_FAMILY if redundant_of(name) else COMPILED_FAMILY if is_compiled(name) else "siit"
+    variant, a realism axis's family for its variants, else ``siit``."""
+    if redundant_of(name):
+        return BACKUP_FAMILY
+    return COMPILED_FAMILY if is_compiled(name) else _variant(name).get("family", "siit")
 
 
 def ll_circuit(corr: dict) -> list[str]:
@@ -168,27 +191,45 @@ def ll_config_for(task_name: str, hl: HookedTransformer) -> dict:
 
 # LL activations: gelu (InterpBench's), relu (tracr's: a model warm-started from the compiled weights)
 LL_ACT_FNS = ("gelu", "relu")
+# LL normalisation: none (the base family), pre-LayerNorm (as gpt2), pre-RMSNorm (as Llama). The norms'
+# learned scales stay in the model (never folded), so an ablation's effect on the norm is scored.
+LL_NORMS = (None, "LN", "RMS")
+LL_ATTENTION = ("bidirectional", "causal")
 
 
 def build_ll(cfg: dict, device: str = "cpu", seed: int = 0) -> HookedTransformer:
     """The LL model of ``cfg`` (``ll_config_for``'s keys; ``act_fn`` gelu unless the config says
-    relu, as a model warm-started from tracr's weights does)."""
+    relu, as a model warm-started from tracr's weights does; ``normalization_type`` one of
+    ``LL_NORMS``, ``attention_dir`` one of ``LL_ATTENTION``: none and bidirectional unless it says)."""
     cfg = dict(cfg)
     act_fn = cfg.pop("act_fn", "gelu")
     if act_fn not in LL_ACT_FNS:
         raise ValueError(f"ll_config act_fn must be one of {LL_ACT_FNS}, got {act_fn!r}")
+    norm = cfg.pop("normalization_type", None)
+    if norm not in LL_NORMS:
+        raise ValueError(f"ll_config normalization_type must be one of {LL_NORMS}, got {norm!r}")
+    attention = cfg.pop("attention_dir", "bidirectional")
+    if attention not in LL_ATTENTION:
+        raise ValueError(f"ll_config attention_dir must be one of {LL_ATTENTION}, got {attention!r}")
     tl_cfg = HookedTransformerConfig(
-        **cfg, act_fn=act_fn, normalization_type=None, attention_dir="bidirectional",
+        **cfg, act_fn=act_fn, normalization_type=norm, attention_dir=attention,
         default_prepend_bos=False, device=device, seed=seed,
     )
     return HookedTransformer(tl_cfg, move_to_device=True)
 
 
-def correspondence(hl_task: Task, ll: HookedTransformer, redundant: dict[str, list[str]] | None = None) -> dict[str, str | list[str]]:
-    """HL node name -> LL node name: same layer, same kind, head h -> head h; a node in
-    ``redundant`` maps to its list of LL node names instead."""
+def correspondence(hl_task: Task, ll: HookedTransformer, redundant: dict[str, list[str]] | None = None,
+                   layers: Sequence[int] | None = None) -> dict[str, str | list[str]]:
+    """HL node name -> LL node name: same layer (or HL layer i -> LL layer ``layers[i]``), same
+    kind, head h -> head h; a node in ``redundant`` maps to its list of LL node names instead."""
     out: dict[str, str | list[str]] = {}
     redundant = redundant or {}
+    hl_layers = hl_task.model.cfg.n_layers
+    layer_map = list(range(hl_layers)) if layers is None else list(layers)
+    if (len(layer_map) != hl_layers or any(b <= a for a, b in zip(layer_map, layer_map[1:]))
+            or layer_map[0] < 0 or layer_map[-1] >= ll.cfg.n_layers):
+        raise ValueError(f"layers {layer_map} must map the {hl_layers} HL layers of {hl_task.name} onto increasing "
+                         f"LL layers below {ll.cfg.n_layers}")
     hl_circ = {n.name for n in hl_task.nodes if n.in_circuit}
     stray = sorted(set(redundant) - hl_circ)
     if stray:
@@ -206,7 +247,7 @@ def correspondence(hl_task: Task, ll: HookedTransformer, redundant: dict[str, li
                 continue
             if n.kind == "attn" and n.head >= ll.cfg.n_heads:
                 raise ValueError(f"LL model has too few heads for {n.name}")
-            out[n.name] = Node(n.layer, n.kind, n.head).name
+            out[n.name] = Node(layer_map[n.layer], n.kind, n.head).name
     flat = ll_circuit(out)
     if len(set(flat)) != len(flat):
         raise ValueError(f"correspondence maps two HL nodes onto one LL node: {flat}")
@@ -230,15 +271,23 @@ def aux_sizes(d_vocab: int) -> list[int]:
     return [d_vocab + 1, d_vocab + 1, 2]
 
 
-def aux_targets(tokens: torch.Tensor, d_vocab: int) -> torch.Tensor:
-    """``[b, pos, 3]`` aux labels: token at p-1 (BOS pos gets d_vocab), token at p+1 (last -> d_vocab), p-1 == p."""
-    b, n = tokens.shape
+def aux_targets(tokens: torch.Tensor, d_vocab: int, causal: bool = False) -> torch.Tensor:
+    """``[b, pos, 3]`` aux labels: token at p-1 (BOS pos gets d_vocab), token at p+1 (last -> d_vocab), p-1 == p.
+    ``causal``: token at p-2 (first two -> d_vocab) instead of p+1, which a causal model cannot see."""
     prev = torch.full_like(tokens, d_vocab)
     prev[:, 1:] = tokens[:, :-1]
-    nxt = torch.full_like(tokens, d_vocab)
-    nxt[:, :-1] = tokens[:, 1:]
+    second = torch.full_like(tokens, d_vocab)
+    if causal:
+        second[:, 2:] = tokens[:, :-2]
+    else:
+        second[:, :-1] = tokens[:, 1:]
     same = (prev == tokens).long()
-    return torch.stack([prev, nxt, same], dim=-1)
+    return torch.stack([prev, second, same], dim=-1)
+
+
+def is_causal(cfg: dict) -> bool:
+    """Whether an LL config (``ll_config_for``'s keys) has a causal attention mask."""
+    return cfg.get("attention_dir", "bidirectional") == "causal"
 
 
 def aux0_sizes(d_vocab: int) -> list[int]:
@@ -348,7 +397,7 @@ def save(name: str, ll: HookedTransformer, aux: dict[str, torch.Tensor], card: d
 _POSITIVE_INT = (lambda v: type(v) is int and v >= 1, "a positive integer")
 LL_CONFIG_SCHEMA = {k: _POSITIVE_INT for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab", "d_vocab_out", "n_ctx")}
 # set by build_ll itself, so a card may not carry them
-_BUILD_LL_FIXED = {"normalization_type", "attention_dir", "default_prepend_bos", "device", "seed"}
+_BUILD_LL_FIXED = {"default_prepend_bos", "device", "seed"}
 CARD_SCHEMA = {
     "card_version": (lambda v: type(v) is int, "an integer"),
     "ll_config": (lambda v: isinstance(v, dict), "an object"),
@@ -382,8 +431,9 @@ def validate_card(card, where: str) -> None:
             raise SiitLoadError(f"{where}: ll_config lacks {key!r}")
         if not ok(cfg[key]):
             raise SiitLoadError(f"{where}: field ll_config.{key} must be {what}, got {cfg[key]!r:.80} ({type(cfg[key]).__name__})")
-    if "act_fn" in cfg and cfg["act_fn"] not in LL_ACT_FNS:
-        raise SiitLoadError(f"{where}: field ll_config.act_fn must be one of {LL_ACT_FNS}, got {cfg['act_fn']!r:.80}")
+    for key, allowed_values in (("act_fn", LL_ACT_FNS), ("normalization_type", LL_NORMS), ("attention_dir", LL_ATTENTION)):
+        if key in cfg and cfg[key] not in allowed_values:
+            raise SiitLoadError(f"{where}: field ll_config.{key} must be one of {allowed_values}, got {cfg[key]!r:.80}")
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise SiitLoadError(f"{where}: ll_config has fields a HookedTransformerConfig cannot take (or that build_ll sets): {unknown}")
@@ -475,7 +525,7 @@ def siit_task(name: str, device: str = "cpu", weights_dir: Path | None = None) -
     if frozen != is_compiled(name):  # a compiled circuit never joins the siit family, nor a trained one siit_compiled
         raise SiitLoadError(f"SIIT task {name!r}: card says the circuit was {'frozen at tracr' if frozen else 'trained'}, "
                             f"but {name!r} is {'a compiled-circuit variant' if is_compiled(name) else 'a trained-circuit model'}")
-    if card["correspondence"] != correspondence(hl, ll, redundant_of(name)):
+    if card["correspondence"] != correspondence(hl, ll, redundant_of(name), layers_of(name)):
         raise SiitLoadError(f"SIIT task {name!r}: card correspondence does not match the tracr program's circuit"
                             + (f" with redundant nodes {redundant_of(name)}" if redundant_of(name) else ""))
     nodes = ll_nodes(ll, ll_circuit(card["correspondence"]))
