@@ -72,7 +72,7 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     shared = SharedState.of(fit, ev)  # what every method of this task sees, restored after each
     try:
         m = make_method(method) if isinstance(method, str) else method
-        row.update(method_fields(m.name))
+        row.update(method_fields(m))
         if isinstance(m, Estimator):  # an estimate of another method's effects, scored beside them
             estimate = estimator_row(task, m, fit, ev, convention, lambda: Timer(device))
             _check_shared(shared, m, "estimate")
@@ -92,7 +92,7 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     except Exception as err:  # noqa: BLE001 - any failure of a method becomes its row's reason
         changed = shared.restore()  # e.g. an input edited in place before the per-batch check caught it
         if "method" not in row:
-            row.update(method_fields(method if isinstance(method, str) else getattr(method, "name", repr(method))))
+            row.update(method_fields(method if isinstance(method, (str, AblationMethod)) else getattr(method, "name", repr(method))))
         reason = (str(err) if isinstance(err, MethodError) else f"{type(err).__name__}: {err}") + raise_site(err)
         if changed:
             reason += f"; shared task data it changed was restored for the other methods: {describe(changed)}"
@@ -111,18 +111,30 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     return Row(**row, status="ok", measures=measures, nodes=[asdict(e) for e in effects])
 
 
-def method_fields(name: str) -> dict:
-    """A row's method: its full name and the parsed spec as data, ``method_base`` and ``params``
-    (the constructor's keyword arguments: ``scaled_resample[s=0.5]`` -> ``scaled_resample``,
-    ``{"s": 0.5}``; ``pca_resample[k=2,complement]`` -> ``{"k": 2, "part": "complement"}``)."""
-    spec = parse_spec(name)
+# a row's params are data in leaderboard.json: what a method holds beyond these (a dict of tensors) stays out
+_PARAM_TYPES = (bool, int, float, str, type(None))
+
+
+def method_fields(method: str | AblationMethod) -> dict:
+    """A row's method: its full name, ``method_base`` (the registered name) and ``params``, the
+    method's own ``get_params()`` (every constructor argument, defaults included:
+    ``scaled_resample[s=0.5]`` -> ``{"s": 0.5}``, ``noise`` -> ``{"scale": 3.0}``) where they are plain
+    values. A name that builds no method (its row failed) gets the parameters its spec spells out."""
+    if isinstance(method, AblationMethod):
+        try:
+            params = {k: v for k, v in method.get_params().items() if isinstance(v, _PARAM_TYPES)}
+            base = method.base_name if method.base_name != AblationMethod.base_name else getattr(parse_spec(method.name), "name", None)
+            return {"method": method.name, "method_base": base, "params": params}
+        except AttributeError:  # a plugin that does not keep its parameters under their names: its spec says them
+            method = method.name
+    spec = parse_spec(method)
     if spec is None:
-        return {"method": name, "method_base": None, "params": {}}
+        return {"method": method, "method_base": None, "params": {}}
     try:
         params = spec.kwargs(getattr(REGISTRY.get(spec.name), "flag_param", None))
     except ValueError:
         params = {**spec.params, "flags": list(spec.flags)}
-    return {"method": name, "method_base": spec.name, "params": params}
+    return {"method": method, "method_base": spec.name, "params": params}
 
 
 def _check_shared(shared: SharedState, method: AblationMethod, stage: str) -> None:

@@ -8,10 +8,11 @@ nothing; ``mean``, ``pca_*``, ``noise`` and ``optimal`` learn from the task's fi
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from transformer_lens import HookedTransformer
@@ -229,6 +230,21 @@ class AblationMethod:
     def ablate(self, batch: NodeBatch) -> torch.Tensor:  # [batch, pos, d]
         raise NotImplementedError
 
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's keyword arguments as the method holds them (scikit-learn's ``get_params``):
+        each parameter of ``__init__`` read from the attribute of its name. A row's ``params`` are
+        these (``abench.bench.method_fields``). Raises ``AttributeError`` naming a parameter the
+        method does not keep under its own name."""
+        out = {}
+        for p in list(inspect.signature(type(self).__init__).parameters.values())[1:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if not hasattr(self, p.name):
+                raise AttributeError(f"{type(self).__name__}.get_params: parameter {p.name!r} of __init__ is not kept as "
+                                     f"the attribute self.{p.name}")
+            out[p.name] = getattr(self, p.name)
+        return out
+
     def __repr__(self) -> str:
         return self.name
 
@@ -243,6 +259,9 @@ class FunctionMethod(AblationMethod):
 
     def ablate(self, batch: NodeBatch) -> torch.Tensor:
         return self.fn(batch)
+
+    def get_params(self) -> dict[str, Any]:
+        return {}  # a plain function takes no parameters (its name and body are not ones)
 
 
 REGISTRY: dict[str, Callable[..., AblationMethod]] = {}

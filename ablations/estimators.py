@@ -72,6 +72,11 @@ class Estimator(AblationMethod):
         self.inner = _inner(method)
 
     @property
+    def method(self) -> str:
+        """The name of the wrapped method (the ``method`` parameter, as ``get_params`` reports it)."""
+        return self.inner.name
+
+    @property
     def name(self) -> str:
         return f"{self.base_name}[{self.inner.name}]"
 

@@ -23,6 +23,7 @@ under MKL_CBWR=COMPATIBLE).
 from __future__ import annotations
 
 import copy
+import inspect
 from types import SimpleNamespace
 
 import torch
@@ -46,6 +47,13 @@ class OptimalAblation(AblationMethod):
         self.lr, self.max_steps = param(lr, "lr", low=0, low_open=True), param(max_steps, "max_steps", int, low=0)
         self.patience, self.tol = param(patience, "patience", int, low=1), param(tol, "tol", low=0)
         self.max_examples = param(max_examples, "max_examples", int, low=1)
+
+    @property
+    def name(self) -> str:
+        """``optimal``, or with the parameters that differ from the defaults: ``optimal[lr=0.05]`` (two fits, two rows)."""
+        defaults = {k: p.default for k, p in inspect.signature(OptimalAblation.__init__).parameters.items() if k != "self"}
+        changed = [f"{k}={v:g}" for k, v in self.get_params().items() if v != defaults[k]]
+        return f"{self.base_name}[{','.join(changed)}]" if changed else self.base_name
 
     def _start(self, data: TaskData, name: str) -> torch.Tensor:
         if self.per_position:

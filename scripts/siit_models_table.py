@@ -43,16 +43,18 @@ def card_paths(folders: list[Path]) -> list[Path]:
 
 
 def rows(folders: list[Path]) -> list[dict]:
-    from tasks.siit.model import CARD_PROTOCOL
+    from tasks.siit.model import CARD_PROTOCOL, family_of
 
     out = []
     for path in card_paths(folders):
         c = json.loads(path.read_text())
         cfg = c["ll_config"]
         out.append({
-            "model": f"siit_{path.stem}", "ships": bool(c.get("passed")) and c.get("protocol") == CARD_PROTOCOL,
-            "protocol": c.get("protocol"),
-            "LL": f"{cfg['n_layers']} x {cfg['n_heads']}, d {cfg['d_model']}", "nodes": c.get("n_ll_nodes"),
+            "model": f"siit_{path.stem}", "family": family_of(path.stem),
+            "ships": bool(c.get("passed")) and c.get("protocol") == CARD_PROTOCOL, "protocol": c.get("protocol"),
+            "LL": f"{cfg['n_layers']} x {cfg['n_heads']}, d {cfg['d_model']}"
+                  + (f", {cfg['normalization_type']}" if cfg.get("normalization_type") else "")
+                  + (", causal" if cfg.get("attention_dir") == "causal" else ""), "nodes": c.get("n_ll_nodes"),
             "circuit": len(c["correspondence"]),
             "circuit weights": circuit_weights(c), "max len": cfg["n_ctx"] - 1, "steps": c.get("steps"),
             "wall s": c.get("wall_time_s"), "continued": c.get("continued_from") is not None,

@@ -15,10 +15,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from abench.bench import run_row
+from abench.bench import method_fields, run_row
 from abench.effects import MethodError, node_effects
 from interventions.measures import NUMERICAL_THRESHOLD
 from ablations import DEFAULT_METHODS, AblationMethod, NodeBatch, TaskData, make_method
+from ablations.base import REGISTRY
 from ablations.basic import Mean, PositionMean, Resample, ResampleSameLength, Zero
 from tasks.base import InputSpec, Task
 
@@ -471,3 +472,33 @@ def test_run_row_reports_a_misbehaving_method_as_failed(kind):
     assert BAD[kind] in row.error and fit.nodes[0].name in row.error, row.error
     ok = run_row(task, "mean", fit.data, ev)
     assert ok.ok and ok.error is None, ok
+
+
+@pytest.mark.parametrize("name", DEFAULT_METHODS + ["noise[scale=2]", "optimal[lr=0.05]", "atp_ig[mean,steps=3]"])
+def test_a_method_reports_its_own_parameters(name):
+    """get_params (scikit-learn's shape): the registered factory called with them rebuilds the same method,
+    and a row's params are exactly them (no second parse of the name)."""
+
+    method = make_method(name)
+    params = method.get_params()
+    assert REGISTRY[method.base_name](**params).name == name
+    fields = method_fields(method)
+    assert fields["method"] == name and fields["method_base"] == method.base_name
+    assert fields["params"] == {k: v for k, v in params.items() if not isinstance(v, dict)}
+
+
+def test_a_plugin_that_hides_its_parameters_gets_those_its_name_spells():
+
+    class Hidden(AblationMethod):
+        base_name = "hidden"
+
+        def __init__(self, s: float = 1.0):
+            self._s = s
+
+        @property
+        def name(self) -> str:
+            return f"hidden[s={self._s:g}]"
+
+    with pytest.raises(AttributeError, match="parameter 's' of __init__ is not kept"):
+        Hidden(2.0).get_params()
+    assert method_fields(Hidden(2.0)) == {"method": "hidden[s=2]", "method_base": "hidden", "params": {"s": 2}}

@@ -73,6 +73,11 @@ ARCH_OVERRIDES: dict[str, dict] = {
 _WIDE = {"n_layers": 4, "n_heads": 9, "d_model": 32, "d_mlp": 128}
 SIIT_VARIANTS: dict[str, dict] = {
     "hist_backup": {"program": "hist", "redundant": {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[1]"]}},
+    "back2_backup": {"program": "back2", "redundant": {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[1]"]}},
+    "first_token_backup": {"program": "first_token",
+                           "redundant": {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[1]"]}},
+    "prev_token_backup": {"program": "prev_token",
+                          "redundant": {"blocks.0.attn.hook_z[0]": ["blocks.0.attn.hook_z[0]", "blocks.0.attn.hook_z[1]"]}},
     "first_token_wide": {"program": "first_token", "arch": _WIDE},
     "back2_wide": {"program": "back2", "arch": _WIDE},
     "same_as_first_wide": {"program": "same_as_first", "arch": _WIDE},
