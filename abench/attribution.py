@@ -37,6 +37,7 @@ import torch
 from scipy.stats import spearmanr
 
 from abench.conventions import LogitDiffScorer, effect_setup
+from abench.document import NodeEffect
 from abench.effects import replacements
 from abench.separability import bootstrap_auroc, separability
 from ablations.base import AblationMethod, TaskData
@@ -218,8 +219,7 @@ def estimator_row(task: Task, method: Estimator, fit: TaskData, ev: TaskData, co
         "exact_seconds": t_exact,
         "exact_over_estimate": t_exact / t_est_rep if t_est_rep > 0 else None,
         "nodes": [
-            {"name": n, "in_circuit": bool(lab), "effect": float(e), "continuous": float(est_cells[n].mean()),
-             "exact": float(x), "exact_signed": float(exact_cells[n].mean())}
+            NodeEffect(n, bool(lab), float(e), float(est_cells[n].mean()), exact=float(x), exact_signed=float(exact_cells[n].mean()))
             for n, lab, e, x in zip(names, labels, est, ex)
         ],
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -108,7 +107,7 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     measures.update(circuit, circuit_seconds=t_circ.seconds)
     if joint is not None:
         measures["joint_effects"] = joint
-    return Row(**row, status="ok", measures=measures, nodes=[asdict(e) for e in effects])
+    return Row(**row, status="ok", measures=measures, nodes=effects)
 
 
 # a row's params are data in leaderboard.json: what a method holds beyond these (a dict of tensors) stays out

@@ -60,7 +60,7 @@ def _row_scale(row: Row) -> float:
     """1 for a row of exact effects (shares of cells); an estimator row's largest node effect (at least 1e-12)."""
     if not is_estimator(row.method):
         return 1.0
-    return max([abs(float(n["effect"])) for n in row.nodes] + [1e-12])
+    return max([abs(float(n.effect)) for n in row.nodes] + [1e-12])
 
 
 def _allowed(baseline: Leaderboard, tolerance: float, kind: str, where: str, scale: float,

@@ -36,13 +36,47 @@ def _frozen(d: Mapping | None) -> Mapping:
 
 
 @dataclass(frozen=True)
+class NodeEffect:
+    """One node's effect in one row: ``effect`` the row's convention (fraction of cells changed, or
+    an estimator's estimate of it), ``continuous`` its graded counterpart (KL or squared error).
+    An attribution row's node also holds the exact change of the estimator's metric (``exact``,
+    ``exact_signed``; ``abench.attribution``)."""
+
+    name: str
+    in_circuit: bool
+    effect: float
+    continuous: float | None = None
+    exact: float | None = None
+    exact_signed: float | None = None
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "in_circuit": self.in_circuit, "effect": self.effect, "continuous": self.continuous}
+        if self.exact is not None or self.exact_signed is not None:
+            out.update(exact=self.exact, exact_signed=self.exact_signed)
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping, where: str = "node") -> "NodeEffect":
+        """The node effect of a JSON object; ``DocumentError`` naming ``where`` when a field is wrong."""
+        if not isinstance(d, Mapping) or not isinstance(d.get("name"), str) or not isinstance(d.get("in_circuit"), bool):
+            raise DocumentError(f"{where}: a node needs a string 'name' and a boolean 'in_circuit', got {str(d)[:80]}")
+        for k in ("effect", "continuous", "exact", "exact_signed"):
+            if not _number(d.get(k)) or (k == "effect" and d.get(k) is None):
+                raise DocumentError(f"{where} ({d['name']}): {k} must be a number{'' if k == 'effect' else ' or null'}, got {d.get(k)!r}")
+        unknown = sorted(set(d) - {"name", "in_circuit", "effect", "continuous", "exact", "exact_signed"})
+        if unknown:
+            raise DocumentError(f"{where} ({d['name']}): unknown node fields {unknown}")
+        return cls(**dict(d))
+
+
+@dataclass(frozen=True)
 class Row:
     """One (task, method) result.
 
     ``measures``: everything measured, by the row keys of ``abench.report.metrics.METRICS`` and the
     rest (separability, effect convention, circuit-level numbers, attribution agreement, joint
-    effects, timings), in the order they were measured; ``nodes``: per node its effect record
-    (``abench.effects.NodeEffect`` as a dict), absent (``None``) on a failed row;
+    effects, timings), in the order they were measured; ``nodes``: per node its ``NodeEffect``
+    (JSON objects given are read as ones), absent (``None``) on a failed row;
     ``ground_truth_check``: ``passed`` / ``failed`` / ``None``, set by ``leaderboard.build``.
     """
 
@@ -55,7 +89,7 @@ class Row:
     params: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
     measures: Mapping[str, Any] = field(default_factory=dict)
-    nodes: tuple[Mapping[str, Any], ...] | None = None
+    nodes: tuple[NodeEffect, ...] | None = None
     ground_truth_check: str | None = None
 
     def __post_init__(self) -> None:
@@ -64,7 +98,9 @@ class Row:
         object.__setattr__(self, "params", _frozen(self.params))
         object.__setattr__(self, "measures", _frozen(self.measures))
         if self.nodes is not None:
-            object.__setattr__(self, "nodes", tuple(_frozen(n) for n in self.nodes))
+            where = f"row {self.task}-{self.method}: node"
+            object.__setattr__(self, "nodes", tuple(n if isinstance(n, NodeEffect) else NodeEffect.from_json(n, where)
+                                                    for n in self.nodes))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -83,7 +119,7 @@ class Row:
                "method_base": self.method_base, "params": _plain(self.params), "status": self.status, "error": self.error}
         out.update(_plain(self.measures))
         if self.nodes is not None:
-            out["nodes"] = [_plain(n) for n in self.nodes]
+            out["nodes"] = [n.to_json() for n in self.nodes]
             if "joint_effects" in self.measures:  # after the nodes it combines, as rows have always been written
                 out["joint_effects"] = out.pop("joint_effects")
         out["ground_truth_check"] = self.ground_truth_check
@@ -114,6 +150,57 @@ class Row:
         return replace(self, ground_truth_check=check)
 
 
+@dataclass(frozen=True)
+class GroundTruthCheck:
+    """A task's ground-truth check (``abench.ground_truth.check_task``): whether its reference method
+    separates the circuit, every in-circuit unit has its high-level node's effect, and the circuit
+    holds jointly (faithfulness, completeness against the HL model); ``reasons`` for a failure.
+    ``nodes``: per LL node its resample effect (and its HL node's); ``units``: what the separation
+    and the HL comparison score (every node alone, a redundant set by its joint effect)."""
+
+    task: str
+    reference_method: str
+    hl_tolerance: float
+    passed: bool
+    reasons: tuple[str, ...]
+    auroc: float | None
+    gap: float | None
+    max_abs_diff: float | None
+    faithfulness_bar: float
+    faithfulness: float
+    completeness_ll: float
+    completeness_hl: float
+    completeness_abs_diff: float
+    nodes: tuple[Mapping[str, Any], ...] = ()
+    units: tuple[Mapping[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("reasons", "nodes", "units"):
+            object.__setattr__(self, name, tuple(_frozen(v) if isinstance(v, Mapping) else v for v in getattr(self, name)))
+
+    @property
+    def joint_units(self) -> list[Mapping[str, Any]]:
+        """The units that are redundant sets (scored by their joint effect)."""
+        return [u for u in self.units if "members" in u]
+
+    def to_json(self) -> dict:
+        out = {f: _plain(getattr(self, f)) for f in self.__dataclass_fields__}
+        out["joint_units"] = _plain(self.joint_units)
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping, where: str = "ground-truth check") -> "GroundTruthCheck":
+        if not isinstance(d, Mapping) or not isinstance(d.get("task"), str) or not isinstance(d.get("passed"), bool):
+            raise DocumentError(f"{where}: a ground-truth check needs a string 'task' and a boolean 'passed', got {str(d)[:80]}")
+        if not isinstance(d.get("reasons"), list) or not all(isinstance(r, str) for r in d["reasons"]):
+            raise DocumentError(f"{where} ({d['task']}): reasons must be a list of strings")
+        known = set(cls.__dataclass_fields__)
+        missing = sorted(k for k in known - {"nodes", "units"} if k not in d)
+        if missing:
+            raise DocumentError(f"{where} ({d['task']}): missing fields {missing}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
 def _plain(x):
     """JSON-able copies of the read-only views the records hold."""
     if isinstance(x, Mapping):
@@ -141,7 +228,7 @@ class Leaderboard:
     headline_family: str | None
     pooled_tasks: tuple[str, ...]
     summary_by_family: Mapping[str, list]
-    ground_truth_checks: Mapping[str, Mapping]
+    ground_truth_checks: Mapping[str, GroundTruthCheck]
     excluded_tasks: Mapping[str, list]
     rows: tuple[Row, ...]
     recommendation: Mapping[str, Any] = field(default_factory=dict)
@@ -151,6 +238,9 @@ class Leaderboard:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rows", tuple(self.rows))
+        object.__setattr__(self, "ground_truth_checks", _frozen({
+            t: c if isinstance(c, GroundTruthCheck) else GroundTruthCheck.from_json(c, f"ground_truth_checks[{t!r}]")
+            for t, c in self.ground_truth_checks.items()}))
         object.__setattr__(self, "pooled_tasks", tuple(self.pooled_tasks))
 
     @property
@@ -164,7 +254,7 @@ class Leaderboard:
         out = {"environment": _plain(self.environment), "effect_convention": self.effect_convention,
                "ground_truth": _plain(self.ground_truth), "headline_family": self.headline_family,
                "pooled_tasks": list(self.pooled_tasks), "summary": _plain(self.summary),
-               "summary_by_family": _plain(self.summary_by_family), "ground_truth_checks": _plain(self.ground_truth_checks),
+               "summary_by_family": _plain(self.summary_by_family), "ground_truth_checks": {t: c.to_json() for t, c in self.ground_truth_checks.items()},
                "excluded_tasks": _plain(self.excluded_tasks), "rows": [r.to_json() for r in self.rows]}
         if self.attribution:
             out["attribution"] = _plain(self.attribution)

@@ -8,26 +8,18 @@ continuous: mean KL(clean || ablated) (categorical) or squared error (numerical)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import chain
 
 import torch
 
 from interventions.hooks import (DEFAULT_MAX_ROWS, ablated_outputs_loop, ablated_outputs_sets_batched, ablated_outputs_sets_loop,
                                   iter_ablated_outputs_batched)
+from abench.document import NodeEffect
 from abench.scorers import SuiteScorer
 from ablations.base import AblationMethod, TaskData
 
 class MethodError(RuntimeError):
     """A method misbehaved (raised, returned a wrong shape, NaN/inf, or changed its inputs)."""
-
-
-@dataclass
-class NodeEffect:
-    name: str
-    in_circuit: bool
-    effect: float
-    continuous: float
 
 
 def replacements(method: AblationMethod, data: TaskData, group: int, nodes=None) -> dict[str, torch.Tensor]:

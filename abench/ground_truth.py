@@ -28,6 +28,7 @@ without a high-level model (tracr: the labels are the weights themselves) have n
 from __future__ import annotations
 
 from abench.circuit import reference_circuit
+from abench.document import GroundTruthCheck
 from abench.effects import joint_effects, node_effects
 from abench.separability import separability
 from ablations.base import TaskData
@@ -64,7 +65,7 @@ def high_level_effects(task: Task, ev: TaskData, hl_data: TaskData | None = None
     return {unit_name(corr[h.name]): {"hl_node": h.name, "hl_effect": effects[h.name]} for h in hl_nodes}
 
 
-def check_task(task: Task, ev: TaskData) -> dict | None:
+def check_task(task: Task, ev: TaskData) -> GroundTruthCheck | None:
     """The ground-truth check of ``task`` on its eval data, or None when it has no high-level model."""
     if task.ground_truth != REFERENCE_METHOD or task.high_level is None:
         return None
@@ -109,22 +110,10 @@ def check_task(task: Task, ev: TaskData) -> dict | None:
     if completeness_diff > HL_TOLERANCE:
         reasons.append(f"completeness LL {circ_ll['completeness']:.3f} vs HL {circ_hl['completeness']:.3f} "
                        f"(|diff| {completeness_diff:.3f} > {HL_TOLERANCE}; every in-circuit node resampled together)")
-    return {
-        "task": task.name,
-        "reference_method": REFERENCE_METHOD,
-        "hl_tolerance": HL_TOLERANCE,
-        "passed": not reasons,
-        "reasons": reasons,
-        "auroc": sep["auroc"],
-        "gap": sep["gap"],
-        "max_abs_diff": max(diffs) if diffs else None,
-        "faithfulness_bar": FAITHFULNESS_BAR,
-        "faithfulness": circ_ll["faithfulness"],
-        "completeness_ll": circ_ll["completeness"],
-        "completeness_hl": circ_hl["completeness"],
-        "completeness_abs_diff": completeness_diff,
-        "nodes": nodes,
-        # what the separation and the HL comparison score: every node alone, a redundant set by its joint effect
-        "units": units,
-        "joint_units": [u for u in units if "members" in u],
-    }
+    return GroundTruthCheck(
+        task=task.name, reference_method=REFERENCE_METHOD, hl_tolerance=HL_TOLERANCE, passed=not reasons, reasons=reasons,
+        auroc=sep["auroc"], gap=sep["gap"], max_abs_diff=max(diffs) if diffs else None, faithfulness_bar=FAITHFULNESS_BAR,
+        faithfulness=circ_ll["faithfulness"], completeness_ll=circ_ll["completeness"], completeness_hl=circ_hl["completeness"],
+        completeness_abs_diff=completeness_diff, nodes=nodes,
+        units=units,  # what the separation and the HL comparison score: every node alone, a redundant set by its joint effect
+    )

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from abench import report
-from abench.document import Leaderboard, Row
+from abench.document import GroundTruthCheck, Leaderboard, Row
 from abench.recommend import SWEEP_ONLY, recommend
 from abench.transfer import transfer
 from abench.ground_truth import REFERENCE_METHOD
@@ -93,8 +93,8 @@ def summarize(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> list[dict]:
     for m in methods:
         mine = [r for r in rows if r.method == m]
         ok = [r for r in mine if r.ok]
-        labels = [n["in_circuit"] for r in ok for n in r.nodes]
-        scores = [n["effect"] for r in ok for n in r.nodes]
+        labels = [n.in_circuit for r in ok for n in r.nodes]
+        scores = [n.effect for r in ok for n in r.nodes]
         reason = no_auroc_reason(labels) if labels else "no successful task"
         if reason is None:
             pooled = float(roc_auc_score(labels, scores))
@@ -141,8 +141,8 @@ def attribution_summary(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> l
         mine = [r for r in ok if r.method == m]
         exact_name = mine[0].get("exact_method")
         exact_rows = [r for r in ok if r.method == exact_name and r.task in {x.task for x in mine}]
-        labels = [bool(n["in_circuit"]) for r in mine for n in r.nodes]
-        est = [float(n["effect"]) for r in mine for n in r.nodes]
+        labels = [bool(n.in_circuit) for r in mine for n in r.nodes]
+        est = [float(n.effect) for r in mine for n in r.nodes]
         ci = bootstrap_auroc(labels, est, n_boot=n_boot, seed=seed) if _pooled_auroc(labels, est) is not None else None
         t_est = float(sum(r.get("estimate_seconds") for r in mine))
         t_exact = float(sum(r.get("exact_seconds") for r in mine))
@@ -153,9 +153,9 @@ def attribution_summary(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> l
             "n_tasks": len(mine),
             "pooled_auroc": _pooled_auroc(labels, est),
             "pooled_auroc_ci95": list(ci) if ci else None,
-            "exact_pooled_auroc": _pooled_auroc([bool(n["in_circuit"]) for r in exact_rows for n in r.nodes],
-                                                [float(n["effect"]) for r in exact_rows for n in r.nodes]),
-            "exact_metric_pooled_auroc": _pooled_auroc(labels, [float(n["exact"]) for r in mine for n in r.nodes]),
+            "exact_pooled_auroc": _pooled_auroc([bool(n.in_circuit) for r in exact_rows for n in r.nodes],
+                                                [float(n.effect) for r in exact_rows for n in r.nodes]),
+            "exact_metric_pooled_auroc": _pooled_auroc(labels, [float(n.exact) for r in mine for n in r.nodes]),
             "mean_spearman": _mean(r.get("spearman") for r in mine),
             "on_line_share": float(sum(r.get("on_line_share") * len(r.nodes) for r in mine) / n_nodes) if n_nodes else None,
             "false_negatives": int(sum(r.get("false_negatives") for r in mine)),
@@ -177,7 +177,7 @@ def headline_family(families: Iterable[str]) -> str | None:
     return next((f for f in HEADLINE_FAMILIES if f in fams), fams[0] if fams else None)
 
 
-def build(rows: list[Row], env: dict, extra: dict | None = None, checks: dict[str, dict] | None = None,
+def build(rows: list[Row], env: dict, extra: dict | None = None, checks: dict[str, GroundTruthCheck] | None = None,
           effect_convention: str = CONVENTIONS[DEFAULT_CONVENTION]) -> Leaderboard:
     """The leaderboard document written to ``leaderboard.json``.
 
@@ -187,8 +187,8 @@ def build(rows: list[Row], env: dict, extra: dict | None = None, checks: dict[st
     The rows handed in are not changed: the document holds copies marked with their task's check.
     """
     checks = checks or {}
-    excluded = {t: c["reasons"] for t, c in checks.items() if not c["passed"]}
-    rows = [r.checked(None if (c := checks.get(r.task)) is None else ("passed" if c["passed"] else "failed")) for r in rows]
+    excluded = {t: list(c.reasons) for t, c in checks.items() if not c.passed}
+    rows = [r.checked(None if (c := checks.get(r.task)) is None else ("passed" if c.passed else "failed")) for r in rows]
     pooled = [r for r in rows if r.task not in excluded]
     families = sorted({(r.family, r.ground_truth) for r in rows})
     fam_names = list(dict.fromkeys(r.family for r in rows))

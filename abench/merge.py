@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from abench import leaderboard
-from abench.document import DocumentError, Leaderboard
+from abench.document import DocumentError, GroundTruthCheck, Leaderboard
 
 # environment fields that change the numbers: shards must agree on them
 SETTINGS = ("seed", "n_fit", "n_eval")
@@ -80,12 +80,12 @@ def merge(docs: list[Leaderboard], names: list[str] | None = None) -> tuple[Lead
             rows.append(r)  # its ground-truth check is marked again by leaderboard.build
     rows.sort(key=lambda r: (tasks.index(r.task), methods.index(r.method)))
 
-    checks: dict[str, dict] = {}
+    checks: dict[str, GroundTruthCheck] = {}
     failed: dict[str, dict] = {}
     speed: dict = {}
     for name, doc in zip(names, docs):
         for t, c in doc.ground_truth_checks.items():
-            if t in checks and leaderboard.strip_volatile(checks[t]) != leaderboard.strip_volatile(c):
+            if t in checks and leaderboard.strip_volatile(checks[t].to_json()) != leaderboard.strip_volatile(c.to_json()):
                 raise MergeError(f"task {t}: the ground-truth checks of two shards disagree (the other one and {name})")
             checks.setdefault(t, c)
         for t, f in (doc.extra.get("failed_tasks") or {}).items():

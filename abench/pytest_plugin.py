@@ -241,7 +241,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput.update(s.worker_output())
         return
     if exitstatus == pytest.ExitCode.INTERRUPTED:
-        s.write_partial()
+        if _runs_benchmarks(config):  # `pytest tests -x` stopping early is no interrupted leaderboard run
+            s.write_partial()
         return
     if not s.rows and not s.speed and not s.failed_tasks:
         return

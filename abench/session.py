@@ -22,7 +22,7 @@ from abench.baseline import read_baseline
 from abench.compare import compare
 from abench.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from abench.data_budget import check_data_budget
-from abench.document import Leaderboard, Row
+from abench.document import GroundTruthCheck, Leaderboard, Row
 from abench.recommend import RANKING_RULE, ranking
 from abench.ground_truth import check_task
 from abench.report import tables
@@ -150,7 +150,7 @@ class Session:
         self.data: dict[str, tuple] = {}
         self.rows: list[Row] = []
         self.speed: dict = {}
-        self.checks: dict[str, dict] = {}  # task -> ground-truth check (tasks with a high-level model)
+        self.checks: dict[str, GroundTruthCheck] = {}  # task -> ground-truth check (tasks with a high-level model)
         self.failed_tasks: dict[str, dict] = {}  # task -> {family, stage, reason}: set-up failed, cached
         self._reported: set[str] = set()  # tasks whose set-up failure a method case already reported
         self.deselection_notes: list[str] = []  # benchmarks the runner left out of this run, and how to bring them back
@@ -197,7 +197,7 @@ class Session:
                 self.data[name] = (task, fit, ev)
                 if check is not None:
                     self.checks[name] = check
-                    self.save({"check": check})
+                    self.save({"check": check.to_json()})
             if name in self.failed_tasks:
                 self.save({"failed_task": {name: self.failed_tasks[name]}})
         failed = self.failed_tasks.get(name)
@@ -250,15 +250,18 @@ class Session:
     def worker_output(self) -> dict[str, str]:
         """What an xdist worker hands the controller: rows, speed, checks and failed tasks as JSON strings."""
         return {"abench_rows": json.dumps([r.to_json() for r in self.rows]), "abench_speed": json.dumps(self.speed),
-                "abench_checks": json.dumps(self.checks), "abench_failed_tasks": json.dumps(self.failed_tasks)}
+                "abench_checks": json.dumps({t: c.to_json() for t, c in self.checks.items()}),
+                "abench_failed_tasks": json.dumps(self.failed_tasks)}
 
     def absorb_worker(self, out: dict[str, str]) -> None:
         """The controller's side of ``worker_output``: a worker's results joined to this session's."""
         if "abench_rows" in out:
             self.rows.extend(Row.from_json(r, "a worker's row") for r in json.loads(out["abench_rows"]))
-        for key, mine in (("abench_speed", self.speed), ("abench_checks", self.checks), ("abench_failed_tasks", self.failed_tasks)):
+        for key, mine in (("abench_speed", self.speed), ("abench_failed_tasks", self.failed_tasks)):
             if key in out:
                 mine.update(json.loads(out[key]))
+        if "abench_checks" in out:
+            self.checks.update({t: GroundTruthCheck.from_json(c, "a worker's check") for t, c in json.loads(out["abench_checks"]).items()})
 
     def document(self, rows: list[Row], speed: dict) -> Leaderboard:
         o = self.options
@@ -309,7 +312,8 @@ class Session:
         journal) go to ``leaderboard.partial.json``, marked partial; the tracked reports are not touched."""
         saved = read_journal(self.journal)
         rows = {r.key: r for r in saved["rows"] + self.rows}
-        self.checks = {**saved["checks"], **self.checks}
+        self.checks = {**{t: GroundTruthCheck.from_json(c, f"{self.journal}: check") for t, c in saved["checks"].items()},
+                       **self.checks}
         self.failed_tasks = {**saved["failed_tasks"], **self.failed_tasks}
         doc = self.document(list(rows.values()), self.speed).with_extra(
             partial={"reason": "interrupted", "rows": len(rows), "cases": len(self.cases()),

@@ -30,7 +30,7 @@ def _task_nodes(rows: Iterable[Row], methods: Sequence[str], tasks: Sequence[str
     parts: dict[str, list] = {m: [] for m in methods}
     for r in rows:
         if r.ok and r.method in parts and r.nodes:
-            parts[r.method] += [(bool(n["in_circuit"]), float(n["effect"]), index[r.task]) for n in r.nodes]
+            parts[r.method] += [(bool(n.in_circuit), float(n.effect), index[r.task]) for n in r.nodes]
     return {m: (np.array([p[0] for p in v], bool), np.array([p[1] for p in v]), np.array([p[2] for p in v], int))
             for m, v in parts.items()}
 

@@ -35,14 +35,14 @@ def main(argv: list[str]) -> int:
     for seed in seeds:
         _, ev = task_data(task, seed=seed)
         gt = check_task(task, ev)
-        print(f"  ground truth (seed {seed}): passed {gt['passed']} AUROC {gt['auroc']} gap {gt['gap']:.3f} "
-              f"max |LL-HL| {gt['max_abs_diff']:.4f} faithfulness {gt['faithfulness']:.4f} completeness LL {gt['completeness_ll']:.4f} "
-              f"HL {gt['completeness_hl']:.4f}", *gt["reasons"], sep="\n    " if gt["reasons"] else " ")
-        for u in gt.get("joint_units") or []:
+        print(f"  ground truth (seed {seed}): passed {gt.passed} AUROC {gt.auroc} gap {gt.gap:.3f} "
+              f"max |LL-HL| {gt.max_abs_diff:.4f} faithfulness {gt.faithfulness:.4f} completeness LL {gt.completeness_ll:.4f} "
+              f"HL {gt.completeness_hl:.4f}", *gt.reasons, sep="\n    " if gt.reasons else " ")
+        for u in gt.joint_units:
             print(f"    joint unit {u['name']}: joint resample effect {u['ll_effect']:.4f} vs HL {u['hl_node']} "
                   f"{u['hl_effect']:.4f}; members alone (reported, not gated): "
                   + ", ".join(f"{m} {e:.4f}" for m, e in u["single_effects"].items()))
-        ok = ok and gt["passed"]
+        ok = ok and gt.passed
     return 0 if ok else 1
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from abench import leaderboard
-from abench.document import DocumentError, Leaderboard, Row
+from abench.document import DocumentError, GroundTruthCheck, Leaderboard, NodeEffect, Row
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_TEXT = (ROOT / "tests" / "data" / "report_doc.json").read_text()
@@ -37,15 +37,18 @@ def test_rows_are_typed_and_read_only():
         row.status = "failed"
     with pytest.raises(TypeError):
         row.measures["auroc"] = 0.0
-    with pytest.raises(TypeError):
-        row.nodes[0]["effect"] = 1.0
+    assert isinstance(row.nodes[0], NodeEffect)
+    with pytest.raises(FrozenInstanceError):
+        row.nodes[0].effect = 1.0
 
 
 def test_build_does_not_change_the_rows_it_is_handed():
     doc = Leaderboard.from_json(json.loads(DOC_TEXT))
     rows = [r.checked(None) for r in doc.rows]
     task = rows[0].task
-    checks = {task: {"task": task, "passed": False, "reasons": ["made up for the test"]}}
+    checks = {task: GroundTruthCheck(task=task, reference_method="resample", hl_tolerance=0.03, passed=False,
+                                     reasons=("made up for the test",), auroc=1.0, gap=0.1, max_abs_diff=0.0, faithfulness_bar=0.99,
+                                     faithfulness=1.0, completeness_ll=0.5, completeness_hl=0.5, completeness_abs_diff=0.0)}
     built = leaderboard.build(rows, dict(doc.environment), checks=checks)
     assert all(r.ground_truth_check is None for r in rows)
     assert {r.ground_truth_check for r in built.rows if r.task == task} == {"failed"}

@@ -11,6 +11,7 @@ import pytest
 
 from abench import bench, leaderboard
 from abench.document import Row
+from abench.document import GroundTruthCheck
 from abench.ground_truth import HL_TOLERANCE, check_task, high_level_effects
 from tasks import siit
 from tasks.registry import load_task
@@ -27,10 +28,10 @@ def test_shipped_model_passes_its_ground_truth_check(name):
     task = load_task(f"siit_{name}")
     _, ev = bench.task_data(task, n_fit=16, n_eval=256, seed=FRESH_SEED)
     check = check_task(task, ev)
-    assert check["passed"], f"{name}: " + "; ".join(check["reasons"])
-    assert check["auroc"] == 1.0 and check["gap"] > 0
+    assert check.passed, f"{name}: " + "; ".join(check.reasons)
+    assert check.auroc == 1.0 and check.gap > 0
     # units: every node alone, a redundant set (a backup pair) by its joint effect; one per HL node in the circuit
-    in_circuit = [n for n in check["units"] if n["in_circuit"]]
+    in_circuit = [n for n in check.units if n["in_circuit"]]
     assert len(in_circuit) == len(task.correspondence)
     assert all(abs(n["ll_effect"] - n["hl_effect"]) <= HL_TOLERANCE for n in in_circuit)
     # an in-circuit node of a model that follows tracr has the effect its tracr node has: never 0 here
@@ -47,7 +48,7 @@ def test_high_level_effects_use_the_same_interchanges_as_the_low_level_model():
     _, ev = bench.task_data(task, n_fit=16, n_eval=64, seed=3)
     check = check_task(task, ev)
     effects = high_level_effects(task, ev)
-    for n in check["nodes"]:
+    for n in check.nodes:
         if n["in_circuit"]:
             assert n["hl_effect"] == n["ll_effect"] == effects[n["name"]]["hl_effect"]
             assert n["hl_effect"] > 0.2  # length nodes change the output under cross-length sources
@@ -61,7 +62,12 @@ def test_failed_check_leaves_the_task_out_of_the_pooled_numbers():
             nodes=[{"name": "a", "in_circuit": True, "effect": e_in}, {"name": "b", "in_circuit": False, "effect": 0.1}])
         for t, a, e_in in (("good", 1.0, 0.5), ("bad", 0.0, 0.0))
     ]
-    checks = {"good": {"task": "good", "passed": True, "reasons": []}, "bad": {"task": "bad", "passed": False, "reasons": ["x"]}}
+    def check(task, passed, reasons):
+        return GroundTruthCheck(task=task, reference_method="resample", hl_tolerance=HL_TOLERANCE, passed=passed, reasons=reasons,
+                                auroc=1.0, gap=0.1, max_abs_diff=0.0, faithfulness_bar=0.99, faithfulness=1.0,
+                                completeness_ll=0.5, completeness_hl=0.5, completeness_abs_diff=0.0)
+
+    checks = {"good": check("good", True, []), "bad": check("bad", False, ["x"])}
     doc = leaderboard.build(rows, {}, checks=checks).to_json()
     assert [r.ground_truth_check for r in rows] == [None, None]  # the rows handed in are not changed
     assert doc["excluded_tasks"] == {"bad": ["x"]}

@@ -156,7 +156,7 @@ def test_suite_under_iit_convention_equals_iit_transcription(name, method):
         for node, got in zip(task.nodes, row.nodes):
             want = iit_check_causal_effect(task.model, hl, ev.tokens, node, sources)
             assert got["effect"] == pytest.approx(want, abs=1e-12), node.name
-        assert max(n["effect"] for n in row.nodes) > 0.2  # a real test, not 0 == 0
+        assert max(n.effect for n in row.nodes) > 0.2  # a real test, not 0 == 0
         zero = bench.run_row(task, "zero", fit, ev, "iit")
         assert "check_causal_effect_on_ablation" in zero.get("effect_convention_note")
         for node, got in zip(task.nodes, zero.nodes):
@@ -196,7 +196,7 @@ def test_cli_effect_convention_iit(tmp_path, siit_length):
     rows = {r["method"]: r for r in doc["rows"]}
     assert {r["effect_convention"] for r in rows.values()} == {"iit"}
     local = bench.run_row(task, "resample", fit, ev, "iit")  # same seed and sizes: the same numbers
-    assert [n["effect"] for n in rows["resample"]["nodes"]] == pytest.approx([n["effect"] for n in local.nodes], abs=1e-12)
+    assert [n["effect"] for n in rows["resample"]["nodes"]] == pytest.approx([n.effect for n in local.nodes], abs=1e-12)
     bad = subprocess.run(cmd[:-2] + ["--effect-convention", "nope", "--report-dir", str(tmp_path / "x")], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 4 and "invalid choice: 'nope'" in bad.stderr

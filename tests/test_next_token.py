@@ -35,14 +35,14 @@ def test_planted_single_node_zero_ablation_misses_the_backup(planted):
         assert torch.allclose(logit_diffs(task, t, ev.outputs[g]), torch.tensor(6.0), atol=1e-4)  # clean LD = 6
     row = bench.run_row(task, "zero", fit, ev)
     assert row.ok and row.get("effect_convention") == "logit_diff"
-    eff = {n["name"]: n["effect"] for n in row.nodes}
+    eff = {n.name: n.effect for n in row.nodes}
     assert eff[NAME_MOVER] == pytest.approx(0.5, abs=1e-3)
     assert eff[BACKUP] == 0.0  # the backup scores like a bystander under single-node zero ablation
     assert eff[READOUT] == pytest.approx(1.0, abs=1e-3)
     assert all(v == 0.0 for n, v in eff.items() if n not in (NAME_MOVER, BACKUP, READOUT))
     assert row.get("auroc") == pytest.approx(5 / 6)  # in-circuit backup tied with the 5 bystanders
     resample = bench.run_row(task, "resample", fit, ev)
-    assert {n["name"]: n["effect"] for n in resample.nodes}[BACKUP] > 0  # a source of the other name moves it
+    assert {n.name: n.effect for n in resample.nodes}[BACKUP] > 0  # a source of the other name moves it
     print("\nzero single-node effects:", {k: round(v, 4) for k, v in eff.items()})
 
 
@@ -119,7 +119,7 @@ def test_ablation_at_all_positions_gives_the_same_planted_effects(planted):
     fit2, ev2 = bench.task_data(every, 32, 64, 0)
     a = bench.run_row(task, "zero", fit, ev)
     b = bench.run_row(every, "zero", fit2, ev2)
-    assert [n["effect"] for n in a.nodes] == pytest.approx([n["effect"] for n in b.nodes], abs=1e-6)
+    assert [n.effect for n in a.nodes] == pytest.approx([n.effect for n in b.nodes], abs=1e-6)
 
 
 def test_planted_task_in_the_leaderboard(tmp_path):
@@ -148,6 +148,6 @@ def test_gpt2_small_ioi():
     assert clean.mean() > 0  # gpt2 prefers the indirect object
     row = bench.run_row(task, "mean", fit, ev)
     assert row.ok
-    eff = {n["name"]: n["effect"] for n in row.nodes}
+    eff = {n.name: n.effect for n in row.nodes}
     nm = [f"blocks.{h.split('.')[0]}.attn.hook_z[{h.split('.')[1]}]" for h in IOI_HEADS["name mover"]]
     print("gpt2 IOI: clean LD", clean.mean().item(), "name movers", [eff[n] for n in nm], "AUROC", row.get("auroc"))

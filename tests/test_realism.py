@@ -146,7 +146,7 @@ def test_transfer_of_an_identical_family_is_perfect_and_a_reversed_one_is_caught
     rec = transfer(rows, summaries, n_boot=200)[siit.NORM_FAMILY]
     assert rec["kendall_tau"] == pytest.approx(1.0) and rec["held"] and not any(m["moved"] for m in rec["methods"])
     assert [m["base_rank"] for m in rec["methods"]] == [m["axis_rank"] for m in rec["methods"]]
-    scrambled = [replace(r, nodes=[{**n, "in_circuit": not n["in_circuit"]} for n in r.nodes]) if r.family == siit.NORM_FAMILY
+    scrambled = [replace(r, nodes=[replace(n, in_circuit=not n.in_circuit) for n in r.nodes]) if r.family == siit.NORM_FAMILY
                  else r for r in rows]
     summaries = {f: summarize([r for r in scrambled if r.family == f]) for f in ("siit", siit.NORM_FAMILY)}
     rec = transfer(scrambled, summaries, n_boot=200)[siit.NORM_FAMILY]

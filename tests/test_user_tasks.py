@@ -163,11 +163,11 @@ def test_task_from_ready_model_with_high_level_and_hook_result_names():
         for method in ("zero", "mean", "resample", "noise"):
             row = bench.run_row(task, method, fit, ev)
             assert row.ok
-            assert all(n["effect"] == 0 and n["continuous"] == 0 for n in row.nodes if not n["in_circuit"]), (method, row.nodes)
+            assert all(n.effect == 0 and n.continuous == 0 for n in row.nodes if not n.in_circuit), (method, row.nodes)
     from abench.ground_truth import check_task
 
     check = check_task(task, ev)  # a user task with a high-level model gets the SIIT ground-truth check
-    assert check is not None and check["max_abs_diff"] == 0.0
+    assert check is not None and check.max_abs_diff == 0.0
 
 
 def test_rasp_example_runs_end_to_end(tmp_path):
