@@ -9,14 +9,15 @@ from pathlib import Path
 
 import torch
 
-from abench.attribution import estimator_row
+from abench.estimator_rows import estimator_row
 from abench.circuit import circuit_effects
 from abench.conventions import DEFAULT_CONVENTION, effect_setup
 from abench.document import Row
 from abench.effects import MethodError, joint_effects, node_effects
 from abench.guard import SharedState, describe
 from abench.separability import separability
-from ablations.base import REGISTRY, AblationMethod, TaskData, make_method
+from ablations.base import REGISTRY, AblationMethod, make_method
+from ablations.task_data import TaskData
 from ablations.estimators import Estimator
 from interventions.methodspec import parse_spec
 from tasks.base import Task
@@ -64,7 +65,7 @@ def run_row(task: Task, method: str | AblationMethod, fit: TaskData, ev: TaskDat
     its row gets ``status: failed`` and the reason. ``convention``: the effect convention
     (``abench.conventions``: ``suite`` or ``iit``; a next-token task scores its logit difference).
     An attribution estimator (``atp[...]``, ``atp_ig[...]``) gets its estimated effects scored beside
-    the exact ones of the method it wraps (``abench.attribution.estimator_row``)."""
+    the exact ones of the method it wraps (``abench.estimator_rows.estimator_row``)."""
     row = {"task": task.name, "family": task.family, "ground_truth": task.ground_truth}  # the identity, then the method's
     measures: dict = {}
     device = str(task.model.cfg.device)

@@ -35,7 +35,8 @@ import torch
 from abench.effects import replacements
 from interventions.hooks import DEFAULT_MAX_ROWS, ablated_outputs_sets_batched, ablated_outputs_sets_loop
 from interventions.measures import cell_changed, cell_divergence
-from ablations.base import AblationMethod, TaskData, make_method
+from ablations.base import AblationMethod, make_method
+from ablations.task_data import TaskData
 
 CURVE_ORDERS = 3  # seeded random orders of the out-of-circuit nodes
 CURVE_MAX_POINTS = 8  # subset sizes k per order (n_out always among them)

@@ -4,7 +4,7 @@ A *scorer* turns, per length group and node, the clean and ablated outputs into 
 ``(effect numerator, effect denominator, continuous numerator, continuous denominator)``;
 ``abench.effects.node_effects`` adds them over the groups and divides. Three scorers:
 
-- ``suite`` (default; ``abench.scorers.SuiteScorer``): the fraction of (example, position)
+- ``suite`` (default; ``abench.scorers.SuiteScorer``; every scorer is in ``abench/scorers.py``): the fraction of (example, position)
   cells, BOS excluded, whose prediction changes against the clean low-level (LL) output (argmax
   for categorical outputs, |change| > 0.05 for numerical ones), pooled over all cells of all
   groups; continuous: mean KL(clean || ablated) or squared error per cell.
@@ -14,7 +14,7 @@ A *scorer* turns, per length group and node, the clean and ablated outputs into 
 
   * Methods that patch from a source (``resample``, ``scaled_resample``, ``pca_resample``: the
     row's resample source; ``resample_same_length``: the same-length derangement; ``cf_patch``:
-    the counterfactual; a plugin may set ``iit_source``) follow ``check_causal_effect``: only the
+    the counterfactual: each method class says so in ``iit_source``, as a plugin may) follow ``check_causal_effect``: only the
     cells whose HL label differs between the base and its source count, and a cell scores when
     the ablated LL prediction differs from the base's HL label (not from the clean LL output).
   * Every other method (zero, mean, ...) follows ``check_causal_effect_on_ablation``
@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from abench.scorers import SuiteScorer
-from ablations.base import AblationMethod, NodeBatch, TaskData
-from interventions.measures import NUMERICAL_THRESHOLD
-from tasks.base import Node, Task
+from abench.scorers import IITScorer, LogitDiffScorer, SuiteScorer
+from ablations.base import AblationMethod, NodeBatch
+from ablations.task_data import TaskData
+from tasks.base import Task
 
 CONVENTIONS = {
     "suite": "suite: fraction of non-BOS cells whose prediction changes against the clean output, pooled over all cells "
@@ -60,18 +60,6 @@ CONVENTIONS = {
     "averaged; numerical: isclose atol 0.05, BOS included; tasks without high-level labels keep the suite's convention",
 }
 DEFAULT_CONVENTION = "suite"
-
-# where a method's replacement comes from, for iit's check_causal_effect (None: no source)
-IIT_SOURCES = {
-    "resample": "resample",
-    "scaled_resample": "resample",
-    "pca_resample": "resample",
-    "resample_same_length": "same_length",
-    "cf_patch": "counterfactual",
-}
-IIT_EPS = 1e-12  # iit's check_causal_effect denominator guard
-IIT_EPS_RELATIVE = 1e-6  # iit's ablate_nodes (relative_change) denominator guard
-
 
 class AtPositions(AblationMethod):
     """Ablate only at ``position`` (e.g. -1, the final token); the clean activation elsewhere."""
@@ -94,85 +82,6 @@ class AtPositions(AblationMethod):
         out = batch.clean.clone()
         out[:, self.position] = value[:, self.position]
         return out
-
-
-class LogitDiffScorer:
-    """Logit difference between two answer tokens at one position (see the module docstring)."""
-
-    name = "logit_diff"
-
-    def __init__(self, answers, position: int = -1):
-        self.answers_fn, self.position = answers, position
-        self._answers: dict[int, torch.Tensor] = {}
-
-    def answers(self, data: TaskData, group: int) -> torch.Tensor:
-        if group not in self._answers:
-            self._answers[group] = torch.as_tensor(self.answers_fn(data.tokens[group])).long().to(data.tokens[group].device)
-        return self._answers[group]
-
-    def logit_diff(self, out: torch.Tensor, ans: torch.Tensor) -> torch.Tensor:
-        last = out[:, self.position]
-        return last.gather(-1, ans[:, :1])[:, 0] - last.gather(-1, ans[:, 1:])[:, 0]
-
-    def score(self, data: TaskData, group: int, node: Node, clean: torch.Tensor, ablated: torch.Tensor):
-        ans = self.answers(data, group)
-        ld_c, ld_a = self.logit_diff(clean, ans), self.logit_diff(ablated, ans)
-        delta = ld_a - ld_c
-        return delta.abs().sum().item(), ld_c.abs().sum().item(), (delta ** 2).sum().item(), ld_c.numel()
-
-
-class IITScorer:
-    """iit's check_causal_effect / check_causal_effect_on_ablation (see the module docstring)."""
-
-    name = "iit"
-
-    def __init__(self, hl_model, output: str, data: TaskData, source: str | None):
-        self.output, self.source = output, source
-        with torch.no_grad():
-            self.hl_base = [hl_model(t) for t in data.tokens]
-            if source == "counterfactual":
-                self.hl_src = [hl_model(t) for t in data.cf_tokens]
-            elif source == "same_length":
-                self.hl_src = [h[p] for h, p in zip(self.hl_base, data.perms)]
-            elif source == "resample":
-                self.hl_src = []
-                for g, (src_group, src_row) in enumerate(data.sources):
-                    out = torch.empty_like(self.hl_base[g])
-                    n_pos = out.shape[1]
-                    for h in src_group.unique().tolist():
-                        rows = src_group == h
-                        out[rows] = self.hl_base[h][src_row[rows], :n_pos]
-                    self.hl_src.append(out)
-            else:
-                self.hl_src = None
-        self.suite = SuiteScorer()
-
-    def cell_ratio(self, clean: torch.Tensor, ablated: torch.Tensor, hl_base: torch.Tensor, hl_src: torch.Tensor | None) -> float:
-        """One batch's iit number (a Python float)."""
-        if self.output == "categorical":
-            label = hl_base.argmax(-1)[:, 1:]
-            ll_out = ablated.argmax(-1)[:, 1:]
-            ll_wrong = ll_out != label
-            if hl_src is not None:
-                counted = hl_src.argmax(-1)[:, 1:] != label
-            else:
-                counted = clean.argmax(-1)[:, 1:] == label
-        else:
-            label = hl_base[..., 0].float()
-            ll_wrong = ~torch.isclose(ablated[..., 0].float(), label, atol=NUMERICAL_THRESHOLD)
-            if hl_src is not None:
-                counted = hl_src[..., 0].float() != label
-            else:
-                counted = torch.isclose(clean[..., 0].float(), label, atol=NUMERICAL_THRESHOLD)
-        hits = (counted & ll_wrong).float().sum()
-        if hl_src is not None:  # check_causal_effect: Python floats
-            return hits.item() / (counted.float().sum().item() + IIT_EPS)
-        return (hits / (counted.float().sum() + IIT_EPS_RELATIVE)).item()  # ablate_nodes: a float32 tensor ratio
-
-    def score(self, data: TaskData, group: int, node: Node, clean: torch.Tensor, ablated: torch.Tensor):
-        ratio = self.cell_ratio(clean, ablated, self.hl_base[group], None if self.hl_src is None else self.hl_src[group])
-        _, _, cont, cells = self.suite.score(data, group, node, clean, ablated)
-        return ratio, 1, cont, cells
 
 
 @dataclass
@@ -213,7 +122,7 @@ def effect_setup(task: Task, method: AblationMethod, data: TaskData, convention:
             info.update(effect_convention="suite", effect_convention_note=f"{why}: the suite's convention is used")
             return EffectSetup(method, SuiteScorer(), info)
         inner = method.inner if isinstance(method, AtPositions) else method
-        source = getattr(inner, "iit_source", IIT_SOURCES.get(getattr(inner, "base_name", None)))
+        source = getattr(inner, "iit_source", None)  # where the method's replacement comes from (AblationMethod.iit_source)
         form = "check_causal_effect" if source else "check_causal_effect_on_ablation"
         info["effect_convention_note"] = f"iit {form}" + (f" ({source} source)" if source else "") + f"; labels: {why}"
         return EffectSetup(method, IITScorer(hl, task.output, data, source), info)

@@ -1,7 +1,7 @@
 """How much memory a task's fit and eval data will hold, checked before any input is drawn.
 
 ``TaskData`` keeps, per input, the residual stream before every layer, every node's clean and
-counterfactual activation and every node's residual write (``ablations.base.TaskData.build``),
+counterfactual activation and every node's residual write (``ablations.task_data.TaskData.build``),
 all float32. ``check_data_budget`` refuses sizes whose estimate exceeds the memory the machine
 has available, naming the options to lower, instead of growing until the machine runs out.
 """

@@ -40,7 +40,7 @@ class NodeEffect:
     """One node's effect in one row: ``effect`` the row's convention (fraction of cells changed, or
     an estimator's estimate of it), ``continuous`` its graded counterpart (KL or squared error).
     An attribution row's node also holds the exact change of the estimator's metric (``exact``,
-    ``exact_signed``; ``abench.attribution``)."""
+    ``exact_signed``; ``abench.estimator_rows``)."""
 
     name: str
     in_circuit: bool

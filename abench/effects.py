@@ -16,7 +16,8 @@ from interventions.hooks import (DEFAULT_MAX_ROWS, ablated_outputs_loop, ablated
                                   iter_ablated_outputs_batched)
 from abench.document import NodeEffect
 from abench.scorers import SuiteScorer
-from ablations.base import AblationMethod, TaskData
+from ablations.base import AblationMethod
+from ablations.task_data import TaskData
 
 class MethodError(RuntimeError):
     """A method misbehaved (raised, returned a wrong shape, NaN/inf, or changed its inputs)."""

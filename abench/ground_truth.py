@@ -31,7 +31,7 @@ from abench.circuit import reference_circuit
 from abench.document import GroundTruthCheck
 from abench.effects import joint_effects, node_effects
 from abench.separability import separability
-from ablations.base import TaskData
+from ablations.task_data import TaskData
 from ablations.basic import Resample
 from tasks.base import Task, unit_name
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ablations.base import TaskData
+from ablations.task_data import TaskData
 
 # TaskData fields holding tensors (possibly nested in lists, tuples and dicts), and plain fields
 TENSOR_FIELDS = ("tokens", "cf_tokens", "outputs", "acts", "cf_acts", "resid_pre", "perms", "sources", "writes")

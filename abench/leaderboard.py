@@ -134,7 +134,7 @@ def attribution_summary(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> l
     pooled AUROC (95% bootstrap interval) beside its exact method's own rows' pooled AUROC and the
     pooled AUROC of the exact change of the estimator's metric; Spearman (mean over tasks),
     on-the-line share and false negatives pooled over nodes; estimate and exact seconds and their
-    ratio (``abench.attribution`` defines each)."""
+    ratio (``abench.estimator_rows`` defines each)."""
     out = []
     ok = [r for r in rows if r.ok]
     for m in dict.fromkeys(r.method for r in ok if r.get("exact_method")):

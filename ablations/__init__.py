@@ -5,7 +5,8 @@ estimates of zero, mean and resample, ``ablations/estimators.py``); ``SCALE_SWEE
 resample sweep of InterpBench's case-3 study.
 """
 
-from ablations.base import REGISTRY, AblationMethod, NodeBatch, TaskData, make_method, register
+from ablations.base import REGISTRY, AblationMethod, NodeBatch, make_method, register
+from ablations.task_data import TaskData
 from ablations import basic, estimators, optimal, pca  # noqa: F401  (registers the built-ins)
 from ablations.basic import SCALE_SWEEP
 

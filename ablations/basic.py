@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ablations.base import AblationMethod, NodeBatch, TaskData, param, register
+from ablations.base import AblationMethod, NodeBatch, param, register
+from ablations.task_data import TaskData
 
 
 def _fill(value: torch.Tensor, batch: NodeBatch) -> torch.Tensor:
@@ -77,6 +78,8 @@ class Resample(AblationMethod):
     2022); iit default; InterpBench.
     """
 
+    iit_source = "resample"
+
     def ablate(self, batch: NodeBatch) -> torch.Tensor:
         return batch.source.clone()
 
@@ -90,6 +93,8 @@ class ResampleSameLength(AblationMethod):
     the model uses it.
     """
 
+    iit_source = "same_length"
+
     def ablate(self, batch: NodeBatch) -> torch.Tensor:
         return batch.source_same_length.clone()
 
@@ -100,6 +105,8 @@ class CounterfactualPatch(AblationMethod):
 
     Source: Zhang & Nanda 2023; Heimersheim & Nanda 2024 (activation patching).
     """
+
+    iit_source = "counterfactual"
 
     def ablate(self, batch: NodeBatch) -> torch.Tensor:
         return batch.counterfactual.clone()
@@ -115,6 +122,8 @@ class ScaledResample(AblationMethod):
 
     Source: InterpBench notebook on case 3 (scale sweep 0 ... 10).
     """
+
+    iit_source = "resample"
 
     def __init__(self, s: float = 0.5):
         self.s = param(s, "s")

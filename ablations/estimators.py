@@ -4,7 +4,7 @@
 replacement (``zero``, ``mean``, ``resample``, ... and plugins). They are not new ablations: their
 replacement is the wrapped method's (``ablate`` delegates, so joint ablation and the method checks
 see that method), and their leaderboard row holds the *estimated* effect of replacing each node,
-beside the exact effect of the same replacement on the same metric (``abench.attribution``).
+beside the exact effect of the same replacement on the same metric (``abench.estimator_rows``).
 
 - ``atp``: the gradient of the metric at the clean run dotted with (replacement - clean), one
   forward and one backward for every node (Nanda 2023; Kramar et al. 2024).
@@ -12,7 +12,7 @@ beside the exact effect of the same replacement on the same metric (``abench.att
   replacement, every node moved together (EAP-IG, Hanna et al. 2024); ``k`` forwards and backwards.
 - ``atp_gd``: AtP*'s GradDrop (Kramar et al. 2024), ``sum_l |AtP_{-l}| / (L - 1)`` per cell over
   the model's ``L`` layers, ``AtP_{-l}`` the AtP estimate with no gradient flowing back through
-  block ``l``'s attention and MLP (``interventions.attribution.graddrop_estimates`` says what a
+  block ``l``'s attention and MLP (``interventions.linear_estimates.graddrop_estimates`` says what a
   layer at or below the node's own contributes); one forward and backward per layer. It is a
   magnitude (no sign), scored against the exact ``|change|`` per cell: ``|AtP|`` where each of the
   node's paths crosses exactly one later block, ``L / (L - 1) * |AtP|`` where the node acts only
@@ -39,8 +39,9 @@ from typing import Mapping, Sequence
 import torch
 from transformer_lens import HookedTransformer
 
-from ablations.base import REGISTRY, AblationMethod, NodeBatch, TaskData, make_method, param, register
-from interventions.attribution import CellMetric, attribution_estimates, graddrop_estimates, path_points
+from ablations.base import REGISTRY, AblationMethod, NodeBatch, make_method, param, register
+from ablations.task_data import TaskData
+from interventions.linear_estimates import CellMetric, attribution_estimates, graddrop_estimates, path_points
 from interventions.methodspec import parse_spec
 from interventions.nodes import Node
 
@@ -87,7 +88,7 @@ class Estimator(AblationMethod):
 
     def estimate(self, model: HookedTransformer, resid_pre: Mapping[int, torch.Tensor], nodes: Sequence[Node],
                  deltas: Mapping[str, torch.Tensor], metric: CellMetric, positions: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Per node the value at every scored cell, ``{node: [b, P]}`` (``interventions.attribution.CellEstimate``)."""
+        """Per node the value at every scored cell, ``{node: [b, P]}`` (``interventions.linear_estimates.CellEstimate``)."""
         return attribution_estimates(model, resid_pre, nodes, deltas, metric, positions, self.alphas)
 
     def fit(self, data: TaskData) -> "Estimator":
@@ -109,7 +110,7 @@ class AtP(Estimator):
 
 @register("atp_gd")
 class AtPGradDrop(Estimator):
-    """AtP*'s GradDrop: ``sum_l |AtP_{-l}| / (L - 1)`` per cell (``interventions.attribution.graddrop_estimates``)."""
+    """AtP*'s GradDrop: ``sum_l |AtP_{-l}| / (L - 1)`` per cell (``interventions.linear_estimates.graddrop_estimates``)."""
 
     signed = False
 

@@ -30,7 +30,8 @@ import torch
 
 from interventions.hooks import ablated_outputs_batched
 from interventions.measures import cell_divergence
-from ablations.base import AblationMethod, NodeBatch, TaskData, param, register
+from ablations.base import AblationMethod, NodeBatch, param, register
+from ablations.task_data import TaskData
 from ablations.basic import _fill
 
 

@@ -18,7 +18,8 @@ import warnings
 import torch
 from sklearn.decomposition import PCA
 
-from ablations.base import AblationMethod, NodeBatch, TaskData, param, register
+from ablations.base import AblationMethod, NodeBatch, param, register
+from ablations.task_data import TaskData
 
 PARTS = ("high", "complement")
 
@@ -79,6 +80,8 @@ class PCAResample(_PCABase):
 
     Source: InterpBench notebook on case 3 (PCA-subspace resample).
     """
+
+    iit_source = "resample"
 
     def ablate(self, batch: NodeBatch) -> torch.Tensor:
         return batch.clean + self._project(batch.source - batch.clean, batch)

@@ -7,7 +7,7 @@ A longer source varies what the base's length fixes (a same-length source cannot
 computes length), and its prefix lines up position for position with the base.
 
 Every user of a source draws its own (base, source) pairs with its own random stream: the
-benchmark's ``resample`` (``ablations.base.draw_sources``: sources among the eval data's rows),
+benchmark's ``resample`` (``ablations.task_data.draw_sources``: sources among the eval data's rows),
 SIIT evaluation (``tasks.siit.evaluate.eval_pairs``: fresh sources, one group per length pair)
 and SIIT training (``siit_training.objective``: fresh sources per step); all of them take their source
 lengths and prefixes from here.

@@ -20,7 +20,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from ablations.base import TaskData
+from ablations.task_data import TaskData
 from tasks.base import Node, all_nodes
 
 D_VOCAB = 5

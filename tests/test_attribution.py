@@ -1,4 +1,4 @@
-"""Attribution patching (``interventions.attribution``, ``abench.attribution``): the identity check on
+"""Attribution patching (``interventions.linear_estimates``, ``abench.estimator_rows``): the identity check on
 a model whose metric is linear in every node, batched gradients against the per-node reference, the
 agreement measures, GradDrop (batched against its reference, on wired models with one downstream
 path per node and with two paths that cancel), and estimator rows end to end."""
@@ -13,11 +13,11 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from abench import bench
-from abench.attribution import agreement, estimated_changes, exact_changes, false_negatives, on_line, task_metrics
+from abench.estimator_rows import agreement, estimated_changes, exact_changes, false_negatives, on_line, task_metrics
 from abench.scorers import SuiteScorer
 from ablations import make_method
-from ablations.base import TaskData
-from interventions.attribution import (attribution_estimates, attribution_reference, graddrop_estimates, graddrop_reference,
+from ablations.task_data import TaskData
+from interventions.linear_estimates import (attribution_estimates, attribution_reference, graddrop_estimates, graddrop_reference,
                                        gradient_dropped, path_points)
 from interventions.nodes import Node, all_nodes
 from tasks.user_tasks import TaskSpec, build_task, plant_circuit
@@ -325,7 +325,7 @@ def test_effects_below_float32_resolution_are_zero_so_ties_do_not_follow_the_ker
     """reverse's atp[zero]: an in-circuit estimate of 3e-12 on one CPU and 0 on another moved its AUROC 1 <-> 0.9."""
     import numpy as np
 
-    from abench.attribution import above_resolution
+    from abench.estimator_rows import above_resolution
 
     row = np.array([3.17e-12, 6.88e-06, 0.0, 0.424])
     assert above_resolution(row).tolist() == [0.0, 6.88e-06, 0.0, 0.424]

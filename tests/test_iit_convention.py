@@ -155,16 +155,16 @@ def test_suite_under_iit_convention_equals_iit_transcription(name, method):
         sources = resample_sources(ev) if method == "resample" else same_length_sources(ev)
         for node, got in zip(task.nodes, row.nodes):
             want = iit_check_causal_effect(task.model, hl, ev.tokens, node, sources)
-            assert got["effect"] == pytest.approx(want, abs=1e-12), node.name
+            assert got.effect == pytest.approx(want, abs=1e-12), node.name
         assert max(n.effect for n in row.nodes) > 0.2  # a real test, not 0 == 0
         zero = bench.run_row(task, "zero", fit, ev, "iit")
         assert "check_causal_effect_on_ablation" in zero.get("effect_convention_note")
         for node, got in zip(task.nodes, zero.nodes):
-            assert got["effect"] == pytest.approx(iit_ablate_nodes_zero(task.model, hl, ev.tokens, node), abs=1e-12), node.name
+            assert got.effect == pytest.approx(iit_ablate_nodes_zero(task.model, hl, ev.tokens, node), abs=1e-12), node.name
     default = bench.run_row(task, method, fit, ev)
     assert default.get("effect_convention") == "suite" and default.get("effect_convention_note") is None
     print(f"\nsiit_{name} {method}: node, suite effect, iit effect:",
-          [(n["name"], round(n["effect"], 4), round(a["effect"], 4)) for n, a in zip(default.nodes, row.nodes)])
+          [(n.name, round(n.effect, 4), round(a.effect, 4)) for n, a in zip(default.nodes, row.nodes)])
 
 
 def test_iit_convention_needs_high_level_labels():

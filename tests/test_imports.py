@@ -90,7 +90,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 def test_graph_sees_every_package():
     g = graph()
     assert {n.split(".")[0] for n in g} == set(LAYERS + TOP)
-    assert "interventions.hooks" in g["ablations.base"]  # a real edge is found
+    assert "interventions.hooks" in g["ablations.task_data"]  # a real edge is found
     assert "abench.peers" in g["benchmarks.test_peers"] and "abench.numeric_noise" in g["scripts.save_baseline"]
 
 

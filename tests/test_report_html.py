@@ -183,7 +183,7 @@ def test_the_page_gives_each_familys_answer_and_the_attribution_axes_are_all_log
     page = to_html(DOC)
     for fam, rec in DOC.get("recommendation", {}).items():
         assert f"<b>Which method to use</b> on <code>{fam}</code>: <code>{rec['method']}</code>" in page
-    from abench.report.attribution import attribution_scatter
+    from abench.report.estimates import attribution_scatter
 
     for fam in DOC.get("attribution") or {}:
         fig = attribution_scatter(DOC, fam)

@@ -11,7 +11,7 @@ The page holds a single inline copy of plotly.js (no network needed) and:
   against the number k of out-of-circuit nodes ablated together, one line per method;
 - per method, the in- vs out-of-circuit effects of every task (box plot with every node as a point);
 - per family with attribution-patching rows, their table beside the exact methods and the scatter
-  of estimated against exact effect (``abench/report/attribution.py``).
+  of estimated against exact effect (``abench/report/estimates.py``).
 
 The page checks itself after loading: every figure must be drawn with at least one mark and no
 JavaScript error may have happened. The verdict goes into ``document.title`` (``OK n_figures=7`` or
@@ -28,7 +28,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from abench.report.attribution import ATTRIBUTION_NOTE, attribution_frame, attribution_scatter
+from abench.report.estimates import ATTRIBUTION_NOTE, attribution_frame, attribution_scatter
 from abench.report.figures import (faithfulness_curve_figure, method_colors, method_effect_figure, methods_of, ok_rows,
                                    out_effect_figure, roc_figure, sweep_figure, hidden_sweep)
 from abench.report.metrics import SHOWN, best_values, ci_text, is_best, value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from abench.report.attribution import ATTRIBUTION_NOTE, attribution_frame
+from abench.report.estimates import ATTRIBUTION_NOTE, attribution_frame
 from abench.report.transfer import TRANSFER_NOTE, transfer_frame, transfer_line
 from abench.report.tables import CIRCUIT_NOTE, JOINT_NOTE, check_line, checks_frame, joint_frame, rows_frame, summary_frame
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abench.document import Leaderboard
 from abench.report import tables
-from abench.report.attribution import attribution_frame
+from abench.report.estimates import attribution_frame
 
 
 def leaderboard_lines(doc: Leaderboard, speed: dict) -> list[str]:

@@ -7,7 +7,7 @@ tasks scored by it). Cells are the non-BOS positions, or the final one for those
 
 **Effect of a node** (one scale for estimate and truth): the mean over cells of ``|change of the
 metric|`` when that node alone is replaced by the wrapped method's value: the linear estimate
-(``interventions.attribution``) or the exact change (the batched engine of
+(``interventions.linear_estimates``) or the exact change (the batched engine of
 ``interventions.hooks``, one forward per node). The row's separability (AUROC, gap, FPR at full
 recall) is the estimate's, on the task's ground truth like every row; ``exact_metric_auroc`` is the
 exact effect's on the same metric.
@@ -40,9 +40,10 @@ from abench.conventions import LogitDiffScorer, effect_setup
 from abench.document import NodeEffect
 from abench.effects import replacements
 from abench.separability import bootstrap_auroc, separability
-from ablations.base import AblationMethod, TaskData
+from ablations.base import AblationMethod
+from ablations.task_data import TaskData
 from ablations.estimators import Estimator
-from interventions.attribution import CellEstimate, CellMetric
+from interventions.linear_estimates import CellEstimate, CellMetric
 from interventions.hooks import ablated_outputs_batched
 from tasks.base import Task
 
