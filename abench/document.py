@@ -120,7 +120,7 @@ class Row:
         out.update(_plain(self.measures))
         if self.nodes is not None:
             out["nodes"] = [n.to_json() for n in self.nodes]
-            if "joint_effects" in self.measures:  # after the nodes it combines, as rows have always been written
+            if "joint_effects" in self.measures:  # after the nodes it combines
                 out["joint_effects"] = out.pop("joint_effects")
         out["ground_truth_check"] = self.ground_truth_check
         return out

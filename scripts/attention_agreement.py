@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.siit.model import ll_members
+from tasks.siit import ll_members
 
 
 def pattern_agreement(task, n: int = 256, seed: int = 0) -> list[dict]:

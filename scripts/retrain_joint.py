@@ -20,7 +20,7 @@ from pathlib import Path
 from siit_training.__main__ import main as siit_main
 from interventions.options import at_least
 from siit_training.config import SiitConfig, unknown_options
-from tasks.siit import model as siit
+from tasks import siit
 
 # options this script decides; every other field is the card's
 # IIT rows leave the bystanders at base by default: on after_a (continued from the same weights, 3000 steps) IIT rows

@@ -32,7 +32,7 @@ def circuit_weights(card: dict) -> str:
 
 def default_folders() -> list[Path]:
     """The shipped models' cards and those of the models that missed the bar."""
-    from tasks.siit.model import FAILED_DIR, WEIGHTS_DIR
+    from tasks.siit import FAILED_DIR, WEIGHTS_DIR
 
     return [WEIGHTS_DIR, FAILED_DIR]
 
@@ -43,7 +43,7 @@ def card_paths(folders: list[Path]) -> list[Path]:
 
 
 def rows(folders: list[Path]) -> list[dict]:
-    from tasks.siit.model import CARD_PROTOCOL, family_of
+    from tasks.siit import CARD_PROTOCOL, family_of
 
     out = []
     for path in card_paths(folders):

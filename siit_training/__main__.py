@@ -4,7 +4,7 @@ Writes ``tasks/weights/siit/<task>.safetensors`` and ``<task>.json`` (card: LL c
 correspondence, the run's ``SiitConfig`` under ``config``, seed, steps, wall time, device,
 held-out accuracy / IIA / SIIA, per-node liveness) and prints the card. A model that misses the
 bar is still written, with ``"passed": false``, and is not loaded by the registry; it is kept in
-``tasks/weights/siit_failed/`` (``model.FAILED_DIR``), which is not package data. ``--recard``
+``tasks/weights/siit_failed/`` (``tasks.siit.FAILED_DIR``), which is not package data. ``--recard``
 re-evaluates existing weights under the current protocol without training.
 
 Runs are resumable: at every evaluation the full run state (weights, Adam moments, random
@@ -29,7 +29,7 @@ from interventions.options import at_least
 from siit_training.config import SiitConfig, add_config_arguments, config_from_args
 from siit_training.loop import train
 from tasks.base import Task
-from tasks.siit import model as siit
+from tasks import siit
 from tasks.tracr.compiled import tracr_task
 from tasks.tracr.programs import PROGRAMS
 
@@ -62,11 +62,11 @@ def checkpoint_path(name: str, args: argparse.Namespace) -> Path:
 
 def run_one(name: str, config: SiitConfig, args: argparse.Namespace) -> dict | None:
     """Train SIIT model ``name`` and write its weights and card (returned); ``None`` when the session paused."""
-    if siit.is_compiled(name):  # its recipe: tracr's weights, frozen (model.SIIT_VARIANTS)
+    if siit.is_compiled(name):  # its recipe: tracr's weights, frozen (variants.SIIT_VARIANTS)
         config = replace(config, init_tracr=True, freeze_circuit=True)
     elif config.freeze_circuit:
         raise SystemExit(f"{name}: --freeze-circuit makes a compiled-circuit model, which ships only as a variant marked "
-                         f"'compiled' in tasks.siit.model.SIIT_VARIANTS (its own family, {siit.COMPILED_FAMILY})")
+                         f"'compiled' in tasks.siit.variants.SIIT_VARIANTS (its own family, {siit.COMPILED_FAMILY})")
     task = tracr_task(siit.program_of(name), args.device)
     init, previous, continued_from = None, None, None
     ckpt = checkpoint_path(name, args)
@@ -123,7 +123,7 @@ def recard(name: str, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m siit_training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", default="all", help="tracr program name (or a variant of model.SIIT_VARIANTS, e.g. hist_backup), "
+    ap.add_argument("--task", default="all", help="tracr program name (or a variant of variants.SIIT_VARIANTS, e.g. hist_backup), "
                     "comma list, or 'all' (every program, then every variant)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_config_arguments(ap)  # every hyperparameter: the fields of SiitConfig

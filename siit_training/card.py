@@ -1,6 +1,6 @@
 """The JSON card written next to a SIIT model's weights: its config, correspondence, training
 record, metrics on fresh held-out data (``tasks.siit.evaluate``) and the pass verdict. The
-benchmark reads cards (``tasks.siit.model.load`` / ``shipped``); only training and ``--recard``
+benchmark reads cards (``tasks.siit.load`` / ``shipped``); only training and ``--recard``
 write them."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from siit_training.config import CARD_TEST_N
 from tasks.base import Task, unit_name
 from tasks.seeds import derive
 from tasks.siit.evaluate import COMPLETENESS_TOL, eval_pairs, evaluate, passes_bar
-from tasks.siit.model import CARD_PROTOCOL, CARD_VERSION, LIVE_THRESHOLD, NUM_TOL, PASS_BAR, ll_circuit, ll_nodes
+from tasks.siit import CARD_PROTOCOL, CARD_VERSION, LIVE_THRESHOLD, NUM_TOL, PASS_BAR, ll_circuit, ll_nodes
 
 # The benchmark counts a numerical output as changed when it moves by more than this (card: informational).
 BENCH_NUM_EFFECT_TOL = 0.05

@@ -12,7 +12,7 @@ import torch
 
 from siit_training.config import SiitConfig, unknown_options
 from siit_training.objective import Objective
-from tasks.siit import model as siit
+from tasks import siit
 
 CHECKPOINT_VERSION = 1
 

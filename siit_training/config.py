@@ -8,17 +8,15 @@ from dataclasses import dataclass, field, fields
 from interventions.options import at_least
 from siit_training.losses import NUM_LOSS_SCALE
 
-# Fixed parts of the recipe, once options that no shipped card ever set to another value.
+# Fixed parts of the recipe.
 AUX_WEIGHT = 0.5  # weight of the aux readout loss
 LIVE_FLOOR = 0.25  # liveness hinge floor (variance ratio to the median in-circuit node)
 GRAD_CLIP = 1.0  # gradient-norm clip
 BACKUP_LOSS_WEIGHT = 1.0  # weight of the backup loss (redundant HL nodes: one member kept, its partners zero-ablated)
 CARD_TEST_N = 256  # held-out examples per length for the card
 
-# Options that are gone, with the one value today's recipe has for each: an old card's or
-# checkpoint's ``config`` that records one at that value describes today's recipe. Sources of
-# every length >= the base's (same_length_sources False) and no layer-0 aux readout (aux_layer0
-# False) are the only behaviour left; circuit_sgd_lr went earlier (a trial no model kept).
+# Options a recorded ``config`` (a card's, a checkpoint's) may hold that are no longer options, with
+# the one value today's recipe has for each: a recording at that value describes today's recipe.
 REMOVED_OPTIONS: dict[str, object] = {
     "test_n": CARD_TEST_N, "w_aux": AUX_WEIGHT, "live_floor": LIVE_FLOOR, "clip": GRAD_CLIP, "same_length_sources": False,
     "aux_layer0": False, "w_backup": BACKUP_LOSS_WEIGHT, "circuit_sgd_lr": 0.0,

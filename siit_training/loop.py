@@ -26,7 +26,7 @@ from siit_training.objective import Objective
 from siit_training.reinit import reinit_node
 from tasks.base import Task
 from tasks.seeds import derive
-from tasks.siit import model as siit
+from tasks import siit
 from tasks.siit.evaluate import bar_score, eval_pairs
 from tasks.siit.evaluate import evaluate as evaluate_model
 
@@ -242,12 +242,12 @@ def train(hl_task: Task, config: SiitConfig, *, device: str = "cpu", progress: b
     """Train an LL model for ``hl_task`` under ``config``; returns ``(ll, aux, info)`` with the best checkpoint.
 
     ``init``: (LL state dict, aux tensors) to continue from; ``ll_config``: the LL architecture
-    (default ``model.ll_config_for``). ``checkpoint``: a path stem where the full run state is
+    (default ``tasks.siit.ll_config_for``). ``checkpoint``: a path stem where the full run state is
     written at every evaluation; ``resume``: go on from it (same config, same draws: a resumed run
     gives the weights of an uninterrupted one). ``pause_after_steps`` / ``pause_after_s``: stop
     this session at the first evaluation past either, after writing the checkpoint, and return
     ``info["paused"] = True`` (the budgets of ``config`` count training time over all sessions).
-    ``redundant``: HL node -> list of LL nodes that each carry it (``model.SIIT_VARIANTS``; backup rows).
+    ``redundant``: HL node -> list of LL nodes that each carry it (``variants.SIIT_VARIANTS``; backup rows).
     ``layers``: HL layer i -> LL layer ``layers[i]`` (a deep variant; default the same layer).
     ``extra``: JSON-able facts about the run kept in the checkpoint and returned as ``info["extra"]``
     (on resume, the checkpoint's)."""

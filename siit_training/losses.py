@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.siit.evaluate import hl_ties
-from tasks.siit.model import NUM_TOL
+from tasks.siit import NUM_TOL
 
 NUM_LOSS_SCALE = 100.0
 

@@ -12,7 +12,7 @@ source inputs from the task's precondition-respecting sampler, and one stacked L
 * rows 2n..3n: each row resample-ablates one random out-of-circuit LL node -> strict loss vs HL(base);
 * rows 3n..4n: every in-circuit node resample-ablated -> aux loss of the aux readout (prev/next
                token, prev == current), so aux information must flow through bystanders;
-* rows 4n..5n, only for a model with a redundant HL node (``model.SIIT_VARIANTS``, e.g. a backup
+* rows 4n..5n, only for a model with a redundant HL node (``variants.SIIT_VARIANTS``, e.g. a backup
                pair): each row keeps one member of a redundant set and zero-ablates the others;
                the kept member is left at base (target HL(base)) or patched from the source
                (target HL with the node patched) -> backup loss. So each member alone, its
@@ -37,7 +37,7 @@ from siit_training.config import AUX_WEIGHT, BACKUP_LOSS_WEIGHT, LIVE_FLOOR, Sii
 from siit_training.losses import liveness_hinge, output_loss
 from siit_training.warm_start import embed_tracr, frozen_masks, warm_start_config
 from tasks.base import Task
-from tasks.siit import model as siit
+from tasks import siit
 from tasks.siit.evaluate import cell_correct
 
 

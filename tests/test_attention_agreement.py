@@ -4,7 +4,7 @@ import importlib.util
 from pathlib import Path
 
 from tasks.siit import siit_task
-from tasks.siit.model import FAILED_DIR
+from tasks.siit import FAILED_DIR
 
 _spec = importlib.util.spec_from_file_location("attention_agreement", Path(__file__).parents[1] / "scripts" / "attention_agreement.py")
 attention_agreement = importlib.util.module_from_spec(_spec)

@@ -23,7 +23,7 @@ import torch
 from abench.leaderboard import environment, strip_volatile
 from ablations.base import REGISTRATIONS, REGISTRY
 from tasks import siit
-from tasks.siit.model import FAILED_DIR
+from tasks.siit import FAILED_DIR
 
 pytest_plugins = ["pytester"]
 
@@ -361,7 +361,9 @@ def test_unreadable_card_keeps_its_task_registered(tmp_path):
      ("n_heads", 2.0, "field ll_config.n_heads must be a positive integer, got 2.0 (float)"),
      ("d_mlp", True, "field ll_config.d_mlp must be a positive integer, got True (bool)"),
      ("act_fn", "tanh", "field ll_config.act_fn must be one of ('gelu', 'relu'), got 'tanh'"),
-     ("normalization_type", "LN", "ll_config has fields a HookedTransformerConfig cannot take (or that build_ll sets): ['normalization_type']"),
+     ("normalization_type", "LNPre", "field ll_config.normalization_type must be one of (None, 'LN', 'RMS'), got 'LNPre'"),
+     ("attention_dir", "forward", "field ll_config.attention_dir must be one of ('bidirectional', 'causal'), got 'forward'"),
+     ("seed", 3, "ll_config has fields a HookedTransformerConfig cannot take (or that build_ll sets): ['seed']"),
      ("bogus", 1, "cannot take (or that build_ll sets): ['bogus']")],
 )
 def test_card_schema_names_the_bad_field(tmp_path, field, value, expected):

@@ -8,7 +8,7 @@ from abench.effects import node_effects
 from interventions.hooks import ablated_outputs_batched, ablated_outputs_loop
 from ablations import make_method
 from tasks import siit
-from tasks.siit.model import FAILED_DIR
+from tasks.siit import FAILED_DIR
 from tasks.registry import load_task
 from tasks.tracr.programs import PROGRAMS
 

@@ -12,7 +12,7 @@ import torch
 
 from tasks import siit
 from tasks.registry import DEFAULT_FAMILIES, families, load_task, resolve_task_names
-from tasks.siit.model import FAILED_DIR
+from tasks.siit import FAILED_DIR
 
 SHIPPED = siit.shipped()
 # Fresh held-out data: a seed used neither in training (10_000 + seed eval, random stream) nor for the card (20_000 + seed).

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from siit_training.config import REMOVED_OPTIONS, SiitConfig, add_config_arguments, config_from_args, unknown_options
 from tasks.seeds import DERIVATIONS, derive
-from tasks.siit.model import FAILED_DIR, WEIGHTS_DIR
+from tasks.siit import FAILED_DIR, WEIGHTS_DIR
 
 
 def parse(argv: list[str]) -> SiitConfig:
@@ -216,7 +216,7 @@ def test_numerical_tail_counts_only_errors_past_half_the_tolerance(errors):
     """The tail term is 0 for cells within NUM_TOL / 2, 1 for a cell exactly at NUM_TOL, and
     ``output_loss`` adds it (times ``num_tail``) to the scaled MSE; BOS is left out of both."""
     from siit_training.losses import numerical_tail, output_loss
-    from tasks.siit.model import NUM_TOL
+    from tasks.siit import NUM_TOL
     err = torch.tensor(errors, dtype=torch.float64).view(1, -1, 1)
     hl = torch.zeros_like(err)
     half = NUM_TOL / 2

@@ -14,7 +14,7 @@ from siit_training.loop import train
 from siit_training.reinit import reinit_node
 from siit_training.warm_start import CATEGORICAL_LOGIT_SCALE, check_fits, embed_tracr, frozen_masks, warm_start_config
 from tasks import siit
-from tasks.siit import model as siit_model
+from tasks import siit as siit_model
 from tasks.tracr.compiled import tracr_task
 
 

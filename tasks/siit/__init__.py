@@ -1,7 +1,10 @@
 """SIIT tasks: trained transformers whose circuit is fixed by Strict Interchange Intervention Training.
 
-``model.py``: LL config, build, correspondence, aux readouts, patching hooks, save / load;
-``evaluate.py``: the card metrics (accuracy, IIA, SIIA, liveness) and the bar. The trainer, which
+``variants.py``: which models exist (programs, variants, families); ``architecture.py``: LL config,
+build, correspondence; ``readouts.py``: the aux readouts' targets and losses; ``patching.py``: interchange
+hooks and node writes; ``protocol.py``: the bar's constants; ``cards.py``: weights + cards (save,
+validate, load, the shipped set, the task); ``evaluate.py``: the card metrics (accuracy, IIA, SIIA,
+liveness) and the bar. The trainer, which
 writes the weights and their cards, is the package ``siit_training`` (``python -m siit_training
 --task <name|all>``); the benchmark never imports it.
 
@@ -34,7 +37,7 @@ carry a distributed copy of the answer that only a joint ablation reveals; ``--j
 resamples a random bystander subset per strict row. Training uses the same interchanges for its
 IIT, strict and aux rows.
 
-``SIIT_VARIANTS`` (``model.py``) adds models built on a program under another name whose
+``SIIT_VARIANTS`` (``variants.py``) adds models built on a program under another name whose
 correspondence maps one HL node to a *list* of LL nodes (``hist_backup``: a backup pair). An
 interchange patches the whole set; extra training rows teach each member alone (its partners
 zero-ablated) to implement the node, and the card's bar adds each member's backup IIA and backup
@@ -42,11 +45,16 @@ accuracy. They form the family ``siit_backup`` (single-node ablation under-repor
 design) and declare the set in the task's ``joint_sets``.
 """
 
+from tasks.base import ll_members, unit_name  # noqa: F401
+from tasks.siit.architecture import (LL_ACT_FNS, LL_ATTENTION, LL_NORMS, build_ll, correspondence, is_causal,  # noqa: F401
+                                     ll_circuit, ll_config_for, ll_nodes)
+from tasks.siit.cards import (CARD_SCHEMA, CARD_VERSION, FAILED_DIR, LL_CONFIG_SCHEMA, OPTIONAL_CARD_SCHEMA,  # noqa: F401
+                              WEIGHTS_DIR, SiitLoadError, is_weight, load, paths, save, shipped, siit_task, validate_card)
 from tasks.siit.evaluate import COMPLETENESS_TOL, bar_score, cell_correct, eval_pairs, evaluate, passes_bar  # noqa: F401
-from tasks.siit.model import (ARCH_OVERRIDES, CARD_PROTOCOL, CARD_SCHEMA, CARD_VERSION, LIVE_THRESHOLD,  # noqa: F401
-                              LL_CONFIG_SCHEMA, NUM_TOL, OPTIONAL_CARD_SCHEMA, PASS_BAR, SIIT_VARIANTS, WEIGHTS_DIR, SiitLoadError,
-                              aux0_sizes, aux0_targets, aux_block_ce, aux_logit_accuracy, aux_sizes, aux_targets, build_ll,
-                              BACKUP_FAMILY, CAUSAL_FAMILY, COMPILED_FAMILY, DEEP_FAMILY, NORM_FAMILY, REALISM_FAMILIES,
-                              correspondence, family_of, is_causal, is_compiled, layers_of, input_variance, ll_circuit, ll_config_for, ll_members,
-                              ll_nodes, load, node_write, patch_hooks, paths, program_of, redundant_of, unit_name,
-                              prefix_cache, save, shipped, siit_task, validate_card)
+from tasks.siit.patching import input_variance, node_write, patch_hooks, prefix_cache  # noqa: F401
+from tasks.siit.protocol import CARD_PROTOCOL, LIVE_THRESHOLD, NUM_TOL, PASS_BAR  # noqa: F401
+from tasks.siit.readouts import (aux0_sizes, aux0_targets, aux_block_ce, aux_logit_accuracy, aux_sizes,  # noqa: F401
+                                 aux_targets)
+from tasks.siit.variants import (ARCH_OVERRIDES, BACKUP_FAMILY, CAUSAL_FAMILY, COMPILED_FAMILY, DEEP_FAMILY,  # noqa: F401
+                                 NORM_FAMILY, REALISM_FAMILIES, SIIT_VARIANTS, family_of, is_compiled, layers_of,
+                                 program_of, redundant_of)

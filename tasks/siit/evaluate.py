@@ -13,8 +13,10 @@ from interventions.hooks import node_activation, replacing_hooks
 from interventions.interchange import source_lengths
 from interventions.measures import cell_changed
 from tasks.base import Node, Task
-from tasks.siit.model import (LIVE_THRESHOLD, NUM_TOL, PASS_BAR, aux0_sizes, aux0_targets, aux_logit_accuracy, aux_sizes,
-                              aux_targets, input_variance, ll_members, node_write, patch_hooks, unit_name)
+from tasks.base import ll_members, unit_name
+from tasks.siit.patching import input_variance, node_write, patch_hooks
+from tasks.siit.protocol import LIVE_THRESHOLD, NUM_TOL, PASS_BAR
+from tasks.siit.readouts import aux0_sizes, aux0_targets, aux_logit_accuracy, aux_sizes, aux_targets
 
 # An HL categorical cell whose top two logits are within this has no defined answer (a tie: e.g.
 # reverse's aggregate pointing past the base's end after a longer source's length is patched in)
