@@ -85,3 +85,56 @@ def headline_svg(entries: list[dict], title: str) -> str:
     out += _panel(entries, "mean_faithfulness", "mean_faithfulness_ci95", "faithfulness (higher is better)", x_faith, 0.0, 1.0)
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+CELL_W = 90
+
+
+def _shade(v: float, lo: float = 0.5) -> str:
+    """White at ``lo`` (chance) to dark blue at 1."""
+    t = min(max((v - lo) / (1.0 - lo), 0.0), 1.0)
+    r, g, b = (round(255 + (c - 255) * t) for c in (8, 69, 148))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def transfer_svg(transfer: dict, title: str) -> str:
+    """Methods x families grid of pooled AUROC: the base family, then each realism axis (``abench.transfer``),
+    one row per method in the base family's order; a cell whose method moved beyond its intervals on
+    that axis is outlined in red. Empty string without a realism family."""
+    recs = list(transfer.values())
+    if not recs:
+        return ""
+    methods = [m["method"] for m in recs[0]["methods"]]
+    columns = [(recs[0]["base"], {m["method"]: (m["base_pooled_auroc"], False) for m in recs[0]["methods"]})]
+    for r in recs:
+        columns.append((f"{r['axis']} (tau {r['kendall_tau']:.2f})" if r["kendall_tau"] is not None else r["axis"],
+                        {m["method"]: (m["axis_pooled_auroc"], m["moved"]) for m in r["methods"]}))
+    width = max(LABEL_W + CELL_W * len(columns) + 20, 640)
+    height = TOP + len(methods) * ROW_H + BOTTOM + 14
+    out = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}'>",
+        f"<rect width='{width}' height='{height}' fill='white'/>",
+        f"<text x='10' y='22' font-size='15' font-weight='bold' {FONT}>{escape(title)}</text>",
+    ]
+    for j, (label, _) in enumerate(columns):
+        out.append(f"<text x='{_f(LABEL_W + CELL_W * (j + 0.5))}' y='{TOP - 8}' text-anchor='middle' font-size='11' {FONT}>"
+                   f"{escape(label)}</text>")
+    for i, m in enumerate(methods):
+        y = TOP + i * ROW_H
+        out.append(f"<text x='{LABEL_W - 10}' y='{_f(y + ROW_H / 2 + 4)}' text-anchor='end' font-size='12' {FONT}>{escape(m)}</text>")
+        for j, (_, cells) in enumerate(columns):
+            v, moved = cells.get(m, (None, False))
+            x = LABEL_W + CELL_W * j
+            fill = "#eeeeee" if v is None else _shade(v)
+            stroke = "stroke='#d62728' stroke-width='2'" if moved else "stroke='white' stroke-width='1'"
+            out.append(f"<rect x='{_f(x)}' y='{_f(y)}' width='{CELL_W}' height='{ROW_H}' fill='{fill}' {stroke}/>")
+            text = "-" if v is None else f"{v:.3f}"
+            color = "white" if v is not None and v > 0.8 else "black"
+            out.append(f"<text x='{_f(x + CELL_W / 2)}' y='{_f(y + ROW_H / 2 + 4)}' text-anchor='middle' font-size='11' "
+                       f"fill='{color}' {FONT}>{text}</text>")
+    out.append(f"<text x='10' y='{height - 26}' font-size='11' {FONT}>pooled AUROC (white: 0.5, dark: 1); red outline: the "
+               "method's AUROC or faithfulness</text>")
+    out.append(f"<text x='10' y='{height - 12}' font-size='11' {FONT}>interval on that axis does not overlap the base family's "
+               "(it moved beyond noise)</text>")
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
