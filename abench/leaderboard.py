@@ -212,7 +212,7 @@ def build(rows: list[Row], env: dict, extra: dict | None = None, checks: dict[st
         attribution=attribution,
         recommendation={fam: rec for fam, summ in by_family.items() if (rec := recommend(summ, reference_of.get(fam)))},
         # the realism families against siit: the reference and the sweep-only rows are no candidates there either
-        transfer=transfer(pooled, by_family, exclude={REFERENCE_METHOD} | SWEEP_ONLY),
+        transfer=transfer(pooled, by_family, summarize, exclude={REFERENCE_METHOD} | SWEEP_ONLY),
         extra=extra or {},
     )
 

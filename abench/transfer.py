@@ -1,7 +1,9 @@
 """Ranking transfer: does the base family's ranking of methods hold on the realism axes?
 
 For each realism family (``tasks.siit.REALISM_FAMILIES``: pre-norm, causal, deep, backup models) beside
-the base family ``siit``: every method both families scored, with its rank, pooled AUROC and mean
+the base family ``siit``'s models of the same programs (``matched_base``: the axis changes, the programs
+do not; the realism models are built on a few small programs, and beside all of ``siit`` the comparison
+would also change the programs): every method both scored, with its rank, pooled AUROC and mean
 faithfulness (95% intervals, from the family summaries) on each; Kendall's tau between the two
 rankings by pooled AUROC with a 95% bootstrap interval over tasks (tasks redrawn with replacement in
 both families, pooled AUROCs recomputed, tau again); and the methods whose AUROC or faithfulness
@@ -10,10 +12,12 @@ intervals on the two families do not overlap (their standing changed beyond nois
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.stats import kendalltau, rankdata
+
+from tasks.siit import program_of
 
 
 if TYPE_CHECKING:
@@ -74,18 +78,28 @@ def _ranks(summary: Sequence[Mapping], methods: Sequence[str]) -> dict[str, floa
     return dict(zip(methods, (float(x) for x in rankdata([-v for v in vals]))))
 
 
-def axis_transfer(rows: Sequence[Row], summaries: Mapping[str, list], family: str, base: str = BASE_FAMILY,
-                  exclude: Iterable[str] = (), n_boot: int = 1000, seed: int = 0) -> dict | None:
-    """The transfer record of realism ``family`` against ``base`` (``None`` when either has no summary).
+def matched_base(rows: Sequence[Row], family: str, base: str = BASE_FAMILY) -> list[Row]:
+    """The ``base`` family's rows of the programs ``family``'s models implement (``siit_back2`` for
+    ``siit_back2_ln``): the comparison then changes the axis, not the programs. All of ``base`` when
+    none of its models shares a program."""
+    programs = {program_of(r.task) for r in rows if r.family == family}
+    same = [r for r in rows if r.family == base and program_of(r.task) in programs]
+    return same or [r for r in rows if r.family == base]
+
+
+def axis_transfer(rows: Sequence[Row], summaries: Mapping[str, list], family: str, summarize: Callable[[list], list],
+                  base: str = BASE_FAMILY, exclude: Iterable[str] = (), n_boot: int = 1000, seed: int = 0) -> dict | None:
+    """The transfer record of realism ``family`` against the ``base`` models of the same programs
+    (``matched_base``; their summary by ``summarize``), ``None`` when either family has no summary.
 
     ``exclude``: methods left out of the ranking (the families' reference, sweep-only rows)."""
     if family not in summaries or base not in summaries:
         return None
     skip = set(exclude)
-    base_by = {s["method"]: s for s in summaries[base]}
+    base_rows = matched_base(rows, family, base)
+    base_by = {s["method"]: s for s in summarize(base_rows)}
     axis_by = {s["method"]: s for s in summaries[family]}
     methods = [m for m in base_by if m in axis_by and m not in skip]
-    base_rows = [r for r in rows if r.family == base]
     axis_rows = [r for r in rows if r.family == family]
     base_tasks = sorted({r.task for r in base_rows})
     axis_tasks = sorted({r.task for r in axis_rows})
@@ -103,7 +117,7 @@ def axis_transfer(rows: Sequence[Row], summaries: Mapping[str, list], family: st
             t = _tau([None if np.isnan(x) else x for x in b], [None if np.isnan(x) else x for x in a])
             if t is not None:
                 boots.append(t)
-    base_rank, axis_rank = _ranks(summaries[base], methods), _ranks(summaries[family], methods)
+    base_rank, axis_rank = _ranks(list(base_by.values()), methods), _ranks(summaries[family], methods)
     table = []
     for m in methods:
         b, a = base_by[m], axis_by[m]
@@ -119,7 +133,7 @@ def axis_transfer(rows: Sequence[Row], summaries: Mapping[str, list], family: st
         })
     tau_ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else None
     return {
-        "family": family, "axis": AXES.get(family, family), "base": base,
+        "family": family, "axis": AXES.get(family, family), "base": base, "base_tasks": base_tasks, "axis_tasks": axis_tasks,
         "n_tasks_base": len(base_tasks), "n_tasks_axis": len(axis_tasks), "n_methods": len(methods),
         "kendall_tau": tau,
         "kendall_tau_ci95": tau_ci, "n_boot": len(boots), "excluded_methods": sorted(skip & (set(base_by) | set(axis_by))),
@@ -129,9 +143,10 @@ def axis_transfer(rows: Sequence[Row], summaries: Mapping[str, list], family: st
     }
 
 
-def transfer(rows: Sequence[Row], summaries: Mapping[str, list], exclude: Iterable[str] = (), n_boot: int = 1000,
-             seed: int = 0) -> dict[str, dict]:
+def transfer(rows: Sequence[Row], summaries: Mapping[str, list], summarize: Callable[[list], list], exclude: Iterable[str] = (),
+             n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
     """Per realism family present in ``summaries`` (``AXES`` order), its ``axis_transfer`` record."""
     exclude = list(exclude)
-    return {fam: rec for fam in AXES if (rec := axis_transfer(rows, summaries, fam, exclude=exclude, n_boot=n_boot, seed=seed))}
+    return {fam: rec for fam in AXES
+            if (rec := axis_transfer(rows, summaries, fam, summarize, exclude=exclude, n_boot=n_boot, seed=seed))}
 

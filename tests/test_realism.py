@@ -143,11 +143,23 @@ def _families(noise: float) -> list[Row]:
 def test_transfer_of_an_identical_family_is_perfect_and_a_reversed_one_is_caught():
     rows = _families(0.0)
     summaries = {f: summarize([r for r in rows if r.family == f]) for f in ("siit", siit.NORM_FAMILY)}
-    rec = transfer(rows, summaries, n_boot=200)[siit.NORM_FAMILY]
+    rec = transfer(rows, summaries, summarize, n_boot=200)[siit.NORM_FAMILY]
     assert rec["kendall_tau"] == pytest.approx(1.0) and rec["held"] and not any(m["moved"] for m in rec["methods"])
     assert [m["base_rank"] for m in rec["methods"]] == [m["axis_rank"] for m in rec["methods"]]
     scrambled = [replace(r, nodes=[replace(n, in_circuit=not n.in_circuit) for n in r.nodes]) if r.family == siit.NORM_FAMILY
                  else r for r in rows]
     summaries = {f: summarize([r for r in scrambled if r.family == f]) for f in ("siit", siit.NORM_FAMILY)}
-    rec = transfer(scrambled, summaries, n_boot=200)[siit.NORM_FAMILY]
+    rec = transfer(scrambled, summaries, summarize, n_boot=200)[siit.NORM_FAMILY]
     assert not rec["held"] and any(m["auroc_moved"] for m in rec["methods"])
+
+
+def test_the_base_is_the_siit_models_of_the_same_programs():
+    """siit_back2_ln is compared with siit_back2, not with every siit model: the axis changes, the program does not."""
+    from abench.transfer import matched_base
+
+    labels = np.arange(4) < 1
+    rows = [_row(t, fam, "m", labels, labels * 1.0) for t, fam in (("siit_back2", "siit"), ("siit_hist", "siit"),
+                                                                  ("siit_back2_ln", siit.NORM_FAMILY))]
+    assert [r.task for r in matched_base(rows, siit.NORM_FAMILY)] == ["siit_back2"]
+    other = [replace(r, task="siit_first_token_ln") if r.family == siit.NORM_FAMILY else r for r in rows]
+    assert [r.task for r in matched_base(other, siit.NORM_FAMILY)] == ["siit_back2", "siit_hist"]  # no shared program: all of siit

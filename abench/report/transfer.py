@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from abench.report.tables import fmt
 
 TRANSFER_NOTE = ("Each realism family (models shaped like real ones: pre-norm, causal, deep, backup heads) beside the base "
-                 "family siit: every method's rank by pooled AUROC (1 = best, ties share their mean rank), pooled AUROC and "
+                 "family siit's models of the same programs: every method's rank by pooled AUROC (1 = best, ties share their mean rank), pooled AUROC and "
                  "mean faithfulness with 95% intervals on both, and Kendall's tau between the two rankings with a 95% "
                  "bootstrap interval over tasks. 'moved': the AUROC or faithfulness intervals on the two families do not "
                  "overlap. The reference method (resample) is left out, as in 'which method to use'.")
