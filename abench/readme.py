@@ -74,7 +74,8 @@ def headline_markdown(doc: dict) -> str:
                   "([how it is decided](abench/recommend.py))."]
     held = headline_sentence(doc.get("transfer") or {})
     if held:
-        lines += ["", held + " ([ranking transfer](reports/leaderboard.md#ranking-transfer-the-realism-axes-against-siit))"]
+        lines += ["", held.removesuffix(".") + "; per method and axis: [ranking transfer](reports/leaderboard.md#ranking-transfer-the-realism-axes-against-siit), "
+                  "[realism.md](docs/realism.md)."]
     lines += ["", f"![{_title(doc)}: pooled AUROC and faithfulness per method](docs/img/headline.svg)", END]
     return "\n".join(lines) + "\n"
 
