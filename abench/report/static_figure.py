@@ -87,7 +87,7 @@ def headline_svg(entries: list[dict], title: str) -> str:
     return "\n".join(out) + "\n"
 
 
-CELL_W = 90
+CELL_W = 110
 
 
 def _shade(v: float, lo: float = 0.5) -> str:
@@ -98,17 +98,18 @@ def _shade(v: float, lo: float = 0.5) -> str:
 
 
 def transfer_svg(transfer: dict, title: str) -> str:
-    """Methods x families grid of pooled AUROC: the base family, then each realism axis (``abench.transfer``),
-    one row per method in the base family's order; a cell whose method moved beyond its intervals on
-    that axis is outlined in red. Empty string without a realism family."""
+    """Methods x axes grid (``abench.transfer``): per realism axis, each method's pooled AUROC there and its
+    change against the siit models of the same programs (that axis's matched base), shaded by the axis
+    AUROC; a method that moved beyond its intervals on that axis is outlined in red. Empty string without
+    a realism family."""
     recs = list(transfer.values())
     if not recs:
         return ""
     methods = [m["method"] for m in recs[0]["methods"]]
-    columns = [(recs[0]["base"], {m["method"]: (m["base_pooled_auroc"], False) for m in recs[0]["methods"]})]
+    columns = []
     for r in recs:
-        columns.append((f"{r['axis']} (tau {r['kendall_tau']:.2f})" if r["kendall_tau"] is not None else r["axis"],
-                        {m["method"]: (m["axis_pooled_auroc"], m["moved"]) for m in r["methods"]}))
+        tau = f", tau {r['kendall_tau']:.2f}" if r["kendall_tau"] is not None else ""
+        columns.append((f"{r['axis']}{tau}", {m["method"]: m for m in r["methods"]}))
     width = max(LABEL_W + CELL_W * len(columns) + 20, 640)
     height = TOP + len(methods) * ROW_H + BOTTOM + 14
     out = [
@@ -119,22 +120,24 @@ def transfer_svg(transfer: dict, title: str) -> str:
     for j, (label, _) in enumerate(columns):
         out.append(f"<text x='{_f(LABEL_W + CELL_W * (j + 0.5))}' y='{TOP - 8}' text-anchor='middle' font-size='11' {FONT}>"
                    f"{escape(label)}</text>")
-    for i, m in enumerate(methods):
+    for i, method in enumerate(methods):
         y = TOP + i * ROW_H
-        out.append(f"<text x='{LABEL_W - 10}' y='{_f(y + ROW_H / 2 + 4)}' text-anchor='end' font-size='12' {FONT}>{escape(m)}</text>")
+        out.append(f"<text x='{LABEL_W - 10}' y='{_f(y + ROW_H / 2 + 4)}' text-anchor='end' font-size='12' {FONT}>{escape(method)}</text>")
         for j, (_, cells) in enumerate(columns):
-            v, moved = cells.get(m, (None, False))
+            m = cells.get(method)
+            v = None if m is None else m["axis_pooled_auroc"]
+            base = None if m is None else m["base_pooled_auroc"]
             x = LABEL_W + CELL_W * j
             fill = "#eeeeee" if v is None else _shade(v)
-            stroke = "stroke='#d62728' stroke-width='2'" if moved else "stroke='white' stroke-width='1'"
+            stroke = "stroke='#d62728' stroke-width='2'" if m and m["moved"] else "stroke='white' stroke-width='1'"
             out.append(f"<rect x='{_f(x)}' y='{_f(y)}' width='{CELL_W}' height='{ROW_H}' fill='{fill}' {stroke}/>")
-            text = "-" if v is None else f"{v:.3f}"
+            text = "-" if v is None else f"{v:.3f}" + ("" if base is None else f" ({v - base:+.2f})")
             color = "white" if v is not None and v > 0.8 else "black"
-            out.append(f"<text x='{_f(x + CELL_W / 2)}' y='{_f(y + ROW_H / 2 + 4)}' text-anchor='middle' font-size='11' "
+            out.append(f"<text x='{_f(x + CELL_W / 2)}' y='{_f(y + ROW_H / 2 + 4)}' text-anchor='middle' font-size='10' "
                        f"fill='{color}' {FONT}>{text}</text>")
-    out.append(f"<text x='10' y='{height - 26}' font-size='11' {FONT}>pooled AUROC (white: 0.5, dark: 1); red outline: the "
-               "method's AUROC or faithfulness</text>")
-    out.append(f"<text x='10' y='{height - 12}' font-size='11' {FONT}>interval on that axis does not overlap the base family's "
-               "(it moved beyond noise)</text>")
+    out.append(f"<text x='10' y='{height - 26}' font-size='11' {FONT}>pooled AUROC on the axis (change against the siit models "
+               "of the same programs); white: 0.5, dark: 1</text>")
+    out.append(f"<text x='10' y='{height - 12}' font-size='11' {FONT}>red outline: the method's AUROC or faithfulness "
+               "interval on that axis does not overlap the matched siit models'</text>")
     out.append("</svg>")
     return "\n".join(out) + "\n"

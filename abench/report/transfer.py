@@ -53,21 +53,29 @@ def headline_sentence(transfer: dict) -> str | None:
 
 
 def transfer_figure(transfer: dict) -> go.Figure | None:
-    """Methods x families heat map of pooled AUROC: the base family, then each realism axis."""
+    """Methods x axes heat map: each realism axis's pooled AUROC minus that of the siit models of the same
+    programs (its own matched base), the cell text both numbers; methods in the first axis's base order."""
     if not transfer:
         return None
     recs = list(transfer.values())
-    base = recs[0]["base"]
     methods = [m["method"] for m in recs[0]["methods"]]
-    columns = [base] + [r["axis"] for r in recs]
-    value = {(m["method"], base): m["base_pooled_auroc"] for m in recs[0]["methods"]}
-    for r in recs:
-        value.update({(m["method"], r["axis"]): m["axis_pooled_auroc"] for m in r["methods"]})
-    z = [[value.get((m, c)) for c in columns] for m in methods]
-    text = [["" if v is None else f"{v:.3f}" for v in row] for row in z]
-    fig = go.Figure(go.Heatmap(z=z, x=columns, y=methods, text=text, texttemplate="%{text}", colorscale="Viridis",
-                               zmin=0.5, zmax=1.0, colorbar={"title": "pooled AUROC"}))
-    fig.update_layout(title="Ranking transfer: pooled AUROC per method on the base family and each realism axis",
-                      yaxis={"autorange": "reversed", "title": "method (base family's order)"}, xaxis={"title": "family"},
+    cells = {(m["method"], r["axis"]): m for r in recs for m in r["methods"]}
+    z, text = [], []
+    for method in methods:
+        z_row, t_row = [], []
+        for r in recs:
+            m = cells.get((method, r["axis"]))
+            base, axis = (m["base_pooled_auroc"], m["axis_pooled_auroc"]) if m else (None, None)
+            delta = None if base is None or axis is None else axis - base
+            z_row.append(delta)
+            t_row.append("" if delta is None else f"{axis:.3f} ({delta:+.3f}){' *' if m['moved'] else ''}")
+        z.append(z_row)
+        text.append(t_row)
+    fig = go.Figure(go.Heatmap(z=z, x=[f"{r['axis']} ({r['n_tasks_axis']} vs {r['n_tasks_base']})" for r in recs], y=methods,
+                               text=text, texttemplate="%{text}", colorscale="RdBu", zmid=0, zmin=-0.5, zmax=0.5,
+                               colorbar={"title": "AUROC change"}))
+    fig.update_layout(title="Ranking transfer: pooled AUROC on each realism axis (change against the siit models of the same "
+                            "programs; * moved beyond its intervals)",
+                      yaxis={"autorange": "reversed", "title": "method"}, xaxis={"title": "axis (its tasks vs matched siit tasks)"},
                       height=max(360, 22 * len(methods) + 140), margin={"l": 220})
     return fig
