@@ -189,3 +189,20 @@ def test_the_page_gives_each_familys_answer_and_the_attribution_axes_are_all_log
         fig = attribution_scatter(DOC, fam)
         axes = [a for a in fig.layout if a.startswith(("xaxis", "yaxis"))]
         assert axes and all(fig.layout[a].type == "log" for a in axes), axes
+
+
+def test_ranking_transfer_section_and_figure_render_in_chromium(chromium, tmp_path):
+    """A leaderboard with a realism family gets its transfer table and the methods x axes figure, drawn."""
+    from dataclasses import replace
+
+    doc = Leaderboard.from_json(DOC)
+    first, *rest = sorted({r.task for r in doc.rows})  # the fixture's two tasks: one as the base family, one as an axis
+    rows = [replace(r, family="siit" if r.task == first else "siit_norm") for r in doc.rows]
+    built = leaderboard.build(rows, dict(doc.environment), checks=dict(doc.ground_truth_checks)).to_json()
+    assert "siit_norm" in built["transfer"]
+    page = to_html(built)
+    assert "Ranking transfer" in page and "fig-transfer" in figure_ids(page)
+    path = tmp_path / "transfer.html"
+    path.write_text(page, encoding="utf-8")
+    verdict = browser_check(path)
+    assert verdict["status"] == "ok" and verdict["marks"]["fig-transfer"] > 0, verdict

@@ -131,7 +131,7 @@ window.addEventListener('unhandledrejection', function (e) {
 _SELF_CHECK = """
 (function () {
   var EXPECTED = __EXPECTED__;
-  var MARKS = '.trace .point, .trace path.js-line, .trace path.box, .trace path.js-fill';
+  var MARKS = '.trace .point, .trace path.js-line, .trace path.box, .trace path.js-fill, .hm image';
   function inspect() {
     var divs = Array.prototype.slice.call(document.querySelectorAll('.plotly-graph-div'));
     var problems = [], marks = {};
