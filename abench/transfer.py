@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from scipy.stats import kendalltau, rankdata
 
+from abench.recommend import FLOAT_SLACK
 from tasks.siit import program_of
 
 
@@ -67,8 +68,8 @@ def _tau(a: Sequence[float | None], b: Sequence[float | None]) -> float | None:
 
 
 def _apart(ci_a, ci_b) -> bool:
-    """Two 95% intervals that do not overlap."""
-    return bool(ci_a and ci_b and (ci_a[1] < ci_b[0] or ci_b[1] < ci_a[0]))
+    """Two 95% intervals that do not overlap (beyond summed-float slack: [1, 1] and [0.9999999999999999, 1] overlap)."""
+    return bool(ci_a and ci_b and (ci_a[1] + FLOAT_SLACK < ci_b[0] or ci_b[1] + FLOAT_SLACK < ci_a[0]))
 
 
 def _ranks(summary: Sequence[Mapping], methods: Sequence[str]) -> dict[str, float]:
