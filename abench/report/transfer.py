@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from abench.report.metrics import ci_text
 from abench.report.tables import fmt
 
 TRANSFER_NOTE = ("Each realism family (models shaped like real ones: pre-norm, causal, deep, backup heads) beside the base "
@@ -15,7 +16,7 @@ TRANSFER_NOTE = ("Each realism family (models shaped like real ones: pre-norm, c
 
 
 def _ci(value, ci) -> str:
-    return fmt(value) if not ci else f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
+    return fmt(value) if not ci else f"{fmt(value)} {ci_text(ci)}"
 
 
 def transfer_line(rec: dict) -> str:
