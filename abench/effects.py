@@ -18,6 +18,7 @@ from abench.document import NodeEffect
 from abench.scorers import SuiteScorer
 from ablations.base import AblationMethod
 from ablations.task_data import TaskData
+from interventions.readout import FULL, Readout
 
 class MethodError(RuntimeError):
     """A method misbehaved (raised, returned a wrong shape, NaN/inf, or changed its inputs)."""
@@ -65,7 +66,9 @@ def node_effects(
     by_name = {n.name: n for n in data.nodes}
     with torch.no_grad():
         for g in range(data.n_groups):
-            clean = data.outputs[g]
+            # the scorer's readout: the engine computes only the cells it reads (interventions.readout)
+            readout = read_by(scorer, data, g)
+            clean = readout.select(data.outputs[g])
             # One layer at a time, each output scored as soon as it exists: what is held beyond the
             # clean data is one layer's replacements and one stacked forward (the --max-batch-mb
             # budget), never every node's outputs [b, pos, vocab] at once.
@@ -76,10 +79,11 @@ def node_effects(
                     # output: skip its forward (e.g. resampling a node that is constant).
                     changed_nodes = [n for n in layer_nodes if not torch.equal(repl[n.name], data.acts[n.name][g])]
                     writes = data.writes[g] if data.writes else None
-                    outs = iter_ablated_outputs_batched(data.model, data.resid_pre[g], changed_nodes, repl, max_rows, writes)
+                    outs = iter_ablated_outputs_batched(data.model, data.resid_pre[g], changed_nodes, repl, max_rows, writes, readout)
                     unchanged = [(n.name, clean) for n in layer_nodes if n not in changed_nodes]
                 else:
-                    outs, unchanged = ablated_outputs_loop(data.model, data.tokens[g], layer_nodes, repl).items(), []
+                    outs = [(name, readout.select(out)) for name, out in ablated_outputs_loop(data.model, data.tokens[g], layer_nodes, repl).items()]
+                    unchanged = []
                 for name, out in chain(outs, unchanged):
                     for i, v in enumerate(scorer.score(data, g, by_name[name], clean, out)):
                         sums[name][i] += v
@@ -90,6 +94,13 @@ def node_effects(
         changed, cells, diverg, diverg_cells = sums[n.name]
         effects.append(NodeEffect(n.name, n.in_circuit, changed / cells, diverg / diverg_cells))
     return effects
+
+
+def read_by(scorer, data: TaskData, group: int) -> Readout:
+    """The cells ``scorer`` reads on one length group (``FULL`` for a scorer that names none): its
+    ``score`` is given the outputs cut to them."""
+    readout = getattr(scorer, "readout", None)
+    return FULL if readout is None else readout(data, group)
 
 
 def _by_layer(nodes) -> list[list]:
@@ -120,12 +131,14 @@ def joint_effects(
     with torch.no_grad():
         for g in range(data.n_groups):
             repl = replacements(method, data, g, members)  # only the sets' nodes
+            readout = read_by(scorer, data, g)
             if batched:
-                outs = ablated_outputs_sets_batched(data.model, data.resid_pre[g], node_sets, repl, max_rows)
+                outs = ablated_outputs_sets_batched(data.model, data.resid_pre[g], node_sets, repl, max_rows, readout)
             else:  # the reference: one hooked forward per set
-                outs = ablated_outputs_sets_loop(data.model, data.tokens[g], node_sets, repl)
+                outs = [readout.select(out) for out in ablated_outputs_sets_loop(data.model, data.tokens[g], node_sets, repl)]
+            clean = readout.select(data.outputs[g])
             for k, (nodes, out) in enumerate(zip(node_sets, outs)):
-                for i, v in enumerate(scorer.score(data, g, nodes, data.outputs[g], out)):
+                for i, v in enumerate(scorer.score(data, g, nodes, clean, out)):
                     sums[k][i] += v
     single_of = {e.name: e.effect for e in single}
     return [{"name": label, "nodes": list(names), "effect": s[0] / s[1], "continuous": s[2] / s[3],

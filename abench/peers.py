@@ -10,7 +10,7 @@ would otherwise write (``benchmarks/test_peers.py`` times them, ``abench/scale_c
   of the node's source under ``patch_mode``.
 
 Each is ``run(method, ev, ctx) -> [(node, effect, continuous)]`` with the suite's effect definition
-(``SuiteScorer``); peers build each node's replacement with the method's own ``ablate`` (no checks). A peer that
+(``SuiteScorer``; the engine and the hook loop take ``ctx["scorer"]`` instead where it is given); peers build each node's replacement with the method's own ``ablate`` (no checks). A peer that
 cannot run here (not installed) raises ``PeerUnavailable`` with the reason.
 """
 
@@ -22,7 +22,7 @@ import types
 
 import torch
 
-from abench.effects import node_effects
+from abench.effects import node_effects, read_by
 from abench.scorers import SuiteScorer
 
 
@@ -35,20 +35,24 @@ def _node_values(method, ev, group: int) -> dict[str, torch.Tensor]:
     return {n.name: method.ablate(ev.node_batch(n, group)) for n in ev.nodes}
 
 
-def _effects(ev, outputs_of) -> list[tuple[str, float, float]]:
+def _effects(ev, outputs_of, scorer=None) -> list[tuple[str, float, float]]:
     """``(node, effect, continuous)`` from ``outputs_of(group) -> {node: ablated outputs}``, summed
-    over the groups with the suite's scorer, exactly as ``node_effects`` aggregates them."""
-    scorer, sums = SuiteScorer(), {n.name: [0.0, 0, 0.0, 0] for n in ev.nodes}
+    over the groups with ``scorer`` (default the suite's) on the cells it reads, exactly as
+    ``node_effects`` aggregates them."""
+    scorer = scorer or SuiteScorer()
+    sums = {n.name: [0.0, 0, 0.0, 0] for n in ev.nodes}
     for g in range(ev.n_groups):
         outs = outputs_of(g)
+        readout = read_by(scorer, ev, g)
+        clean = readout.select(ev.outputs[g])
         for n in ev.nodes:
-            for i, v in enumerate(scorer.score(ev, g, n, ev.outputs[g], outs[n.name])):
+            for i, v in enumerate(scorer.score(ev, g, n, clean, readout.select(outs[n.name]))):
                 sums[n.name][i] += v
     return [(n.name, sums[n.name][0] / sums[n.name][1], sums[n.name][2] / sums[n.name][3]) for n in ev.nodes]
 
 
 def run_engine(method, ev, ctx):
-    return [(e.name, e.effect, e.continuous) for e in node_effects(method, ev)]
+    return [(e.name, e.effect, e.continuous) for e in node_effects(method, ev, scorer=ctx.get("scorer"))]
 
 
 def run_tl_hooks(method, ev, ctx):
@@ -70,7 +74,7 @@ def run_tl_hooks(method, ev, ctx):
                 for n in ev.nodes}
 
     with torch.no_grad():
-        return _effects(ev, outputs_of)
+        return _effects(ev, outputs_of, ctx.get("scorer"))
 
 
 def pyvene_module():
@@ -126,7 +130,7 @@ def run_pyvene(method, ev, ctx):
         return {n.name: models[n.name](base={"input": ev.tokens[g]}, unit_locations=None)[1] for n in ev.nodes}
 
     with torch.no_grad():
-        return _effects(ev, outputs_of)
+        return _effects(ev, outputs_of, ctx.get("scorer"))
 
 
 def auto_circuit_graph_utils():
@@ -203,7 +207,7 @@ def run_auto_circuit(method, ev, ctx):
         return outs
 
     with torch.no_grad():
-        return _effects(ev, outputs_of)
+        return _effects(ev, outputs_of, ctx.get("scorer"))
 
 
 RUNNERS = {"engine": run_engine, "tl_hooks": run_tl_hooks, "pyvene": run_pyvene, "auto_circuit": run_auto_circuit}

@@ -10,6 +10,7 @@ import torch
 from ablations.task_data import TaskData
 from interventions.measures import NUMERICAL_THRESHOLD, cell_changed, cell_divergence
 from interventions.nodes import Node
+from interventions.readout import Readout
 
 
 class SuiteScorer:
@@ -43,25 +44,36 @@ IIT_EPS_RELATIVE = 1e-6  # iit's ablate_nodes (relative_change) denominator guar
 
 
 class LogitDiffScorer:
-    """Logit difference between two answer tokens at one position (see the module docstring)."""
+    """Logit difference between two answer tokens at one position (see the module docstring). It reads
+    that position and the group's answer ids only (``readout``): the engine computes nothing else."""
 
     name = "logit_diff"
 
     def __init__(self, answers, position: int = -1):
         self.answers_fn, self.position = answers, position
         self._answers: dict[int, torch.Tensor] = {}
+        self._readouts: dict[int, Readout] = {}
 
     def answers(self, data: TaskData, group: int) -> torch.Tensor:
+        """``[b, 2]`` (correct, wrong) output ids of the group's prompts."""
         if group not in self._answers:
             self._answers[group] = torch.as_tensor(self.answers_fn(data.tokens[group])).long().to(data.tokens[group].device)
         return self._answers[group]
 
+    def readout(self, data: TaskData, group: int) -> Readout:
+        """The scored position and the group's answer ids (one unembedding slice per group, kept)."""
+        if group not in self._readouts:
+            self._readouts[group] = Readout(positions=(self.position,), vocab=torch.unique(self.answers(data, group)).cpu())
+        return self._readouts[group]
+
     def logit_diff(self, out: torch.Tensor, ans: torch.Tensor) -> torch.Tensor:
-        last = out[:, self.position]
+        """``out [b, 1, k]`` (the readout's cells) and ``ans [b, 2]`` local ids -> ``[b]``."""
+        last = out[:, 0]
         return last.gather(-1, ans[:, :1])[:, 0] - last.gather(-1, ans[:, 1:])[:, 0]
 
     def score(self, data: TaskData, group: int, node: Node, clean: torch.Tensor, ablated: torch.Tensor):
-        ans = self.answers(data, group)
+        """``clean`` and ``ablated``: the cells of ``readout(data, group)``, ``[b, 1, k]``."""
+        ans = self.readout(data, group).local_ids(self.answers(data, group))
         ld_c, ld_a = self.logit_diff(clean, ans), self.logit_diff(ablated, ans)
         delta = ld_a - ld_c
         return delta.abs().sum().item(), ld_c.abs().sum().item(), (delta ** 2).sum().item(), ld_c.numel()

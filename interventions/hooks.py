@@ -21,16 +21,14 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Callable, Iterator, Mapping, Sequence
 
-import einops
 import torch
-import torch.nn.functional as F
 from transformer_lens import HookedTransformer
-from transformer_lens.components.mlps.mlp import MLP
 from transformer_lens.utilities.addmm import batch_addmm
-from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
+from interventions.blocks import attn_out, supports_write_start
 from interventions.memory import rows_within_budget
 from interventions.nodes import Node, resid_pre_name
+from interventions.readout import FULL, Readout, run_from
 
 # Rows per stacked forward: passes of a few hundred rows were the fastest on the 2-core CPU the
 # suite was tuned on (benchmarks/test_speed.py reports the batched/loop ratio).
@@ -112,8 +110,10 @@ def ablated_outputs_batched(
     replacements: Mapping[str, torch.Tensor] | Callable[[Node], torch.Tensor],
     max_rows: int = DEFAULT_MAX_ROWS,
     writes: Mapping[int, Mapping[str, torch.Tensor]] | None = None,
+    readout: Readout = FULL,
 ) -> dict[str, torch.Tensor]:
-    """All single-node ablations in stacked passes. Returns ``{node: outputs [b, pos, v]}``.
+    """All single-node ablations in stacked passes. Returns ``{node: outputs [b, pos, v]}`` (only the
+    cells ``readout`` reads: ``[b, positions read, entries read]``, ``interventions.readout``).
 
     ``replacements`` maps a node name to its value ``[b, pos, d]`` (or is a function of the
     node, so values can be built lazily, e.g. with gradients for optimal ablation).
@@ -127,7 +127,7 @@ def ablated_outputs_batched(
     clean ``resid_mid``. The model then runs on from the next layer. Without ``writes`` each
     node's layer is recomputed from ``resid_pre`` with a hook (the joint-ablation path).
     """
-    return dict(iter_ablated_outputs_batched(model, resid_pre, nodes, replacements, max_rows, writes))
+    return dict(iter_ablated_outputs_batched(model, resid_pre, nodes, replacements, max_rows, writes, readout))
 
 
 def iter_ablated_outputs_batched(
@@ -137,65 +137,50 @@ def iter_ablated_outputs_batched(
     replacements: Mapping[str, torch.Tensor] | Callable[[Node], torch.Tensor],
     max_rows: int = DEFAULT_MAX_ROWS,
     writes: Mapping[int, Mapping[str, torch.Tensor]] | None = None,
+    readout: Readout = FULL,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """``ablated_outputs_batched`` one stacked forward at a time: yields ``(node, outputs [b, pos, v])``
     as each forward ends, so a caller that drops each output after use holds one forward's outputs
     (the ``--max-batch-mb`` budget), not every node's."""
     if writes and all(n.layer in writes for n in nodes):
-        yield from _iter_from_writes(model, resid_pre, writes, nodes, replacements, max_rows)
+        yield from _iter_from_writes(model, resid_pre, writes, nodes, replacements, max_rows, readout)
         return
-    for i, out in _iter_sets_batched(model, resid_pre, [[node] for node in nodes], replacements, max_rows):
+    for i, out in _iter_sets_batched(model, resid_pre, [[node] for node in nodes], replacements, max_rows, readout):
         yield nodes[i].name, out
 
 
-def supports_write_start(model: HookedTransformer) -> bool:
-    """Whether the write-start path computes exactly what a hooked forward computes: a standard
-    pre-norm block (attention output ``F.linear(z, W_O, b_O)``, then ``resid_mid``, then a plain
-    MLP ending in ``W_out``), and no hook left on the model (the path skips the layer's hook points)."""
-    cfg = model.cfg
-    if (cfg.use_attn_result or cfg.use_split_qkv_input or cfg.use_attn_in or cfg.parallel_attn_mlp or cfg.use_hook_mlp_in
-            or cfg.use_normalization_before_and_after or getattr(cfg, "load_in_4bit", False)
-            or cfg.original_architecture in POST_NORM_ARCHITECTURES):
-        return False
-    if not cfg.attn_only and any(type(b.mlp) is not MLP for b in model.blocks):
-        return False
-    return not any(hp._forward_hooks or hp._backward_hooks for hp in model.hook_dict.values())
-
-
-def _attn_out(attn, z: torch.Tensor) -> torch.Tensor:
-    """The attention output from ``hook_z`` ``[b, pos, n_heads, d_head]``, as TransformerLens computes it."""
-    w = einops.rearrange(attn.W_O, "head_index d_head d_model -> d_model (head_index d_head)").contiguous()
-    return F.linear(z.reshape(z.shape[0], z.shape[1], -1), w, attn.b_O)
-
-
-def _iter_from_writes(model, resid_pre, writes, nodes, replacements, max_rows) -> Iterator[tuple[str, torch.Tensor]]:
+def _iter_from_writes(model, resid_pre, writes, nodes, replacements, max_rows, readout) -> Iterator[tuple[str, torch.Tensor]]:
     get = replacements if callable(replacements) else (lambda n: replacements[n.name])
     by_layer: dict[int, list[Node]] = defaultdict(list)
     for n in nodes:
         by_layer[n.layer].append(n)
     for layer, layer_nodes in sorted(by_layer.items()):
         block = model.blocks[layer]
-        resid = resid_pre[layer]
+        resid, z_clean, mid_clean = resid_pre[layer], writes[layer]["z"], writes[layer].get("resid_mid")
         b = resid.shape[0]
         per_chunk = max(1, rows_within_budget(model, resid.shape[1], max_rows) // b)
+        # the last layer's writes matter only at the positions read: cut them there first
+        pos = readout.position_index(resid.shape[1], resid.device) if layer == model.cfg.n_layers - 1 else None
+        at = (lambda t: t) if pos is None else (lambda t: t[:, pos])
+        resid, z_clean, mid_clean = at(resid), at(z_clean), None if mid_clean is None else at(mid_clean)
         for start in range(0, len(layer_nodes), per_chunk):
             chunk = layer_nodes[start : start + per_chunk]
             heads = [n for n in chunk if n.kind == "attn"]
             mlps = [n for n in chunk if n.kind == "mlp"]
             parts = []
             if heads:
-                z = writes[layer]["z"].repeat(len(heads), 1, 1, 1)  # a fresh tensor: written in place below
+                z = z_clean.repeat(len(heads), 1, 1, 1)  # a fresh tensor: written in place below
                 for j, n in enumerate(heads):
-                    z[j * b : (j + 1) * b, :, n.head, :] = get(n)
-                resid_mid = resid.repeat(len(heads), 1, 1) + _attn_out(block.attn, z)
+                    z[j * b : (j + 1) * b, :, n.head, :] = at(get(n))
+                resid_mid = resid.repeat(len(heads), 1, 1) + attn_out(block.attn, z)
                 del z
                 parts.append(resid_mid if model.cfg.attn_only else resid_mid + block.apply_mlp(block.ln2(resid_mid)))
             for n in mlps:  # the MLP's own output is the replacement: no MLP forward at all
                 # contiguous: batch_addmm views its input, and a method may return an expanded constant
-                parts.append(writes[layer]["resid_mid"] + batch_addmm(block.mlp.b_out, block.mlp.W_out, get(n).contiguous()))
+                parts.append(mid_clean + batch_addmm(block.mlp.b_out, block.mlp.W_out, at(get(n)).contiguous()))
             stacked = parts[0] if len(parts) == 1 else torch.cat(parts)
             del parts
-            out = model(stacked, start_at_layer=layer + 1)
+            out = run_from(model, stacked, layer + 1, readout, cut=pos is not None)
             del stacked
             for j, n in enumerate(heads + mlps):
                 yield n.name, out[j * b : (j + 1) * b]
@@ -227,8 +212,10 @@ def ablated_outputs_sets_batched(
     node_sets: Sequence[Sequence[Node]],
     replacements: Mapping[str, torch.Tensor] | Callable[[Node], torch.Tensor],
     max_rows: int = DEFAULT_MAX_ROWS,
+    readout: Readout = FULL,
 ) -> list[torch.Tensor]:
-    """Joint ablations of many node sets in stacked passes: one ``outputs [b, pos, v]`` per set.
+    """Joint ablations of many node sets in stacked passes: one ``outputs [b, pos, v]`` per set (the
+    cells ``readout`` reads).
 
     Sets are grouped by their earliest layer; each group starts at that layer from the clean
     residual stream ``resid_pre[layer]`` (nothing upstream of a set's first node changes),
@@ -237,12 +224,12 @@ def ablated_outputs_sets_batched(
     An empty set gives the clean outputs (run from the earliest cached layer).
     """
     outs: list[torch.Tensor | None] = [None] * len(node_sets)
-    for i, out in _iter_sets_batched(model, resid_pre, node_sets, replacements, max_rows):
+    for i, out in _iter_sets_batched(model, resid_pre, node_sets, replacements, max_rows, readout):
         outs[i] = out
     return outs  # type: ignore[return-value]
 
 
-def _iter_sets_batched(model, resid_pre, node_sets, replacements, max_rows) -> Iterator[tuple[int, torch.Tensor]]:
+def _iter_sets_batched(model, resid_pre, node_sets, replacements, max_rows, readout=FULL) -> Iterator[tuple[int, torch.Tensor]]:
     """``(set index, outputs [b, pos, v])`` of ``ablated_outputs_sets_batched``, one stacked forward at a time."""
     get = replacements if callable(replacements) else (lambda n: replacements[n.name])
     sets = [list({n.name: n for n in s}.values()) for s in node_sets]  # a node twice in a set: once
@@ -272,7 +259,7 @@ def _iter_sets_batched(model, resid_pre, node_sets, replacements, max_rows) -> I
                     entries.append((node_of[name], rows, value.repeat(len(js), *([1] * (value.dim() - 1)))))
             stacked = resid.repeat(len(chunk), 1, 1)
             with model.hooks(fwd_hooks=replacing_hooks(entries)):
-                out = model(stacked, start_at_layer=layer)
+                out = run_from(model, stacked, layer, readout)
             del stacked, entries
             for j, i in enumerate(chunk):
                 yield i, out[j * b : (j + 1) * b]

@@ -93,8 +93,9 @@ def held_bound_bytes(model, batch: int, pos: int) -> int:
     - one layer's replacements (``batch x pos x (n_heads d_head + d_mlp)`` floats);
     - scoring one output: the clean log-probs kept per group and four ``[batch, pos, d_vocab_out]``
       transients of the KL divergence;
-    - the unembedding's own copy: TransformerLens' ``Unembed`` makes ``W_U.T`` contiguous on every
-      forward (``d_model x d_vocab_out`` floats; 147 MiB at gpt2-small's shape).
+    - the unembedding's own copy, ``W_U.T`` contiguous (``d_model x d_vocab_out`` floats; 147 MiB at
+      gpt2-small's shape): the engine makes it once per model and keeps it (``interventions.readout``),
+      where TransformerLens' ``Unembed`` makes it on every forward (the fallback under hooks).
     """
     c = model.cfg
     forward = max(budget_bytes(c.device), batch * bytes_per_row(model, pos))
