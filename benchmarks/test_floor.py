@@ -1,8 +1,8 @@
 """How close the engine is to the physical floor, on every default SIIT task.
 
-Floor: one forward per (node, length group) started at the node's layer, i.e. the sum over groups
-and nodes of the time of one unhooked forward of the group's rows from ``resid_pre[layer]``
-(best of ``FLOOR_REPEATS`` each). Printed, per task, beside the all-node ``resample`` effects of
+Floor (``abench.floor``): one forward per (node, length group) started at the node's layer, i.e. the
+sum over groups and nodes of the time of one unhooked forward of the group's rows from
+``resid_pre[layer]`` to every output cell (the suite's scorer reads them all; best of 3 each). Printed, per task, beside the all-node ``resample`` effects of
 the engine (pytest-benchmark entry, best of its rounds) and of the plain per-node hook loop the
 tests hold it to:
 
@@ -17,30 +17,14 @@ equal to the loop's (1e-5), so the numbers timed are the same numbers.
 import time
 
 import pytest
-import torch
 
 from abench.effects import node_effects
+from abench.floor import floor_seconds
 from ablations import make_method
 from tasks.registry import DEFAULT_FAMILIES, families
 
-FLOOR_REPEATS = 3
 ENGINE_ROUNDS = 3
 SIIT = families().get("siit", []) if "siit" in DEFAULT_FAMILIES else []
-
-
-def floor_seconds(ev) -> float:
-    total = 0.0
-    with torch.no_grad():
-        for g in range(ev.n_groups):
-            for node in ev.nodes:
-                resid = ev.resid_pre[g][node.layer]
-                best = float("inf")
-                for _ in range(FLOOR_REPEATS):
-                    t0 = time.perf_counter()
-                    ev.model(resid, start_at_layer=node.layer)
-                    best = min(best, time.perf_counter() - t0)
-                total += best
-    return total
 
 
 def best_seconds(fn, repeats: int = 3) -> float:

@@ -5,6 +5,11 @@ Three shapes researchers ablate: gpt2-small (12 layers x 12 heads, d_model 768),
 Llama-style model (grouped-query attention, 8 query heads over 2 key/value heads, gated MLP,
 RMSNorm, rotary: also the fallback path). Inputs are random tokens of a few lengths.
 
+Scored as researchers score such models (IOI on gpt2-small): the logit difference at the final
+position between two answers, here the prompt's first token (correct) and its second (wrong)
+(``task.scoring``; ``abench.scorers.LogitDiffScorer``), so the engine computes one position and two
+unembedding columns per prompt (``interventions.readout``).
+
 There is no circuit in random weights: every node is out of the circuit, the ground truth is
 ``none``, and these tasks are measured for time and memory only (``benchmarks/test_scale.py``,
 ``scripts/scale_cost.py``), never scored for separability nor pooled. ``width`` divides every
@@ -20,7 +25,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interventions.nodes import all_nodes
-from tasks.base import InputSpec, Task, describe_ground_truth
+from tasks.base import InputSpec, LogitDiffScoring, Task, describe_ground_truth
 
 FAMILY = "scale"
 GROUND_TRUTH = "none"
@@ -83,8 +88,13 @@ def scale_task(shape: str, device: str = "cpu", width: int = 1, lengths=LENGTHS)
     encoding = _Identity(vocab_size)
     name = f"scale_{shape}" if width == 1 else f"scale_{shape}_w{width}"
     return Task(name=name, family=FAMILY, model=model, output="categorical", nodes=all_nodes(model, lambda *a: False),
-                inputs=inputs, encoding=encoding, ground_truth=GROUND_TRUTH,
+                inputs=inputs, encoding=encoding, ground_truth=GROUND_TRUTH, scoring=LogitDiffScoring(first_two_tokens),
                 info={"cost_only": True, "shape": shape, "width": width})
+
+
+def first_two_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """``tokens [n, L + 1]`` (BOS first) -> ``[n, 2]``: the (correct, wrong) answers, the prompt's first two tokens."""
+    return tokens[:, 1:3]
 
 
 class _Identity(dict):

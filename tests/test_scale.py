@@ -10,6 +10,7 @@ import torch
 
 from abench.effects import node_effects
 from abench.peak_memory import CPU_ALLOCATOR_SLACK, PeakMemory, cpu_peak_supported
+from abench.scale_cost import task_scorer
 from ablations import DEFAULT_METHODS, ESTIMATOR_METHODS, TaskData, make_method
 from interventions import memory
 from interventions.hooks import supports_write_start
@@ -43,12 +44,16 @@ def assert_same_effects(fast, slow):
         assert abs(a.effect - b.effect) <= TOL and abs(a.continuous - b.continuous) <= TOL, (a, b)
 
 
+@pytest.mark.parametrize("scorer", ["suite", "task"])
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_engine_equals_the_hook_loop_on_every_shape(reduced, shape, method):
+def test_engine_equals_the_hook_loop_on_every_shape(reduced, shape, method, scorer):
+    """Under the suite's scorer (every cell read) and the task's own (the logit difference: one position,
+    two columns, so the engine computes only those)."""
     task, fit, ev = reduced[shape]
     m = make_method(method).fit(fit)
-    fast, slow = node_effects(m, ev), node_effects(m, ev, batched=False)
+    make = (lambda: None) if scorer == "suite" else (lambda: task_scorer(task, ev))
+    fast, slow = node_effects(m, ev, scorer=make()), node_effects(m, ev, batched=False, scorer=make())
     assert len(fast) == len(ev.nodes)
     assert_same_effects(fast, slow)
     assert any(e.continuous > 0 for e in fast)  # the ablations did change the outputs
@@ -92,6 +97,7 @@ def test_scale_is_opt_in_and_cost_only():
     assert resolve_task_names("scale") == [f"scale_{s}" for s in SHAPES]
     task = scale_task("llama_gqa", width=REDUCED)
     assert task.ground_truth == "none" and not any(n.in_circuit for n in task.nodes) and task.info["cost_only"]
+    assert task.scoring is not None and task.scoring.position == -1  # the logit difference, as IOI is scored
 
 
 @pytest.mark.skipif(not cpu_peak_supported(), reason="no resettable peak resident set here")
