@@ -21,7 +21,7 @@ def bytes_per_input(task: Task) -> int:
     c = task.model.cfg
     per_pos = (c.n_layers + 1) * c.d_model + c.d_vocab_out  # resid_pre of every layer, the output
     for node in task.nodes:
-        act = c.d_head if node.kind == "attn" else (c.d_mlp or c.d_model)
+        act = c.d_head if node.kind == "attn" else node.width if node.kind == "feature" else (c.d_mlp or c.d_model)
         per_pos += 2 * act + c.d_model  # clean and counterfactual activation, the node's write
     return int(TRANSIENT_FACTOR * BYTES_PER_FLOAT * c.n_ctx * per_pos)
 

@@ -21,6 +21,9 @@ then has no defined HL answer, so the set is scored as one *unit*: its joint res
 the separation in place of its members; the members' single-node effects are reported, not
 gated. Every other node is its own unit.
 
+A feature task (``tasks/features``) is checked the same way against its main program's own tracr model:
+each in-circuit residual atom against the same atom of P's residual under the same value swaps.
+
 A task that fails is reported with its reasons and left out of the pooled numbers. Tasks
 without a high-level model (tracr: the labels are the weights themselves) have no check.
 """
@@ -39,6 +42,9 @@ from tasks.base import Task, unit_name
 # node's IIA >= 0.99 on these interchanges) differs by at most ~0.02 from its HL node.
 HL_TOLERANCE = 0.03
 REFERENCE_METHOD = "resample"
+# the ground truths the check holds to a high-level model: SIIT's (trained under resample) and the feature
+# family's (labels read off the merged weights, held to the main program's own atoms, tasks/features/family.py)
+CHECKED_TRUTHS = (REFERENCE_METHOD, "reads")
 # Fraction of non-BOS cells that must keep their prediction with every out-of-circuit node resampled together.
 FAITHFULNESS_BAR = 0.99
 
@@ -67,7 +73,7 @@ def high_level_effects(task: Task, ev: TaskData, hl_data: TaskData | None = None
 
 def check_task(task: Task, ev: TaskData) -> GroundTruthCheck | None:
     """The ground-truth check of ``task`` on its eval data, or None when it has no high-level model."""
-    if task.ground_truth != REFERENCE_METHOD or task.high_level is None:
+    if task.ground_truth not in CHECKED_TRUTHS or task.high_level is None:
         return None
     ll = node_effects(Resample(), ev)
     hl_data = high_level_data(task, ev)

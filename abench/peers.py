@@ -30,6 +30,13 @@ class PeerUnavailable(RuntimeError):
     """A peer that cannot run here; the message says why and what to install."""
 
 
+def components_only(ev, peer: str) -> None:
+    """The peers ablate heads and MLPs only: a feature node (a residual direction) is refused by name."""
+    features = [n.name for n in ev.nodes if n.kind == "feature"]
+    if features:
+        raise ValueError(f"peer {peer} ablates heads and MLPs only, not residual features such as {features[0]}")
+
+
 def _node_values(method, ev, group: int) -> dict[str, torch.Tensor]:
     """Every node's replacement on one length group, straight from the method (no checks)."""
     return {n.name: method.ablate(ev.node_batch(n, group)) for n in ev.nodes}
@@ -56,6 +63,7 @@ def run_engine(method, ev, ctx):
 
 
 def run_tl_hooks(method, ev, ctx):
+    components_only(ev, "tl_hooks")
     model = ev.model
 
     def setter(node, value):
@@ -103,6 +111,7 @@ class _PyveneView(torch.nn.Module):
 
 
 def run_pyvene(method, ev, ctx):
+    components_only(ev, "pyvene")
     pv = pyvene_module()
     view = _PyveneView(ctx["model_copy"])
     current: dict[str, torch.Tensor] = {}
@@ -166,6 +175,7 @@ def auto_circuit_model(model):
 
 
 def run_auto_circuit(method, ev, ctx):
+    components_only(ev, "auto_circuit")
     graph_utils = auto_circuit_graph_utils()
     pm, srcs, edges_from = ctx["auto_circuit"]
     model = ev.model

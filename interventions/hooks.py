@@ -36,7 +36,10 @@ DEFAULT_MAX_ROWS = 512
 
 
 def node_activation(hook_value: torch.Tensor, node: Node) -> torch.Tensor:
-    """The node's slice of its hook's value: ``[batch, pos, d_head]`` or ``[batch, pos, d_mlp]``."""
+    """The node's slice of its hook's value: ``[batch, pos, d_head]``, ``[batch, pos, d_mlp]``, or a feature's
+    coordinates ``[batch, pos, k]``."""
+    if node.kind == "feature":
+        return hook_value @ node.direction.to(hook_value.device, hook_value.dtype)
     return hook_value[:, :, node.head, :] if node.kind == "attn" else hook_value
 
 
@@ -56,6 +59,9 @@ def replacing_hooks(entries: Sequence[tuple[Node, object, torch.Tensor]]) -> lis
             for node, rows, value in group:
                 if node.kind == "attn":
                     out[rows, :, node.head, :] = value
+                elif node.kind == "feature":  # only the coordinates along the direction move
+                    d = node.direction.to(out.device, out.dtype)
+                    out[rows] = out[rows] + (value - out[rows] @ d) @ d.T
                 else:
                     out[rows] = value
             return out
@@ -142,11 +148,14 @@ def iter_ablated_outputs_batched(
     """``ablated_outputs_batched`` one stacked forward at a time: yields ``(node, outputs [b, pos, v])``
     as each forward ends, so a caller that drops each output after use holds one forward's outputs
     (the ``--max-batch-mb`` budget), not every node's."""
-    if writes and all(n.layer in writes for n in nodes):
-        yield from _iter_from_writes(model, resid_pre, writes, nodes, replacements, max_rows, readout)
-        return
-    for i, out in _iter_sets_batched(model, resid_pre, [[node] for node in nodes], replacements, max_rows, readout):
-        yield nodes[i].name, out
+    # heads and MLPs start at their own write when the clean run kept it; features (and the rest) at their layer
+    from_writes = [n for n in nodes if n.kind != "feature" and writes and n.layer in writes] if writes else []
+    if from_writes:
+        yield from _iter_from_writes(model, resid_pre, writes, from_writes, replacements, max_rows, readout)
+    started = {n.name for n in from_writes}
+    rest = [n for n in nodes if n.name not in started]
+    for i, out in _iter_sets_batched(model, resid_pre, [[node] for node in rest], replacements, max_rows, readout):
+        yield rest[i].name, out
 
 
 def _iter_from_writes(model, resid_pre, writes, nodes, replacements, max_rows, readout) -> Iterator[tuple[str, torch.Tensor]]:

@@ -102,6 +102,8 @@ def attribution_estimates(
                                 value = alpha * deltas[n.name].to(act).repeat(c, 1, 1)  # [c * b, pos, d]
                                 if n.kind == "attn":
                                     shift[:, :, n.head, :] = value
+                                elif n.kind == "feature":  # the coordinates' shift, written along the direction
+                                    shift = shift + value @ n.direction.to(act).T
                                 else:
                                     shift[...] = value
                         shift.requires_grad_(True)
@@ -157,6 +159,9 @@ def attribution_reference(
                             written[n.name] = value
                         if n.kind == "attn":
                             act[:, :, n.head, :] = value
+                        elif n.kind == "feature":
+                            d = n.direction.to(act)
+                            act = act + (value - act @ d) @ d.T
                         else:
                             act = value
                     return act

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from tasks.base import Task, describe_ground_truth
+from tasks.features.family import FAMILY as FEATURES_FAMILY, feature_task, task_name as feature_task_name
+from tasks.features.merge import PAIRS as FEATURE_PAIRS
 from tasks.next_token import FAMILY as NEXT_TOKEN_FAMILY, planted_backup_task
 from tasks.scale import FAMILY as SCALE_FAMILY, SHAPES as SCALE_SHAPES, scale_task
 from tasks.siit import family_of as siit_family_of
@@ -92,6 +94,13 @@ register_task("next_token_planted", NEXT_TOKEN_FAMILY, lambda device: planted_ba
 # (benchmarks/test_scale.py measures them; the leaderboard's tests skip them).
 for _shape in SCALE_SHAPES:
     register_task(f"scale_{_shape}", SCALE_FAMILY, lambda device, shape=_shape: scale_task(shape, device))
+
+
+# The features family (tasks/features): a main and a bystander tracr program merged into one model, its residual
+# basis rotated; nodes are the true atoms at every residual site (the oracle directions). Selectable by name or by
+# family (features); not a default family while it is being built (learned directions and the ground-truth check next).
+for _p, _q in FEATURE_PAIRS:
+    register_task(feature_task_name(_p, _q), FEATURES_FAMILY, lambda device, p=_p, q=_q: feature_task(p, q, device))
 
 
 # --------------------------------------------------------------------------- user task files and entry points
