@@ -55,7 +55,8 @@ COMPILED_FAMILY = "siit_compiled"
 # with ``siit``), under the same bar. ``norm``: pre-LayerNorm (gpt2) or pre-RMSNorm (Llama); ``causal``:
 # a causal mask, on programs whose every node at a position reads only that position and earlier ones
 # (``tests/test_siit.py`` checks it on the tracr model); ``deep``: 6 layers, the circuit in the layers of
-# ``layers`` (HL layer i -> LL layer layers[i]), bystander layers before, between and after it.
+# ``layers`` (HL layer i -> LL layer layers[i]), bystander layers before, between and after it; 2 heads per
+# layer (with 4, 28-29 bystanders around a 1-2 node circuit did not train within 1200 s: docs/siit-models.md).
 NORM_FAMILY, CAUSAL_FAMILY, DEEP_FAMILY = "siit_norm", "siit_causal", "siit_deep"
 REALISM_FAMILIES = (NORM_FAMILY, CAUSAL_FAMILY, DEEP_FAMILY, BACKUP_FAMILY)
 _LN, _RMS, _CAUSAL = {"normalization_type": "LN"}, {"normalization_type": "RMS"}, {"attention_dir": "causal"}
@@ -65,7 +66,7 @@ for _program in ("back2", "first_token", "prev_prev", "frac_prevs"):
 for _program in ("prev_token", "back2", "first_token", "prev_prev", "frac_prevs", "sum_prev"):
     SIIT_VARIANTS[f"{_program}_causal"] = {"program": _program, "arch": _CAUSAL, "family": CAUSAL_FAMILY}
 for _program, _layers in (("back2", [2]), ("first_token", [3]), ("prev_prev", [1, 4]), ("length", [2]), ("frac_prevs", [1, 4])):
-    SIIT_VARIANTS[f"{_program}_deep"] = {"program": _program, "arch": {"n_layers": 6}, "layers": _layers, "family": DEEP_FAMILY}
+    SIIT_VARIANTS[f"{_program}_deep"] = {"program": _program, "arch": {"n_layers": 6, "n_heads": 2}, "layers": _layers, "family": DEEP_FAMILY}
 
 
 def program_of(name: str) -> str:
