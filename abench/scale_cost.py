@@ -147,36 +147,39 @@ def crossover_rows(points: list[Point]) -> list[dict]:
     return rows
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines: the header, its rule, one line per row of already formatted cells."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def markdown(points: list[Point], notes: list[str]) -> str:
-    lines = ["# Cost at real model shapes", "", *notes, "",
-             "| task | runner | method | scorer | model nodes | nodes run | batch | length | seconds | s / node | peak extra MiB | device |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for p in points:
-        lines.append(f"| {p.task} | {p.runner} | {p.method} | {p.scorer} | {p.model_nodes} | {p.nodes} | {p.batch} | {p.length} | "
-                     f"{p.seconds:.3f} | {p.seconds_per_node:.4f} | {p.peak_extra_mib:.1f} | {p.device} |")
+    lines = ["# Cost at real model shapes", "", *notes, ""]
+    lines += _table(["task", "runner", "method", "scorer", "model nodes", "nodes run", "batch", "length", "seconds", "s / node",
+                     "peak extra MiB", "device"],
+                    [[p.task, p.runner, p.method, p.scorer, str(p.model_nodes), str(p.nodes), str(p.batch), str(p.length),
+                      f"{p.seconds:.3f}", f"{p.seconds_per_node:.4f}", f"{p.peak_extra_mib:.1f}", p.device] for p in points])
     floor = floor_rows(points)
     if floor:
         lines += ["", "## The engine against the floor and the hook loop", "",
                   "resample on the same nodes and inputs, in one run: the engine; the floor (one forward per node from its "
                   "layer to the cells the scorer reads, best of 3, no replacement, no scoring: abench/floor.py); the "
-                  "TransformerLens hook loop (one full hooked forward per node, then the same scorer).", "",
-                  "| task | batch | length | scorer | nodes | engine s / node | floor s / node | hook loop s / node | engine / floor "
-                  "| hook loop / engine |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in floor:
-            lines.append(f"| {r['task']} | {r['batch']} | {r['length']} | {r['scorer']} | {r['nodes']} | {r['engine_s_per_node']:.4f} | "
-                         f"{r['floor_s_per_node']:.4f} | {r['tl_hooks_s_per_node']:.4f} | {r['engine_over_floor']:.2f} | "
-                         f"{r['tl_hooks_over_engine']:.2f} |")
+                  "TransformerLens hook loop (one full hooked forward per node, then the same scorer).", ""]
+        lines += _table(["task", "batch", "length", "scorer", "nodes", "engine s / node", "floor s / node", "hook loop s / node",
+                         "engine / floor", "hook loop / engine"],
+                        [[r["task"], str(r["batch"]), str(r["length"]), r["scorer"], str(r["nodes"]),
+                          f"{r['engine_s_per_node']:.4f}", f"{r['floor_s_per_node']:.4f}", f"{r['tl_hooks_s_per_node']:.4f}",
+                          f"{r['engine_over_floor']:.2f}", f"{r['tl_hooks_over_engine']:.2f}"] for r in floor])
     cross = crossover_rows(points)
     if cross:
         lines += ["", "## When attribution patching is cheaper than the exact engine", "",
                   "Attribution patching (AtP) of every node of the model at once against the exact engine's seconds per node "
                   "(same method, inputs and scorer): the engine costs n x (s / node) for n nodes, the attribution pass about "
-                  "the same for any n, so below the crossover the exact effects are the cheaper ones.", "",
-                  "| task | method | batch | length | scorer | model nodes | attribution s (all nodes) | engine s / node "
-                  "| crossover (nodes) |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in cross:
-            lines.append(f"| {r['task']} | {r['method']} | {r['batch']} | {r['length']} | {r['scorer']} | {r['model_nodes']} | "
-                         f"{r['attribution_seconds']:.3f} | {r['engine_s_per_node']:.4f} | {r['crossover_nodes']:.1f} |")
+                  "the same for any n, so below the crossover the exact effects are the cheaper ones.", ""]
+        lines += _table(["task", "method", "batch", "length", "scorer", "model nodes", "attribution s (all nodes)",
+                         "engine s / node", "crossover (nodes)"],
+                        [[r["task"], r["method"], str(r["batch"]), str(r["length"]), r["scorer"], str(r["model_nodes"]),
+                          f"{r['attribution_seconds']:.3f}", f"{r['engine_s_per_node']:.4f}", f"{r['crossover_nodes']:.1f}"]
+                         for r in cross])
     return "\n".join(lines) + "\n"
 
 
