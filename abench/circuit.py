@@ -43,15 +43,6 @@ CURVE_MAX_POINTS = 8  # subset sizes k per order (n_out always among them)
 CURVE_SEED_TAG = 14  # mixed into the orders' seed so they do not share a stream with the data draws
 NORMALISED_ZERO_DENOMINATOR = 1e-9
 
-# per-row columns written by ``circuit_effects`` (besides the curve) and the direction in which they are better
-ROW_COLUMNS = {
-    "faithfulness": "up",
-    "faithfulness_divergence": "down",
-    "completeness": "up",
-    "completeness_divergence": "up",
-    "normalised_faithfulness": "up",
-}
-
 
 def curve_ks(n_out: int, max_points: int = CURVE_MAX_POINTS) -> list[int]:
     """Subset sizes of the curve: every k in 1 .. n_out, or ``max_points`` of them spread evenly

@@ -97,12 +97,12 @@ def compare(current: Leaderboard, baseline: Leaderboard, tolerance: float = 0.02
     for fam, base_summary in baseline.summary_by_family.items():
         if pooled_tasks(current, fam) != pooled_tasks(baseline, fam):
             continue
-        now_summary = {s["method"]: s for s in current.summary_by_family.get(fam, [])}
+        now_summary = {s.method: s for s in current.summary_by_family.get(fam, [])}
         for s in base_summary:
-            c = now_summary.get(s["method"])
+            c = now_summary.get(s.method)
             if c is not None:
-                where = summary_place(fam, s["method"])
-                scale = max((_row_scale(r) for r in baseline.rows if r.family == fam and r.method == s["method"] and r.ok), default=1.0)
+                where = summary_place(fam, s.method)
+                scale = max((_row_scale(r) for r in baseline.rows if r.family == fam and r.method == s.method and r.ok), default=1.0)
                 regs += _worse(SUMMARY_METRICS, c, s, _allowed(baseline, tolerance, "summaries", where, scale, EFFECT_UNIT_SUMMARY), where)
     return regs
 

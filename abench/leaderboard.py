@@ -1,7 +1,7 @@
 """Rows -> the leaderboard document: per-method summary per family (pooled AUROC with a bootstrap
 interval, the means over tasks of every ``METRICS`` entry with a row key), ground-truth checks,
-environment; written by ``abench.report`` (from its JSON form). ``Row`` and ``Leaderboard`` are
-defined in ``abench.document``."""
+environment; rendered by ``abench.report``. ``Row``, ``MethodSummary``, ``AttributionSummary`` and
+``Leaderboard`` are defined in ``abench.document``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from abench import report
-from abench.document import GroundTruthCheck, Leaderboard, Row
+from abench.document import AttributionSummary, GroundTruthCheck, Leaderboard, MethodSummary, Row
 from abench.recommend import SWEEP_ONLY, recommend
 from abench.transfer import transfer
 from abench.ground_truth import REFERENCE_METHOD
@@ -83,8 +83,8 @@ def row_means(ok: list[Row], n_boot: int = 1000, seed: int = 0) -> dict:
     return out
 
 
-def summarize(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> list[dict]:
-    """Per method, over its ok rows: pooled AUROC (all tasks' nodes together) with a 95% bootstrap
+def summarize(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> list[MethodSummary]:
+    """Per method, a ``MethodSummary`` over its ok rows: pooled AUROC (all tasks' nodes together) with a 95% bootstrap
     interval, means of the per-task metrics, the circuit-level means over tasks (faithfulness,
     completeness, ...) with 95% bootstrap intervals over tasks, total time. Sorted best first
     (pooled AUROC, then lower spurious out-of-circuit effect)."""
@@ -102,25 +102,25 @@ def summarize(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> list[dict]:
         else:
             pooled, ci = None, None
         out.append(
-            {
-                "method": m,
-                "n_tasks": len(ok),
-                "n_failed": len(mine) - len(ok),
-                "pooled_auroc": pooled,
-                "pooled_auroc_ci95": list(ci) if ci else None,
-                "pooled_auroc_reason": reason,
-                **row_means(ok, n_boot, seed),
-                "fit_seconds": float(sum(r.get("fit_seconds") for r in ok)),
-                "effect_seconds": float(sum(r.get("effect_seconds") for r in ok)),
-                "circuit_seconds": float(sum(r.get("circuit_seconds", 0.0) for r in ok)),
-                "seconds": float(sum(r.get("seconds") for r in ok)),
-            }
+            MethodSummary(
+                method=m,
+                n_tasks=len(ok),
+                n_failed=len(mine) - len(ok),
+                pooled_auroc=pooled,
+                pooled_auroc_ci95=tuple(ci) if ci else None,
+                pooled_auroc_reason=reason,
+                means=row_means(ok, n_boot, seed),
+                fit_seconds=float(sum(r.get("fit_seconds") for r in ok)),
+                effect_seconds=float(sum(r.get("effect_seconds") for r in ok)),
+                circuit_seconds=float(sum(r.get("circuit_seconds", 0.0) for r in ok)),
+                seconds=float(sum(r.get("seconds") for r in ok)),
+            )
         )
 
-    def key(s):
-        a = s["pooled_auroc"]
-        e = s["mean_effect_out"]
-        return (a is None, -(a or 0.0), math.inf if e is None else e, s["method"])
+    def key(s: MethodSummary):
+        a = s.pooled_auroc
+        e = s.get("mean_effect_out")
+        return (a is None, -(a or 0.0), math.inf if e is None else e, s.method)
 
     return sorted(out, key=key)
 
@@ -129,8 +129,8 @@ def _pooled_auroc(labels: list[bool], scores: list[float]) -> float | None:
     return None if not labels or no_auroc_reason(labels) else float(roc_auc_score(labels, scores))
 
 
-def attribution_summary(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> list[dict]:
-    """Per attribution estimator (rows with an ``exact_method``), over its ok rows: the estimate's
+def attribution_summary(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> list[AttributionSummary]:
+    """Per attribution estimator (rows with an ``exact_method``), an ``AttributionSummary`` over its ok rows: the estimate's
     pooled AUROC (95% bootstrap interval) beside its exact method's own rows' pooled AUROC and the
     pooled AUROC of the exact change of the estimator's metric; Spearman (mean over tasks),
     on-the-line share and false negatives pooled over nodes; estimate and exact seconds and their
@@ -147,23 +147,23 @@ def attribution_summary(rows: list[Row], n_boot: int = 1000, seed: int = 0) -> l
         t_est = float(sum(r.get("estimate_seconds") for r in mine))
         t_exact = float(sum(r.get("exact_seconds") for r in mine))
         n_nodes = sum(len(r.nodes) for r in mine)
-        out.append({
-            "method": m,
-            "exact_method": exact_name,
-            "n_tasks": len(mine),
-            "pooled_auroc": _pooled_auroc(labels, est),
-            "pooled_auroc_ci95": list(ci) if ci else None,
-            "exact_pooled_auroc": _pooled_auroc([bool(n.in_circuit) for r in exact_rows for n in r.nodes],
-                                                [float(n.effect) for r in exact_rows for n in r.nodes]),
-            "exact_metric_pooled_auroc": _pooled_auroc(labels, [float(n.exact) for r in mine for n in r.nodes]),
-            "mean_spearman": _mean(r.get("spearman") for r in mine),
-            "on_line_share": float(sum(r.get("on_line_share") * len(r.nodes) for r in mine) / n_nodes) if n_nodes else None,
-            "false_negatives": int(sum(r.get("false_negatives") for r in mine)),
-            "n_in": int(sum(labels)),
-            "estimate_seconds": t_est,
-            "exact_seconds": t_exact,
-            "exact_over_estimate": t_exact / t_est if t_est > 0 else None,
-        })
+        out.append(AttributionSummary(
+            method=m,
+            exact_method=exact_name,
+            n_tasks=len(mine),
+            pooled_auroc=_pooled_auroc(labels, est),
+            pooled_auroc_ci95=tuple(ci) if ci else None,
+            exact_pooled_auroc=_pooled_auroc([bool(n.in_circuit) for r in exact_rows for n in r.nodes],
+                                             [float(n.effect) for r in exact_rows for n in r.nodes]),
+            exact_metric_pooled_auroc=_pooled_auroc(labels, [float(n.exact) for r in mine for n in r.nodes]),
+            mean_spearman=_mean(r.get("spearman") for r in mine),
+            on_line_share=float(sum(r.get("on_line_share") * len(r.nodes) for r in mine) / n_nodes) if n_nodes else None,
+            false_negatives=int(sum(r.get("false_negatives") for r in mine)),
+            n_in=int(sum(labels)),
+            estimate_seconds=t_est,
+            exact_seconds=t_exact,
+            exact_over_estimate=t_exact / t_est if t_est > 0 else None,
+        ))
     return out
 
 
@@ -218,8 +218,8 @@ def build(rows: list[Row], env: dict, extra: dict | None = None, checks: dict[st
 
 
 def write(doc: Leaderboard, folder: str | Path) -> list[Path]:
-    """leaderboard.{json,md,tex,html} in ``folder``, all from ``doc``'s JSON form (``abench.report.write``)."""
-    return report.write(doc.to_json(), folder)
+    """leaderboard.{json,md,tex,html} in ``folder``, all from ``doc`` (``abench.report.write``)."""
+    return report.write(doc, folder)
 
 
 # keys that hold measured time (besides every key naming seconds): a timestamp, speed ratios

@@ -49,12 +49,12 @@ def measure(runs: Mapping[str, Leaderboard]) -> dict:
     summaries: dict[str, dict[str, float]] = {}
     for fam, summ in docs[0].summary_by_family.items():
         for s in summ:
-            same = [next((x for x in d.summary_by_family.get(fam, []) if x["method"] == s["method"]), None) for d in docs]
+            same = [next((x for x in d.summary_by_family.get(fam, []) if x.method == s.method), None) for d in docs]
             if any(x is None for x in same):
                 continue
             moved = {m: sp for m in SUMMARY_METRICS if (sp := _spread(x.get(m) for x in same)) > 0}
             if moved:
-                summaries[summary_place(fam, s["method"])] = moved
+                summaries[summary_place(fam, s.method)] = moved
     return {"settings": list(runs), "rows": rows, "summaries": summaries}
 
 

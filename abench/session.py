@@ -389,12 +389,12 @@ def rank_against(doc: Leaderboard, path: str, methods: list[str]) -> list[str]:
         return [f"rank against {path}: cannot merge ({err})"]
     lines = []
     for fam, summ in merged.summary_by_family.items():
-        by_name = {x["method"]: x for x in summ}
+        by_name = {x.method: x for x in summ}
         reference = (merged.recommendation.get(fam) or {}).get("reference")
         order = ranking(summ, reference)  # the recommendation's order: separation tier, then faithfulness
         for m in new:
             if m in order:
                 x = by_name[m]
                 lines.append(f"{m} in family {fam}: rank {order.index(m) + 1} of {len(order)} against {path} "
-                             f"(pooled AUROC {tables.fmt(x.get('pooled_auroc'))}, mean faithfulness {tables.fmt(x.get('mean_faithfulness'))})")
+                             f"(pooled AUROC {tables.fmt(x.pooled_auroc)}, mean faithfulness {tables.fmt(x.get('mean_faithfulness'))})")
     return [f"ranks: {RANKING_RULE} (abench/recommend.py)"] + lines if lines else lines

@@ -22,7 +22,7 @@ from tasks.siit import program_of
 
 
 if TYPE_CHECKING:
-    from abench.document import Row
+    from abench.document import MethodSummary, Row
 
 BASE_FAMILY = "siit"
 # axis name of each realism family, in report order
@@ -72,9 +72,9 @@ def _apart(ci_a, ci_b) -> bool:
     return bool(ci_a and ci_b and (ci_a[1] + FLOAT_SLACK < ci_b[0] or ci_b[1] + FLOAT_SLACK < ci_a[0]))
 
 
-def _ranks(summary: Sequence[Mapping], methods: Sequence[str]) -> dict[str, float]:
+def _ranks(summary: Sequence[MethodSummary], methods: Sequence[str]) -> dict[str, float]:
     """Rank by pooled AUROC (1 = best; ties share their mean rank) among ``methods``."""
-    by = {s["method"]: s.get("pooled_auroc") for s in summary}
+    by = {s.method: s.pooled_auroc for s in summary}
     vals = [by.get(m) if by.get(m) is not None else -1.0 for m in methods]
     return dict(zip(methods, (float(x) for x in rankdata([-v for v in vals]))))
 
@@ -88,7 +88,13 @@ def matched_base(rows: Sequence[Row], family: str, base: str = BASE_FAMILY) -> l
     return same or [r for r in rows if r.family == base]
 
 
-def axis_transfer(rows: Sequence[Row], summaries: Mapping[str, list], family: str, summarize: Callable[[list], list],
+def _listed(ci) -> list[float] | None:
+    """An interval as the record's JSON holds it."""
+    return None if ci is None else list(ci)
+
+
+def axis_transfer(rows: Sequence[Row], summaries: Mapping[str, Sequence[MethodSummary]], family: str,
+                  summarize: Callable[[list], list[MethodSummary]],
                   base: str = BASE_FAMILY, exclude: Iterable[str] = (), n_boot: int = 1000, seed: int = 0) -> dict | None:
     """The transfer record of realism ``family`` against the ``base`` models of the same programs
     (``matched_base``; their summary by ``summarize``), ``None`` when either family has no summary.
@@ -98,14 +104,14 @@ def axis_transfer(rows: Sequence[Row], summaries: Mapping[str, list], family: st
         return None
     skip = set(exclude)
     base_rows = matched_base(rows, family, base)
-    base_by = {s["method"]: s for s in summarize(base_rows)}
-    axis_by = {s["method"]: s for s in summaries[family]}
+    base_by = {s.method: s for s in summarize(base_rows)}
+    axis_by = {s.method: s for s in summaries[family]}
     methods = [m for m in base_by if m in axis_by and m not in skip]
     axis_rows = [r for r in rows if r.family == family]
     base_tasks = sorted({r.task for r in base_rows})
     axis_tasks = sorted({r.task for r in axis_rows})
     base_nodes, axis_nodes = _task_nodes(base_rows, methods, base_tasks), _task_nodes(axis_rows, methods, axis_tasks)
-    tau = _tau([base_by[m].get("pooled_auroc") for m in methods], [axis_by[m].get("pooled_auroc") for m in methods])
+    tau = _tau([base_by[m].pooled_auroc for m in methods], [axis_by[m].pooled_auroc for m in methods])
     boots: list[float] = []
     if tau is not None:
         rng = np.random.default_rng(seed)
@@ -122,14 +128,14 @@ def axis_transfer(rows: Sequence[Row], summaries: Mapping[str, list], family: st
     table = []
     for m in methods:
         b, a = base_by[m], axis_by[m]
-        auroc_apart = _apart(b.get("pooled_auroc_ci95"), a.get("pooled_auroc_ci95"))
+        auroc_apart = _apart(b.pooled_auroc_ci95, a.pooled_auroc_ci95)
         faith_apart = _apart(b.get("mean_faithfulness_ci95"), a.get("mean_faithfulness_ci95"))
         table.append({
             "method": m, "base_rank": base_rank[m], "axis_rank": axis_rank[m],
-            "base_pooled_auroc": b.get("pooled_auroc"), "base_pooled_auroc_ci95": b.get("pooled_auroc_ci95"),
-            "axis_pooled_auroc": a.get("pooled_auroc"), "axis_pooled_auroc_ci95": a.get("pooled_auroc_ci95"),
-            "base_faithfulness": b.get("mean_faithfulness"), "base_faithfulness_ci95": b.get("mean_faithfulness_ci95"),
-            "axis_faithfulness": a.get("mean_faithfulness"), "axis_faithfulness_ci95": a.get("mean_faithfulness_ci95"),
+            "base_pooled_auroc": b.pooled_auroc, "base_pooled_auroc_ci95": _listed(b.pooled_auroc_ci95),
+            "axis_pooled_auroc": a.pooled_auroc, "axis_pooled_auroc_ci95": _listed(a.pooled_auroc_ci95),
+            "base_faithfulness": b.get("mean_faithfulness"), "base_faithfulness_ci95": _listed(b.get("mean_faithfulness_ci95")),
+            "axis_faithfulness": a.get("mean_faithfulness"), "axis_faithfulness_ci95": _listed(a.get("mean_faithfulness_ci95")),
             "moved": auroc_apart or faith_apart, "auroc_moved": auroc_apart, "faithfulness_moved": faith_apart,
         })
     tau_ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else None
@@ -144,7 +150,8 @@ def axis_transfer(rows: Sequence[Row], summaries: Mapping[str, list], family: st
     }
 
 
-def transfer(rows: Sequence[Row], summaries: Mapping[str, list], summarize: Callable[[list], list], exclude: Iterable[str] = (),
+def transfer(rows: Sequence[Row], summaries: Mapping[str, Sequence[MethodSummary]], summarize: Callable[[list], list[MethodSummary]],
+             exclude: Iterable[str] = (),
              n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
     """Per realism family present in ``summaries`` (``AXES`` order), its ``axis_transfer`` record."""
     exclude = list(exclude)

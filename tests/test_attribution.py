@@ -308,16 +308,17 @@ def test_leaderboard_section_and_report_show_estimate_beside_exact():
     task = planted_task()
     fit, ev = bench.task_data(task, 16, 32, 0)
     rows = [bench.run_row(task, m, fit, ev) for m in ("zero", "atp[zero]", "atp_ig[zero,steps=2]")]
-    doc = leaderboard.build(rows, leaderboard.environment("cpu")).to_json()
+    built = leaderboard.build(rows, leaderboard.environment("cpu"))
+    doc = built.to_json()
     summary = doc["attribution"]["mine"]
     assert [s["method"] for s in summary] == ["atp[zero]", "atp_ig[zero,steps=2]"]
     exact_summary = next(s for s in doc["summary_by_family"]["mine"] if s["method"] == "zero")
     for s, r in zip(summary, rows[1:]):
         assert s["exact_pooled_auroc"] == exact_summary["pooled_auroc"] and s["pooled_auroc"] == r.get("auroc")
         assert s["on_line_share"] == r.get("on_line_share") and s["exact_over_estimate"] == pytest.approx(r.get("exact_over_estimate"))
-    page = to_html(doc)
+    page = to_html(built)
     assert 'id="fig-attribution-0"' in page and "on the line:" in page
-    assert "Attribution patching: estimate vs exact, family `mine`" in to_markdown(doc)
+    assert "Attribution patching: estimate vs exact, family `mine`" in to_markdown(built)
     assert "attribution" not in leaderboard.build(rows[:1], leaderboard.environment("cpu")).to_json()
 
 

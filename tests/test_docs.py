@@ -124,19 +124,20 @@ def test_shown_command_parses(page, cmd):
     assert not missing, f"{page}: {cmd!r} passes options its --help does not list: {missing}"
 
 
-def headline_sources() -> list[dict]:
+def headline_sources() -> list:
     """The leaderboards the README headline may come from: the committed one (git's HEAD) and the working
     tree's. README command 1 (`pytest benchmarks`) rewrites the working tree's with this machine's run, and
     command 2 must still pass: the README says what was committed, not what the user's run measured."""
     import json
 
     from abench import readme
+    from abench.document import Leaderboard
 
-    docs = [json.loads(readme.LEADERBOARD.read_text())]
+    docs = [Leaderboard.from_json(json.loads(readme.LEADERBOARD.read_text()))]
     committed = subprocess.run(["git", "show", f"HEAD:{readme.LEADERBOARD.relative_to(ROOT).as_posix()}"], cwd=ROOT,
                                capture_output=True, text=True)
     if committed.returncode == 0:  # not a git checkout (an sdist): the working tree's only
-        docs.append(json.loads(committed.stdout))
+        docs.append(Leaderboard.from_json(json.loads(committed.stdout)))
     return docs
 
 
@@ -157,12 +158,12 @@ def test_headline_table_rows_are_the_summary_numbers():
 
     docs = headline_sources()
     text = (ROOT / "README.md").read_text()
-    doc = next((d for d in docs if f"{d.get('environment', {}).get('created_at')}" in text), docs[0])
+    doc = next((d for d in docs if f"{d.environment.get('created_at')}" in text), docs[0])
     rows = re.findall(r"^\| `([^`]+)` \| ([\d.]+|-) \| [^|]+ \| ([\d.]+|-) \|", (ROOT / "README.md").read_text(), re.M)
     entries = headline_entries(doc)
-    assert [r[0] for r in rows] == [e["method"] for e in entries]
+    assert [r[0] for r in rows] == [e.method for e in entries]
     for (method, auroc, faith), e in zip(rows, entries):
-        assert auroc == f"{e['pooled_auroc']:.3f}" and faith == f"{e['mean_faithfulness']:.3f}", method
+        assert auroc == f"{e.pooled_auroc:.3f}" and faith == f"{e.get('mean_faithfulness'):.3f}", method
 
 
 def test_siit_models_table_matches_the_cards():

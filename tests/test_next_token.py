@@ -89,7 +89,7 @@ def test_joint_ablation_table_in_markdown_and_html(planted):
 
     task, fit, ev = planted
     rows = [bench.run_row(task, "zero", fit, ev)]
-    doc = leaderboard.build(rows, leaderboard.environment("cpu")).to_json()
+    doc = leaderboard.build(rows, leaderboard.environment("cpu"))
     md = to_markdown(doc)
     assert "## Joint ablation of declared node sets" in md
     line = next(l for l in md.splitlines() if l.startswith("| next_token_planted") and "name mover + backup" in l)

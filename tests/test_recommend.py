@@ -1,15 +1,18 @@
 """Which method to use: separation first, then faithfulness, ties by the best's intervals, never by timing
 (abench/recommend.py)."""
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from abench.document import MethodSummary
 from abench.recommend import ranking, recommend
 
 
 def entry(method, auroc, auroc_ci, faith, faith_ci, seconds, spurious=0.0):
-    return {"method": method, "pooled_auroc": auroc, "pooled_auroc_ci95": auroc_ci, "mean_faithfulness": faith,
-            "mean_faithfulness_ci95": faith_ci, "seconds": seconds, "mean_effect_out": spurious}
+    return MethodSummary(method=method, pooled_auroc=auroc, pooled_auroc_ci95=auroc_ci, seconds=seconds,
+                         means={"mean_faithfulness": faith, "mean_faithfulness_ci95": faith_ci, "mean_effect_out": spurious})
 
 
 def test_faithfulness_breaks_an_auroc_tie_and_the_numbers_break_a_faithfulness_tie():
@@ -18,7 +21,7 @@ def test_faithfulness_breaks_an_auroc_tie_and_the_numbers_break_a_faithfulness_t
         entry("cheap_faithful", 1.0, [1.0, 1.0], 0.985, [0.97, 0.995], 2.0),
         entry("cheap_unfaithful", 1.0, [1.0, 1.0], 0.40, [0.30, 0.50], 0.5),
         entry("worse_separation", 0.90, [0.85, 0.95], 1.0, [1.0, 1.0], 0.1),
-        {"method": "atp[zero]", "pooled_auroc": 1.0, "pooled_auroc_ci95": [1.0, 1.0], "seconds": 0.01},
+        MethodSummary(method="atp[zero]", pooled_auroc=1.0, pooled_auroc_ci95=(1.0, 1.0), seconds=0.01),
     ]
     rec = recommend(summary)
     assert rec["method"] == "slow_faithful"  # the higher faithfulness, whatever the seconds
@@ -58,7 +61,7 @@ def test_a_method_loop_ranks_by_the_numbers():
 
 
 def test_no_auroc_no_recommendation():
-    assert recommend([{"method": "zero", "pooled_auroc": None}]) is None
+    assert recommend([MethodSummary(method="zero", pooled_auroc=None)]) is None
 
 
 scores = st.floats(0.0, 1.0, allow_nan=False)
@@ -80,7 +83,7 @@ def summaries(draw):
 def test_the_answer_depends_on_the_numbers_only(summary, rnd, new_seconds):
     """Same numbers in any order and with any seconds: the same recommendation and ranking."""
     rec = recommend(summary)
-    shuffled = [dict(s, seconds=t) for s, t in zip(summary, new_seconds)]
+    shuffled = [replace(s, seconds=t) for s, t in zip(summary, new_seconds)]
     rnd.shuffle(shuffled)
     assert recommend(shuffled) == rec and ranking(shuffled) == ranking(summary)
     assert rec["method"] in rec["tied_on_faithfulness"] and set(rec["tied_on_faithfulness"]) <= set(rec["tied_on_auroc"])

@@ -19,23 +19,30 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from abench import leaderboard
-from abench.document import Leaderboard
+from abench.document import Leaderboard, MethodSummary
 from abench.report.browser_check import BrowserCheckError, browser_check, find_chromium
 from abench.report.figures import sweep_scale
 from abench.report.html import to_html
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = json.loads((ROOT / "tests" / "data" / "report_doc.json").read_text())
+LB = Leaderboard.from_json(DOC)  # what the reports render
 
 
 def figure_ids(page: str) -> list[str]:
     return re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', page)
 
 
-def doc_without_sweep() -> dict:
-    """The fixture less its scaled-resample methods (rows and summary filtered, nothing recomputed)."""
-    keep = lambda m: sweep_scale(m) is None  # noqa: E731
-    return dict(DOC, rows=[r for r in DOC["rows"] if keep(r["method"])], summary=[s for s in DOC["summary"] if keep(s["method"])])
+def only(keep_row, keep_method) -> Leaderboard:
+    """The fixture less some rows and methods (rows and every family's summary filtered, nothing recomputed)."""
+    return Leaderboard.from_json(dict(DOC, rows=[r for r in DOC["rows"] if keep_row(r)],
+                                      summary_by_family={f: [s for s in summ if keep_method(s)]
+                                                         for f, summ in DOC["summary_by_family"].items()}))
+
+
+def doc_without_sweep() -> Leaderboard:
+    """The fixture less its scaled-resample methods."""
+    return only(lambda r: sweep_scale(r["method"]) is None, lambda s: sweep_scale(s["method"]) is None)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +59,7 @@ def chromium():
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("report") / "leaderboard.html"
-    path.write_text(to_html(DOC), encoding="utf-8")
+    path.write_text(to_html(LB), encoding="utf-8")
     return path
 
 
@@ -65,7 +72,7 @@ def test_fixture_is_a_real_run_with_sweep_and_a_failure():
 
 
 def test_self_contained_one_plotlyjs_copy():
-    html = to_html(DOC)
+    html = to_html(LB)
     assert html.count(get_plotlyjs()[:200]) == 1
     assert html.count("plotly.js v") == 1
     assert not re.search(r"<script[^>]*\ssrc\s*=", html, re.I)  # every script inline
@@ -89,15 +96,13 @@ def test_no_sweep_gives_a_note_not_an_empty_figure():
 
 
 def test_all_rows_failed_gives_notes_and_no_figures():
-    rows = [r for r in DOC["rows"] if r["status"] != "ok"]
-    summary = [s for s in DOC["summary"] if not s["n_tasks"]]
-    html = to_html(dict(DOC, rows=rows, summary=summary))
+    html = to_html(only(lambda r: r["status"] != "ok", lambda s: not s["n_tasks"]))
     assert figure_ids(html) == []
     assert "No successful task, nothing to show: broken_fixture" in html
 
 
 def test_write_produces_all_four_reports(tmp_path):
-    paths = leaderboard.write(Leaderboard.from_json(DOC), tmp_path)
+    paths = leaderboard.write(LB, tmp_path)
     assert [p.name for p in paths] == ["leaderboard.json", "leaderboard.md", "leaderboard.tex", "leaderboard.html"]
     assert all(p.stat().st_size > 0 for p in paths)
     assert json.loads(paths[0].read_text())["summary"] == DOC["summary"]
@@ -160,18 +165,17 @@ def test_every_method_has_its_own_colour_and_dash_pair_and_only_hidden_sweeps_ge
     colors, dashes = method_colors(many), method_dashes(many)
     assert len({(colors[m], dashes[m]) for m in many}) == len(many)
     assert len({colors[m] for m in many[: len(PALETTE)]}) == len(PALETTE)  # no colour repeats before the palette is used up
-    default_only = dict(DOC, rows=[r for r in DOC["rows"] if r["method"] in ("zero", "mean", "resample", "scaled_resample[s=0.5]")])
-    default_only["summary"] = [s for s in DOC["summary"] if s["method"] in ("zero", "mean", "resample", "scaled_resample[s=0.5]")]
+    default = ("zero", "mean", "resample", "scaled_resample[s=0.5]")
+    default_only = only(lambda r: r["method"] in default, lambda s: s["method"] in default)
     assert "sweep methods are hidden" not in to_html(default_only)  # s=0.5 is a default method, drawn like any other
 
 
 def test_best_is_bold_only_among_comparable_rows_and_intervals_have_the_estimates_precision():
     from abench.report.html import summary_table
 
-    summary = [{"method": "mean", "n_tasks": 1, "n_failed": 0, "pooled_auroc": 0.9994, "pooled_auroc_ci95": [0.9984, 1.0],
-                "mean_gap": 0.6},
-               {"method": "atp_ig[zero,steps=5]", "n_tasks": 1, "n_failed": 0, "pooled_auroc": 0.9, "pooled_auroc_ci95": [0.8, 1.0],
-                "mean_gap": 28.07}]
+    summary = [MethodSummary(method="mean", n_tasks=1, pooled_auroc=0.9994, pooled_auroc_ci95=(0.9984, 1.0), means={"mean_gap": 0.6}),
+               MethodSummary(method="atp_ig[zero,steps=5]", n_tasks=1, pooled_auroc=0.9, pooled_auroc_ci95=(0.8, 1.0),
+                             means={"mean_gap": 28.07})]
     table = summary_table(summary, reference="mean")
     atp_row = table.split("atp_ig[zero,steps=5]")[1].split("</tr>")[0]
     assert "<b>" not in atp_row  # its gap of 28.07 is in its metric's units, not a share of cells
@@ -180,13 +184,13 @@ def test_best_is_bold_only_among_comparable_rows_and_intervals_have_the_estimate
 
 
 def test_the_page_gives_each_familys_answer_and_the_attribution_axes_are_all_log():
-    page = to_html(DOC)
+    page = to_html(LB)
     for fam, rec in DOC.get("recommendation", {}).items():
         assert f"<b>Which method to use</b> on <code>{fam}</code>: <code>{rec['method']}</code>" in page
     from abench.report.estimates import attribution_scatter
 
     for fam in DOC.get("attribution") or {}:
-        fig = attribution_scatter(DOC, fam)
+        fig = attribution_scatter(LB, fam)
         axes = [a for a in fig.layout if a.startswith(("xaxis", "yaxis"))]
         assert axes and all(fig.layout[a].type == "log" for a in axes), axes
 
@@ -195,11 +199,11 @@ def test_ranking_transfer_section_and_figure_render_in_chromium(chromium, tmp_pa
     """A leaderboard with a realism family gets its transfer table and the methods x axes figure, drawn."""
     from dataclasses import replace
 
-    doc = Leaderboard.from_json(DOC)
+    doc = LB
     first, *rest = sorted({r.task for r in doc.rows})  # the fixture's two tasks: one as the base family, one as an axis
     rows = [replace(r, family="siit" if r.task == first else "siit_norm") for r in doc.rows]
-    built = leaderboard.build(rows, dict(doc.environment), checks=dict(doc.ground_truth_checks)).to_json()
-    assert "siit_norm" in built["transfer"]
+    built = leaderboard.build(rows, dict(doc.environment), checks=dict(doc.ground_truth_checks))
+    assert "siit_norm" in built.transfer
     page = to_html(built)
     assert "Ranking transfer" in page and "fig-transfer" in figure_ids(page)
     path = tmp_path / "transfer.html"

@@ -10,9 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from abench.document import Leaderboard
 from abench.report.tex import COLUMNS, escape, standalone, to_latex
 
 DOC = json.loads((Path(__file__).parent / "data" / "report_doc.json").read_text())
+LB = Leaderboard.from_json(DOC)
+
+
+def board(summaries: list[dict], **doc) -> Leaderboard:
+    """A document of one family ``f`` (the headline) with these method summaries and no rows."""
+    return Leaderboard.from_json({"rows": [], "headline_family": "f", "summary_by_family": {"f": summaries}, **doc})
 
 
 def body_rows(tex: str) -> list[list[str]]:
@@ -48,7 +55,7 @@ def summary(method: str, **values) -> dict:
 
 
 def test_booktabs_structure_and_one_row_per_method():
-    tex = to_latex(DOC)
+    tex = to_latex(LB)
     order = [tex.index(k) for k in (r"\begin{table}", r"\begin{tabular}", r"\toprule", r"\midrule", r"\bottomrule", r"\end{tabular}", r"\end{table}")]
     assert order == sorted(order)
     for k in (r"\toprule", r"\midrule", r"\bottomrule"):
@@ -64,7 +71,7 @@ def test_booktabs_structure_and_one_row_per_method():
 
 
 def test_header_arrows():
-    header = to_latex(DOC).splitlines()
+    header = to_latex(LB).splitlines()
     header = header[header.index(r"\toprule") + 1].split(" & ")
     arrows = dict(zip([c[0] for c in COLUMNS], header[1:]))
     assert r"\uparrow" in arrows["pooled_auroc"] and r"\uparrow" in arrows["mean_gap"]
@@ -76,7 +83,7 @@ def test_header_arrows():
 
 
 def test_best_value_bold_in_every_column_of_the_fixture():
-    rows = body_rows(to_latex(DOC))
+    rows = body_rows(to_latex(LB))
     for j, (key, _, direction, digits) in enumerate(COLUMNS, start=1):
         vals = [None if not s["n_tasks"] or s[key] is None else round(s[key], digits) for s in DOC["summary"]]
         present = [v for v in vals if v is not None]
@@ -87,9 +94,8 @@ def test_best_value_bold_in_every_column_of_the_fixture():
 
 
 def test_best_value_bold_synthetic():
-    doc = {
-        "rows": [],
-        "summary": [
+    doc = board(
+        [
             summary("a", pooled_auroc=0.9, mean_gap=0.2, mean_fpr_at_full_recall=0.3, mean_effect_out=0.05, seconds=3.0,
                     mean_faithfulness=0.99, mean_completeness=0.2, mean_normalised_faithfulness=0.9),
             summary("b", pooled_auroc=0.7, mean_gap=0.4, mean_fpr_at_full_recall=0.1, mean_effect_out=0.20, seconds=1.0,
@@ -100,7 +106,7 @@ def test_best_value_bold_synthetic():
             summary("dead", n_tasks=0, n_failed=2, pooled_auroc=None, pooled_auroc_ci95=None, mean_gap=None,
                     mean_fpr_at_full_recall=None, mean_effect_out=None, seconds=0.0),
         ],
-    }
+    )
     rows = {r[0]: r[1:] for r in body_rows(to_latex(doc))}
     bold = {name: [r"\textbf{" in c for c in cells] for name, cells in rows.items()}
     # columns: AUROC up, gap up, FPR down, spurious down, faithfulness up, completeness up, normalised faithfulness up, time down
@@ -118,14 +124,16 @@ def test_escape():
     assert escape("scaled_resample[s=0.5]") == r"scaled\_resample[s=0.5]"
     assert escape("a&b%c$d#e{f}g~h^i\\j") == r"a\&b\%c\$d\#e\{f\}g\textasciitilde{}h\textasciicircum{}i\textbackslash{}j"
     assert escape("[odd]") == "{}[odd]"  # not read as the optional argument of \\
-    doc = {"rows": [], "summary": [summary("x_&%#[k=1]"), summary("[y]")]}
+    doc = board([summary("x_&%#[k=1]"), summary("[y]")])
     names = [r[0] for r in body_rows(to_latex(doc))]
     assert names == [r"\texttt{x\_\&\%\#[k=1]}", r"\texttt{{}[y]}"]
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (optional check)")
 def test_compiles_with_pdflatex(tmp_path):
-    doc = dict(DOC, summary=DOC["summary"] + [summary("odd_&%#$~^{}[x]\\name"), summary("[lead]")])
+    head = DOC["headline_family"]
+    doc = Leaderboard.from_json(dict(DOC, summary_by_family={
+        **DOC["summary_by_family"], head: DOC["summary_by_family"][head] + [summary("odd_&%#$~^{}[x]\\name"), summary("[lead]")]}))
     (tmp_path / "t.tex").write_text(standalone(doc))
     proc = subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path, capture_output=True, text=True, timeout=120
@@ -135,9 +143,9 @@ def test_compiles_with_pdflatex(tmp_path):
 
 
 def test_one_table_per_family_headline_first_never_pooled():
-    doc = {"headline_family": "siit", "summary": [summary("a")], "rows": [],
-           "summary_by_family": {"tracr": [summary("b")], "siit": [summary("a")]},
-           "ground_truth": {"siit": {"intervention": "resample"}, "tracr": {"intervention": "weights"}}}
+    doc = Leaderboard.from_json({"headline_family": "siit", "summary": [summary("a")], "rows": [],
+                                 "summary_by_family": {"tracr": [summary("b")], "siit": [summary("a")]},
+                                 "ground_truth": {"siit": {"intervention": "resample"}, "tracr": {"intervention": "weights"}}})
     tex = to_latex(doc)
     assert tex.count(r"\begin{table}") == 2
     first, second = tex.split(r"\end{table}")[:2]

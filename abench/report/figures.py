@@ -1,4 +1,4 @@
-"""Leaderboard data -> plotly figures of the HTML report (``abench/report/html.py``).
+"""Leaderboard document (``abench.document.Leaderboard``) -> plotly figures of the HTML report (``abench/report/html.py``).
 
 ROC curves per method on the pooled node effects; histogram and CDF of the out-of-circuit
 effects; the scaled-resample sweep per (task, node); the faithfulness curves per task; per method
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
@@ -17,6 +18,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from ablations import DEFAULT_METHODS
 from interventions.methodspec import parse_spec
+
+if TYPE_CHECKING:
+    from abench.document import Leaderboard, Row
 
 IN_COLOR = "#1b9e77"
 OUT_COLOR = "#d95f02"
@@ -31,20 +35,19 @@ def sweep_scale(method: str) -> float | None:
     return float(s) if isinstance(s, (int, float)) and not isinstance(s, bool) else None
 
 
-def ok_rows(doc: dict, method: str | None = None, pooled: bool = False) -> list[dict]:
-    """Successful rows (of ``method``); ``pooled``: only the tasks the headline summary pools."""
-    tasks = set(doc.get("pooled_tasks") or []) if pooled else None
+def ok_rows(doc: Leaderboard, method: str | None = None, pooled: bool = False) -> list[Row]:
+    """Successful rows with nodes (of ``method``); ``pooled``: only the tasks the headline summary pools."""
+    tasks = set(doc.pooled_tasks) if pooled else None
     return [
-        r for r in doc["rows"]
-        if r.get("status") == "ok" and r.get("nodes") and (method is None or r["method"] == method)
-        and (tasks is None or r["task"] in tasks)
+        r for r in doc.rows
+        if r.ok and r.nodes and (method is None or r.method == method) and (tasks is None or r.task in tasks)
     ]
 
 
-def methods_of(doc: dict) -> list[str]:
+def methods_of(doc: Leaderboard) -> list[str]:
     """Methods in leaderboard order (then any that only appear in rows)."""
-    names = [s["method"] for s in doc["summary"]]
-    return list(dict.fromkeys(names + [r["method"] for r in doc["rows"]]))
+    names = [s.method for s in doc.summary]
+    return list(dict.fromkeys(names + [r.method for r in doc.rows]))
 
 
 # Kelly's colours of maximum contrast (without white), black first: each method its own colour (Plotly's and D3's
@@ -84,7 +87,7 @@ def method_dashes(methods: list[str]) -> dict[str, str]:
 
 
 
-def roc_figure(doc: dict, colors: dict[str, str]) -> tuple[go.Figure | None, list[str]]:
+def roc_figure(doc: Leaderboard, colors: dict[str, str]) -> tuple[go.Figure | None, list[str]]:
     """ROC per method on its pooled node effects; methods with one class only are listed as skipped."""
     fig = go.Figure()
     skipped = []
@@ -92,8 +95,8 @@ def roc_figure(doc: dict, colors: dict[str, str]) -> tuple[go.Figure | None, lis
     dashes = method_dashes(methods_of(doc))
     for m in methods_of(doc):
         ok = ok_rows(doc, m, pooled=True)
-        labels = [bool(n["in_circuit"]) for r in ok for n in r["nodes"]]
-        scores = [float(n["effect"]) for r in ok for n in r["nodes"]]
+        labels = [bool(n.in_circuit) for r in ok for n in r.nodes]
+        scores = [float(n.effect) for r in ok for n in r.nodes]
         if len(set(labels)) < 2:
             skipped.append(m)
             continue
@@ -117,7 +120,7 @@ def roc_figure(doc: dict, colors: dict[str, str]) -> tuple[go.Figure | None, lis
         go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#999", dash="dash", width=1), hoverinfo="skip")
     )
     fig.update_layout(
-        title=f"ROC of node effect as a circuit detector (family {html.escape(str(doc.get('headline_family')))}, pooled over its tasks; legend: AUROC)",
+        title=f"ROC of node effect as a circuit detector (family {html.escape(str(doc.headline_family))}, pooled over its tasks; legend: AUROC)",
         xaxis=dict(title="false positive rate (out-of-circuit nodes flagged)", range=[-0.01, 1.01], constrain="domain"),
         yaxis=dict(title="true positive rate (in-circuit nodes found)", range=[-0.01, 1.01], scaleanchor="x"),
         height=560,
@@ -127,7 +130,7 @@ def roc_figure(doc: dict, colors: dict[str, str]) -> tuple[go.Figure | None, lis
     return fig, skipped
 
 
-def out_effect_figure(doc: dict, colors: dict[str, str]) -> go.Figure | None:
+def out_effect_figure(doc: Leaderboard, colors: dict[str, str]) -> go.Figure | None:
     """Histogram and empirical CDF of the out-of-circuit effects, per method."""
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("histogram (share of a method's out-of-circuit nodes)", "empirical CDF"), horizontal_spacing=0.08
@@ -135,7 +138,7 @@ def out_effect_figure(doc: dict, colors: dict[str, str]) -> go.Figure | None:
     has_base = any(not hidden_sweep(m) for m in methods_of(doc))
     dashes = method_dashes(methods_of(doc))
     for m in methods_of(doc):
-        vals = sorted(float(n["effect"]) for r in ok_rows(doc, m, pooled=True) for n in r["nodes"] if not n["in_circuit"])
+        vals = sorted(float(n.effect) for r in ok_rows(doc, m, pooled=True) for n in r.nodes if not n.in_circuit)
         if not vals:
             continue
         visible = "legendonly" if hidden_sweep(m) and has_base else True
@@ -173,7 +176,7 @@ def out_effect_figure(doc: dict, colors: dict[str, str]) -> go.Figure | None:
     if not fig.data:
         return None
     fig.update_layout(
-        title=f"Spurious effects: out-of-circuit nodes of family {html.escape(str(doc.get('headline_family')))} (lower is better)", barmode="overlay", height=460, margin=dict(t=80, b=50, l=60, r=20)
+        title=f"Spurious effects: out-of-circuit nodes of family {html.escape(str(doc.headline_family))} (lower is better)", barmode="overlay", height=460, margin=dict(t=80, b=50, l=60, r=20)
     )
     fig.update_xaxes(title_text="effect (fraction of predictions changed)", range=[-0.03, 1.03])
     fig.update_yaxes(title_text="share of nodes", row=1, col=1)
@@ -181,16 +184,16 @@ def out_effect_figure(doc: dict, colors: dict[str, str]) -> go.Figure | None:
     return fig
 
 
-def sweep_figure(doc: dict) -> go.Figure | None:
+def sweep_figure(doc: Leaderboard) -> go.Figure | None:
     """Effect against scale, one line per (task, node), per task a panel; None without sweep rows."""
     series: dict[tuple[str, str], dict] = {}
-    for r in doc["rows"]:
-        s = sweep_scale(r["method"])
-        if s is None or r.get("status") != "ok" or not r.get("nodes"):
+    for r in doc.rows:
+        s = sweep_scale(r.method)
+        if s is None or not r.ok or not r.nodes:
             continue
-        for n in r["nodes"]:
-            d = series.setdefault((r["task"], n["name"]), {"in": bool(n["in_circuit"]), "pts": {}})
-            d["pts"][s] = float(n["effect"])
+        for n in r.nodes:
+            d = series.setdefault((r.task, n.name), {"in": bool(n.in_circuit), "pts": {}})
+            d["pts"][s] = float(n.effect)
     scales = sorted({s for d in series.values() for s in d["pts"]})
     if len(scales) < 2:
         return None
@@ -238,7 +241,7 @@ def sweep_figure(doc: dict) -> go.Figure | None:
     return fig
 
 
-def faithfulness_curve_figure(doc: dict, colors: dict[str, str]) -> go.Figure | None:
+def faithfulness_curve_figure(doc: Leaderboard, colors: dict[str, str]) -> go.Figure | None:
     """Per task of the headline family, the fraction of predictions unchanged against the number k
     of out-of-circuit nodes ablated together (mean over the seeded orders), one line per method;
     None when no row has a curve."""
@@ -246,7 +249,7 @@ def faithfulness_curve_figure(doc: dict, colors: dict[str, str]) -> go.Figure | 
     for r in ok_rows(doc, pooled=True):
         curve = r.get("faithfulness_curve") or {}
         if curve.get("k") and curve.get("mean_unchanged"):
-            series.setdefault(r["task"], {})[r["method"]] = (curve["k"], curve["mean_unchanged"])
+            series.setdefault(r.task, {})[r.method] = (curve["k"], curve["mean_unchanged"])
     if not series:
         return None
     tasks = list(series)
@@ -285,7 +288,7 @@ def faithfulness_curve_figure(doc: dict, colors: dict[str, str]) -> go.Figure | 
     fig.update_yaxes(range=[-0.02, 1.02])
     fig.update_yaxes(title_text="predictions unchanged", col=1)
     fig.update_layout(
-        title=f"Faithfulness curves (family {html.escape(str(doc.get('headline_family')))}): share of predictions unchanged "
+        title=f"Faithfulness curves (family {html.escape(str(doc.headline_family))}): share of predictions unchanged "
         "when k random out-of-circuit nodes are ablated together (mean over seeded orders; higher is more faithful)",
         height=380 * nrows + 80,
         margin=dict(t=100, b=50, l=60, r=20),
@@ -293,7 +296,7 @@ def faithfulness_curve_figure(doc: dict, colors: dict[str, str]) -> go.Figure | 
     return fig
 
 
-def method_effect_figure(doc: dict, method: str) -> go.Figure | None:
+def method_effect_figure(doc: Leaderboard, method: str) -> go.Figure | None:
     """In- vs out-of-circuit effects of one method, per task (boxes with every node as a point)."""
     ok = ok_rows(doc, method)
     if not ok:
@@ -303,11 +306,11 @@ def method_effect_figure(doc: dict, method: str) -> go.Figure | None:
     for in_circuit in (True, False):
         xs, ys, names = [], [], []
         for r in ok:
-            for n in r["nodes"]:
-                if bool(n["in_circuit"]) == in_circuit:
-                    xs.append(r["task"])
-                    ys.append(float(n["effect"]))
-                    names.append(n["name"])
+            for n in r.nodes:
+                if bool(n.in_circuit) == in_circuit:
+                    xs.append(r.task)
+                    ys.append(float(n.effect))
+                    names.append(n.name)
         if not ys:
             continue
         top = max(top, *ys)
@@ -326,7 +329,7 @@ def method_effect_figure(doc: dict, method: str) -> go.Figure | None:
                 hovertemplate="%{x} / %{text}<br>effect %{y:.3f}<extra></extra>",
             )
         )
-    failed = [r["task"] for r in doc["rows"] if r["method"] == method and r.get("status") != "ok"]
+    failed = [r.task for r in doc.rows if r.method == method and not r.ok]
     title = method + (f" (failed: {', '.join(failed)})" if failed else "")
     fig.update_layout(
         title=dict(text=html.escape(title), font=dict(size=14)),

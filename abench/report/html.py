@@ -1,4 +1,4 @@
-"""Leaderboard document -> one self-contained HTML page (``leaderboard.html``), and a browser check.
+"""Leaderboard document (``abench.document.Leaderboard``) -> one self-contained HTML page (``leaderboard.html``), and a browser check.
 
 The page holds a single inline copy of plotly.js (no network needed) and:
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 import math
+from typing import TYPE_CHECKING, Sequence
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -36,6 +37,9 @@ from ablations.estimators import is_estimator
 from abench.report.transfer import TRANSFER_NOTE, transfer_figure, transfer_frame, transfer_line
 from abench.report.tables import CIRCUIT_NOTE, JOINT_NOTE, check_line, checks_frame, joint_frame, rows_frame
 
+if TYPE_CHECKING:
+    from abench.document import Leaderboard, MethodSummary
+
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -47,13 +51,13 @@ def _fmt(v, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
-def summary_table(summary: list[dict], reference: str | None = None) -> str:
+def summary_table(summary: Sequence[MethodSummary], reference: str | None = None) -> str:
     """The leaderboard as an HTML table: every shown metric (``METRICS``) with its better direction,
     best value per column in bold among the rows it compares with, a 95% interval after each metric
     that has one. The table scrolls in its own box with the method column fixed."""
     # estimator rows (atp[...]) give effects in their metric's units: their gap and effect columns are not
     # comparable with the exact methods' shares of cells, so "best" is decided among the exact methods only
-    exact = [s for s in summary if not is_estimator(s["method"])]
+    exact = [s for s in summary if not is_estimator(s.method)]
     best = best_values(exact or summary, SHOWN)
     arrow = {True: " ↑", False: " ↓"}
     head = "".join(f"<th>{html.escape(m.label)}{arrow[m.higher_is_better]}</th>" + ("<th>95% CI</th>" if m.ci else "")
@@ -65,20 +69,20 @@ def summary_table(summary: list[dict], reference: str | None = None) -> str:
     ]
     for i, s in enumerate(summary, 1):
         cells = []
-        comparable = not is_estimator(s["method"]) or not exact
+        comparable = not is_estimator(s.method) or not exact
         for m in SHOWN:
             v = value(s, m.key)  # no successful task: no value, not 0 s
             text = _fmt(v, m.digits)
             cells.append(f"<td><b>{text}</b></td>" if comparable and is_best(v, m, best) else f"<td>{text}</td>")
             if m.ci:
-                cells.append(f"<td>{ci_text(s.get(m.ci_key) if s.get('n_tasks') else None, m.digits) or '–'}</td>")
-        failed = s.get("n_failed", 0)
+                cells.append(f"<td>{ci_text(s.get(m.ci_key) if s.n_tasks else None, m.digits) or '–'}</td>")
+        failed = s.n_failed
         cls = ' class="failed"' if failed else ""
         ref = ' <span class="ref" title="defines this family\'s ground truth: 1 by construction">reference</span>' \
-            if s["method"] == reference else ""
+            if s.method == reference else ""
         out.append(
-            f'<tr{cls}><td>{i}</td><td class="l"><code>{html.escape(s["method"])}</code>{ref}</td>{"".join(cells)}'
-            f"<td>{s.get('n_tasks', '')}</td><td>{failed}</td></tr>"
+            f'<tr{cls}><td>{i}</td><td class="l"><code>{html.escape(s.method)}</code>{ref}</td>{"".join(cells)}'
+            f"<td>{s.n_tasks}</td><td>{failed}</td></tr>"
         )
     out.append("</tbody></table></div>")
     return "".join(out)
@@ -190,23 +194,23 @@ class _Figures:
         return f'<div class="fig">{_fig_div(fig, div_id)}</div>'
 
 
-def _header(doc: dict, title: str, methods: list[str]) -> list[str]:
+def _header(doc: Leaderboard, title: str, methods: list[str]) -> list[str]:
     """Title, environment, what an effect is, the circuit metrics and every family's ground truth."""
-    env = doc.get("environment", {})
+    env = doc.environment
     parts: list[str] = []
     parts.append(
         f'<div id="abench-check-banner">self-check: pending</div><h1>{html.escape(title)}</h1>'
         f'<p class="meta">torch {html.escape(str(env.get("torch", "?")))} on {html.escape(str(env.get("device", "?")))} '
         f'({html.escape(str(env.get("device_name") or "?"))}), created {html.escape(str(env.get("created_at", "?")))}; '
-        f'{len({r["task"] for r in doc["rows"]})} tasks, {len(methods)} methods, {len(doc["rows"])} rows '
-        f'({sum(r.get("status") != "ok" for r in doc["rows"])} failed).</p>'
+        f'{len({r.task for r in doc.rows})} tasks, {len(methods)} methods, {len(doc.rows)} rows '
+        f'({sum(not r.ok for r in doc.rows)} failed).</p>'
         f'<p class="meta">Effect: fraction of non-BOS cells whose prediction changes when one node is ablated '
-        f'({html.escape(str(doc.get("effect_convention", "")))}).</p>'
+        f'({html.escape(str(doc.effect_convention))}).</p>'
         f'<p class="meta">{html.escape(CIRCUIT_NOTE)}</p>'
     )
     gts = "".join(
         f"<li><b>{html.escape(fam)}</b>: {html.escape(str(gt.get('intervention')))} — {html.escape(str(gt.get('meaning')))}</li>"
-        for fam, gt in doc.get("ground_truth", {}).items()
+        for fam, gt in doc.ground_truth.items()
     )
     if gts:
         parts.append(f'<ul class="meta">{gts}</ul>')
@@ -214,17 +218,17 @@ def _header(doc: dict, title: str, methods: list[str]) -> list[str]:
     return parts
 
 
-def _family_tables(doc: dict) -> list[str]:
+def _family_tables(doc: Leaderboard) -> list[str]:
     """Per family: its heading, the answer to "which method to use", its leaderboard table."""
     parts: list[str] = []
-    head = doc.get("headline_family")
-    for fam, summ in doc.get("summary_by_family", {}).items():
-        n_tasks = len({r["task"] for r in ok_rows(doc) if r["family"] == fam and r["task"] not in doc.get("excluded_tasks", {})})
+    head = doc.headline_family
+    for fam, summ in doc.summary_by_family.items():
+        n_tasks = len({r.task for r in ok_rows(doc) if r.family == fam and r.task not in doc.excluded_tasks})
         if fam == head:
             parts.append(f"<h2>Leaderboard: family <code>{html.escape(fam)}</code>, the benchmark (pooled over its {n_tasks} tasks, best first)</h2>")
         else:
             parts.append(f"<h2>Sanity family <code>{html.escape(fam)}</code> ({n_tasks} tasks; its own ground truth, never pooled with the benchmark)</h2>")
-        rec = (doc.get("recommendation") or {}).get(fam)
+        rec = doc.recommendation.get(fam)
         if rec:  # the answer first: a reader of the first screen gets it without scrolling the table
             parts.append(f'<p class="answer"><b>Which method to use</b> on <code>{html.escape(fam)}</code>: '
                          f'<code>{html.escape(rec["method"])}</code>: {html.escape(rec["why"])}.</p>')
@@ -232,41 +236,41 @@ def _family_tables(doc: dict) -> list[str]:
     return parts
 
 
-def _problems(doc: dict) -> list[str]:
+def _problems(doc: Leaderboard) -> list[str]:
     """Excluded and failed tasks, the ground-truth checks, failed rows, declared node sets and every row."""
     parts: list[str] = []
-    if doc.get("excluded_tasks"):
-        items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape('; '.join(r))}</li>" for t, r in doc["excluded_tasks"].items())
+    if doc.excluded_tasks:
+        items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape('; '.join(r))}</li>" for t, r in doc.excluded_tasks.items())
         parts.append(f'<p class="note">Left out of every summary (ground-truth check failed):</p><ul class="meta">{items}</ul>')
-    if doc.get("failed_tasks"):
+    if doc.extra.get("failed_tasks"):
         items = "".join(f"<li><code>{html.escape(t)}</code> ({html.escape(str(f.get('stage')))}): {html.escape(str(f.get('reason')))}</li>"
-                        for t, f in doc["failed_tasks"].items())
+                        for t, f in doc.extra["failed_tasks"].items())
         parts.append(f'<h2 id="failed-tasks">Failed tasks</h2><p class="note">Selected but not set up (load, data or '
                      f'ground-truth check failed): in no row or summary.</p><ul class="meta">{items}</ul>')
-    checks = doc.get("ground_truth_checks") or {}
+    checks = doc.ground_truth_checks
     if checks:
         parts.append("<h2>Ground-truth checks</h2><p class=\"meta\">Per task: the reference method must separate the circuit "
                      "(AUROC 1, gap &gt; 0) and every in-circuit node's effect must match its high-level (tracr) node's effect "
                      "on the same interchanges.</p>")
         for check in checks.values():
-            cls = "" if check["passed"] else ' class="failed"'
+            cls = "" if check.passed else ' class="failed"'
             table = checks_frame(check).to_html(index=False, classes="rows", border=0, escape=True)
             parts.append(f"<details{cls}><summary>{html.escape(check_line(check))}</summary>{table}</details>")
-    failed = [r for r in doc["rows"] if r.get("status") != "ok"]
+    failed = [r for r in doc.rows if not r.ok]
     if failed:
-        items = "".join(f"<li><code>{html.escape(r['task'])}-{html.escape(r['method'])}</code>: {html.escape(str(r.get('error')))}</li>" for r in failed)
+        items = "".join(f"<li><code>{html.escape(r.task)}-{html.escape(r.method)}</code>: {html.escape(str(r.error))}</li>" for r in failed)
         parts.append(f'<p class="note">Failed rows:</p><ul class="meta">{items}</ul>')
-    joint = joint_frame(doc["rows"])
+    joint = joint_frame(doc.rows)
     if joint is not None:
         parts.append(f'<h2>Joint ablation of declared node sets</h2><p class="meta">{html.escape(JOINT_NOTE)}</p>'
                      + joint.to_html(index=False, classes="rows", border=0, escape=True))
-    rows_html = rows_frame(doc["rows"]).to_html(index=False, classes="rows", border=0, escape=True)
+    rows_html = rows_frame(doc.rows).to_html(index=False, classes="rows", border=0, escape=True)
     parts.append(f"<details><summary>All rows (task × method)</summary>{rows_html}</details>")
 
     return parts
 
 
-def _figure_sections(doc: dict, methods: list[str], colors: dict[str, str], figures: _Figures) -> list[str]:
+def _figure_sections(doc: Leaderboard, methods: list[str], colors: dict[str, str], figures: _Figures) -> list[str]:
     """ROC, out-of-circuit effects, the sweep, the faithfulness curves and each method's in/out effects."""
     parts: list[str] = []
     add = figures.add
@@ -322,10 +326,10 @@ def _figure_sections(doc: dict, methods: list[str], colors: dict[str, str], figu
     return parts
 
 
-def _attribution_sections(doc: dict, figures: _Figures) -> list[str]:
+def _attribution_sections(doc: Leaderboard, figures: _Figures) -> list[str]:
     """Per family with attribution rows: their table beside the exact methods and the scatter of estimate against exact."""
     parts: list[str] = []
-    for i, (fam, summ) in enumerate((doc.get("attribution") or {}).items()):
+    for i, (fam, summ) in enumerate(doc.attribution.items()):
         parts.append(f"<h2>Attribution patching: estimate vs exact, family <code>{html.escape(fam)}</code></h2>"
                      f'<p class="meta">{html.escape(ATTRIBUTION_NOTE)}</p>'
                      + attribution_frame(summ).to_html(index=False, classes="rows", border=0, escape=True))
@@ -336,9 +340,9 @@ def _attribution_sections(doc: dict, figures: _Figures) -> list[str]:
     return parts
 
 
-def _transfer_sections(doc: dict, figures: _Figures) -> list[str]:
+def _transfer_sections(doc: Leaderboard, figures: _Figures) -> list[str]:
     """The realism axes against the base family: each axis's sentence and table, then one methods x axes figure."""
-    transfer = doc.get("transfer") or {}
+    transfer = doc.transfer
     if not transfer:
         return []
     parts = [f'<h2>Ranking transfer: the realism axes against <code>siit</code></h2><p class="meta">{html.escape(TRANSFER_NOTE)}</p>']
@@ -351,7 +355,7 @@ def _transfer_sections(doc: dict, figures: _Figures) -> list[str]:
     return parts
 
 
-def to_html(doc: dict, title: str = "Ablation-method leaderboard") -> str:
+def to_html(doc: Leaderboard, title: str = "Ablation-method leaderboard") -> str:
     """The whole report as one self-contained HTML page (one inline plotly.js copy)."""
     methods = methods_of(doc)
     figures = _Figures()

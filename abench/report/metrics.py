@@ -1,8 +1,9 @@
 """The one table of leaderboard metrics, read by every report format and by the regression gate.
 
-A ``Metric`` is a key of a method's summary (``leaderboard.json`` ``summary_by_family``). With
-``row`` set it is the mean over tasks of that per-row key (``abench.leaderboard.summarize``
-computes it, with a 95% bootstrap interval over tasks under ``<key>_ci95`` when ``ci``); the
+A ``Metric`` is a key of a method's summary (``abench.document.MethodSummary``, read by ``get``; in
+``leaderboard.json`` ``summary_by_family``). With ``row`` set it is the mean over tasks of that per-row
+key (``abench.leaderboard.summarize`` computes it into ``MethodSummary.means``, with a 95% bootstrap
+interval over tasks under ``<key>_ci95`` when ``ci``); the
 markdown, HTML and terminal tables show it (``shown``), the LaTeX table too (``tex``), and
 ``abench/compare.py`` gates the summary key and the row key (``gate``). Adding a metric column is
 one line here.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,18 @@ GATED = tuple(m for m in METRICS if m.gate)
 ROW_SHOWN = tuple(m for m in SHOWN if m.row)  # the per-row columns of the rows tables
 
 
-def value(summary: dict, key: str) -> float | None:
+class Summary(Protocol):
+    """What a metric reads of a method summary (``abench.document.MethodSummary``, which imports this table)."""
+
+    n_tasks: int
+
+    def get(self, key: str, default=None): ...
+
+
+def value(summary: Summary, key: str) -> float | None:
     """A summary's value of ``key``; none at all for a method without a successful task (its time
     of 0 s would otherwise look best) and none for NaN."""
-    if not summary.get("n_tasks"):
+    if not summary.n_tasks:
         return None
     v = summary.get(key)
     if v is None:
@@ -81,7 +91,7 @@ def value(summary: dict, key: str) -> float | None:
     return None if math.isnan(v) else v
 
 
-def best_values(summary: list[dict], metrics=METRICS) -> dict[str, float | None]:
+def best_values(summary: Sequence[Summary], metrics=METRICS) -> dict[str, float | None]:
     """Per metric key, the best value over the methods at the printed precision (None without a value)."""
     out = {}
     for m in metrics:

@@ -2,13 +2,18 @@
 
 Written as plain SVG text (no plotting library, no browser), so the README can show it and a test
 can regenerate it byte for byte from ``leaderboard.json``. ``headline_svg(entries, title)`` takes
-the summary entries to plot, best first (``abench.readme.headline_entries`` picks them).
+the method summaries to plot (``abench.document.MethodSummary``), best first
+(``abench.readme.headline_entries`` picks them).
 """
 
 from __future__ import annotations
 
 import math
 from html import escape
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from abench.document import MethodSummary
 
 ROW_H = 22
 LABEL_W = 200
@@ -26,7 +31,7 @@ def _f(x: float) -> str:
     return f"{x:.1f}"
 
 
-def _panel(entries: list[dict], key: str, ci_key: str, label: str, x0: float, lo: float, hi: float) -> list[str]:
+def _panel(entries: Sequence[MethodSummary], key: str, ci_key: str, label: str, x0: float, lo: float, hi: float) -> list[str]:
     """One dot-and-whisker panel: ``key`` per entry, its interval ``ci_key``, axis from lo to hi."""
 
     def sx(v: float) -> float:
@@ -64,13 +69,13 @@ def axis_low(values: list[float], step: float = 0.05) -> float:
     return min(math.floor(low / step) * step, 1.0 - step)
 
 
-def headline_svg(entries: list[dict], title: str) -> str:
+def headline_svg(entries: Sequence[MethodSummary], title: str) -> str:
     """Two panels side by side: pooled AUROC (axis from just below the lowest interval to 1) and mean
     faithfulness (0 to 1), one row per entry, each with its 95% bootstrap interval."""
     n = max(len(entries), 1)
     width = LABEL_W + 2 * PANEL_W + GAP + 20
     height = TOP + n * ROW_H + BOTTOM
-    auroc_lo = axis_low([v for e in entries for v in (e.get("pooled_auroc_ci95") or [e.get("pooled_auroc")]) if v is not None])
+    auroc_lo = axis_low([v for e in entries for v in (e.pooled_auroc_ci95 or [e.pooled_auroc]) if v is not None])
     x_auroc = LABEL_W
     x_faith = LABEL_W + PANEL_W + GAP
     out = [
@@ -80,7 +85,7 @@ def headline_svg(entries: list[dict], title: str) -> str:
     ]
     for i, e in enumerate(entries):
         y = TOP + i * ROW_H + ROW_H / 2 + 4
-        out.append(f"<text x='{LABEL_W - 10}' y='{_f(y)}' text-anchor='end' font-size='12' {FONT}>{escape(e['method'])}</text>")
+        out.append(f"<text x='{LABEL_W - 10}' y='{_f(y)}' text-anchor='end' font-size='12' {FONT}>{escape(e.method)}</text>")
     out += _panel(entries, "pooled_auroc", "pooled_auroc_ci95", "pooled AUROC (higher is better)", x_auroc, auroc_lo, 1.0)
     out += _panel(entries, "mean_faithfulness", "mean_faithfulness_ci95", "faithfulness (higher is better)", x_faith, 0.0, 1.0)
     out.append("</svg>")

@@ -24,7 +24,7 @@ def leaderboard_lines(doc: Leaderboard, speed: dict) -> list[str]:
             lines.append(f"which method to use on {fam}: {rec['method']}: {rec['why']}")
     if doc.ground_truth_checks:
         lines.append("ground-truth checks (reference method separates the circuit; in-circuit LL effect = HL effect):")
-        lines += ["  " + tables.check_line(check.to_json()) for check in doc.ground_truth_checks.values()]
+        lines += ["  " + tables.check_line(check) for check in doc.ground_truth_checks.values()]
     for fam, summ in doc.attribution.items():
         lines.append(f"attribution patching, family {fam} (each estimate beside the exact change it estimates):")
         lines.append(attribution_frame(summ).to_string(index=False))

@@ -1,6 +1,6 @@
-"""Leaderboard document -> a booktabs LaTeX results table (``leaderboard.tex``).
+"""Leaderboard document (``abench.document.Leaderboard``) -> a booktabs LaTeX results table (``leaderboard.tex``).
 
-One row per method of ``doc["summary"]`` (already sorted best first), one column per metric of
+One table per family, one row per method of its summary (already sorted best first), one column per metric of
 ``abench/report/metrics.py`` marked ``tex``. Every column header carries
 an arrow for its better direction and the best value of each column is set in bold (ties, compared
 at the printed precision, are all bold). The table needs ``\\usepackage{booktabs}`` in the preamble
@@ -9,7 +9,12 @@ and nothing else.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 from abench.report.metrics import TEX, best_values as _best_values, ci_text, value
+
+if TYPE_CHECKING:
+    from abench.document import Leaderboard, MethodSummary
 
 ARROW = {"up": r"$\uparrow$", "down": r"$\downarrow$"}
 
@@ -50,12 +55,12 @@ def _direction(m) -> str:
 COLUMNS = [(m.key, header_label(m.label), _direction(m), m.digits) for m in TEX]
 
 
-def column_value(s: dict, key: str) -> float | None:
+def column_value(s: MethodSummary, key: str) -> float | None:
     """A summary's value for a column (``metrics.value``: none without a successful task)."""
     return value(s, key)
 
 
-def best_values(summary: list[dict]) -> dict[str, float | None]:
+def best_values(summary: Sequence[MethodSummary]) -> dict[str, float | None]:
     """Per column key, the best value at the printed precision."""
     return _best_values(summary, TEX)
 
@@ -67,27 +72,27 @@ def _cell(v: float | None, digits: int, best: float | None) -> str:
     return rf"\textbf{{{text}}}" if best is not None and round(v, digits) == best else text
 
 
-def to_latex(doc: dict, caption: str | None = None, label: str = "tab:ablation-leaderboard") -> str:
+def to_latex(doc: Leaderboard, caption: str | None = None, label: str = "tab:ablation-leaderboard") -> str:
     """One booktabs ``table`` per task family, the headline (benchmark) family first; families are
     never pooled together. ``caption`` and ``label`` are those of the headline table."""
-    by_family = doc.get("summary_by_family") or {doc.get("headline_family"): doc["summary"]}
-    head = doc.get("headline_family") or next(iter(by_family))
-    tables = [family_table(doc, head, by_family.get(head, doc["summary"]), caption, label)]
+    by_family = doc.summary_by_family or {doc.headline_family: doc.summary}
+    head = doc.headline_family or next(iter(by_family))
+    tables = [family_table(doc, head, by_family.get(head, doc.summary), caption, label)]
     for fam, summ in by_family.items():
         if fam != head:
             tables.append(family_table(doc, fam, summ, None, f"{label}-{fam}"))
     return "\n".join(tables)
 
 
-def family_table(doc: dict, family: str | None, summary: list[dict], caption: str | None, label: str) -> str:
+def family_table(doc: Leaderboard, family: str | None, summary: Sequence[MethodSummary], caption: str | None, label: str) -> str:
     """A ``table`` with a booktabs ``tabular`` for one family: one row per method, best value per column in bold."""
     best = best_values(summary)
     header = ["Method"] + [f"{name} {ARROW[d]}" for _, name, d, _ in COLUMNS]
     body = []
     any_failed = False
     for s in summary:
-        name = r"\texttt{" + escape(s["method"]) + "}"
-        if s.get("n_failed"):
+        name = r"\texttt{" + escape(s.method) + "}"
+        if s.n_failed:
             any_failed = True
             name += r"$^{\dagger}$"
         cells = [name]
@@ -101,10 +106,10 @@ def family_table(doc: dict, family: str | None, summary: list[dict], caption: st
         body.append(" & ".join(cells) + r" \\")
 
     if caption is None:
-        excluded = doc.get("excluded_tasks") or {}
-        n_tasks = len({r["task"] for r in doc.get("rows", []) if r.get("family", family) == family and r["task"] not in excluded})
-        gt = (doc.get("ground_truth") or {}).get(family, {}).get("intervention")
-        role = "the benchmark" if family == doc.get("headline_family") else "a sanity family, not pooled with the benchmark"
+        excluded = doc.excluded_tasks
+        n_tasks = len({r.task for r in doc.rows if r.family == family and r.task not in excluded})
+        gt = doc.ground_truth.get(family, {}).get("intervention")
+        role = "the benchmark" if family == doc.headline_family else "a sanity family, not pooled with the benchmark"
         caption = (
             f"Family {escape(str(family))} ({role}; ground truth: {escape(str(gt))}): ablation methods on {n_tasks} "
             f"task{'s' if n_tasks != 1 else ''} with known circuits, best first. "
@@ -114,9 +119,9 @@ def family_table(doc: dict, family: str | None, summary: list[dict], caption: st
         )
         if any_failed:
             caption += r" $^{\dagger}$: failed on at least one task (summarised over the rest)."
-        tables = doc.get("summary_by_family") or {}
-        failed = [t for t, f in (doc.get("failed_tasks") or {}).items()
-                  if f.get("family") == family or (family == doc.get("headline_family") and f.get("family") not in tables)]
+        tables = doc.summary_by_family
+        failed = [t for t, f in (doc.extra.get("failed_tasks") or {}).items()
+                  if f.get("family") == family or (family == doc.headline_family and f.get("family") not in tables)]
         if failed:
             caption += (" Not set up (load, data or ground-truth check failed), in no number: "
                         + ", ".join(r"\texttt{" + escape(t) + "}" for t in failed) + ".")
@@ -140,7 +145,7 @@ def family_table(doc: dict, family: str | None, summary: list[dict], caption: st
     return "\n".join(lines)
 
 
-def standalone(doc: dict) -> str:
+def standalone(doc: Leaderboard) -> str:
     """A minimal compilable document around :func:`to_latex` (for checks and previews)."""
     return "\n".join(
         [
