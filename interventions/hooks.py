@@ -54,21 +54,62 @@ def replacing_hooks(entries: Sequence[tuple[Node, object, torch.Tensor]]) -> lis
         by_hook[entry[0].hook_name].append(entry)
 
     def make(group):
+        features = [e for e in group if e[0].kind == "feature"]
+        others = [e for e in group if e[0].kind != "feature"]
+        directions = torch.cat([n.direction for n, _, _ in features], 1) if features else None
+        gram = directions.T.double() @ directions.double() if features else None
+        orthonormal = features and torch.allclose(gram, torch.eye(gram.shape[0], dtype=gram.dtype), atol=1e-5)
+
         def hook(act: torch.Tensor, hook) -> torch.Tensor:
             out = act.clone()  # not in place: autograd (optimal ablation, SIIT) may need the original
-            for node, rows, value in group:
+            for node, rows, value in others:
                 if node.kind == "attn":
                     out[rows, :, node.head, :] = value
-                elif node.kind == "feature":  # only the coordinates along the direction move
-                    d = node.direction.to(out.device, out.dtype)
-                    out[rows] = out[rows] + (value - out[rows] @ d) @ d.T
                 else:
                     out[rows] = value
+            if orthonormal:  # each feature's coordinates move alone; no other feature's coordinate changes
+                for node, rows, value in features:
+                    d = node.direction.to(out.device, out.dtype)
+                    out[rows] = out[rows] + (value - out[rows] @ d) @ d.T
+            elif features:
+                out = write_coordinates(out, directions.to(out.device, out.dtype), *_coordinate_targets(out, features))
             return out
 
         return hook
 
     return [(name, make(group)) for name, group in by_hook.items()]
+
+
+def _coordinate_targets(act: torch.Tensor, features: Sequence[tuple[Node, object, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(active [b, m], target [b, pos, m])``: which of the hook's ``m`` feature columns each row sets, and to what."""
+    m = sum(n.width for n, _, _ in features)
+    active = torch.zeros(act.shape[0], m, dtype=torch.bool, device=act.device)
+    target = act.new_zeros(act.shape[0], act.shape[1], m)
+    col = 0
+    for node, rows, value in features:
+        active[rows, col : col + node.width] = True
+        target[rows, :, col : col + node.width] = value.to(act.dtype)
+        col += node.width
+    return active, target
+
+
+def write_coordinates(
+    x: torch.Tensor, directions: torch.Tensor, active: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """``x [b, pos, d]`` moved as little as possible (least norm) so that its coordinates along each
+    row's active directions become ``target``: ``x + D c`` with ``D^T (x + D c) = target`` on the active
+    columns (``directions D [d, m]``, unit columns, not necessarily orthogonal: features in superposition;
+    ``active [b, m]``; ``target [b, pos, m]``, read on the active columns only). Non-orthogonal directions
+    make a feature's coordinate move when another's is set; setting several at once solves for all of them
+    together (where more are active than the span holds, in the least-squares sense: ``pinv``). With
+    orthonormal directions it is each direction's own replacement."""
+    gram = directions.T @ directions  # [m, m]
+    both = active[:, :, None] & active[:, None, :]
+    eye = torch.eye(gram.shape[0], dtype=x.dtype, device=x.device)
+    system = torch.where(both, gram, torch.zeros_like(gram)) + eye * (~active)[:, None, :].to(x.dtype)
+    gap = (target - x @ directions) * active[:, None, :].to(x.dtype)  # [b, pos, m]
+    coef = gap @ torch.linalg.pinv(system).transpose(-1, -2)
+    return x + (coef * active[:, None, :].to(x.dtype)) @ directions.T
 
 
 def clean_run(

@@ -18,6 +18,7 @@ DERIVATIONS = {
     "siit-card-test": lambda seed: 20_000 + seed,  # siit_training/card.py: the card's test pairs
     "siit-selection-subsets": lambda seed: 30_000 + seed,  # siit_training/loop.py: bystander subsets for selection
     "siit-card-subsets": lambda seed: 40_000 + seed,  # siit_training/card.py: the card's bystander subsets
+    "features-compressed-test": lambda seed: 50_000 + seed,  # tasks/features/compress.py: held-out inputs of the accuracy bar
 }
 
 

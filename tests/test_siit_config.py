@@ -107,7 +107,8 @@ def test_seed_streams_keep_the_historical_formulas(seed):
     assert derive(seed, "siit-card-test") == 20_000 + seed
     assert derive(seed, "siit-selection-subsets") == 30_000 + seed
     assert derive(seed, "siit-card-subsets") == 40_000 + seed
-    assert len(DERIVATIONS) == 8
+    assert derive(seed, "features-compressed-test") == 50_000 + seed
+    assert len(DERIVATIONS) == 9
 
 
 def test_unknown_stream():

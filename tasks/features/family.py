@@ -25,6 +25,8 @@ from tasks.tracr.compiled import build_model, decode_encoding, load_or_compile, 
 from tasks.tracr.programs import PROGRAMS
 
 FAMILY = "features"
+# the compressed tasks (tasks/features/compress.py): their own family, never pooled with the oracle one
+COMPRESSED_FAMILY = "features_compressed"
 GROUND_TRUTH = "reads"
 describe_ground_truth(GROUND_TRUTH, "reads: a residual atom is in the circuit at a site when a main-program component at or "
                       "after the site reads it (the bystander program's atoms are out); labels read off the merged weights")
@@ -35,9 +37,9 @@ FIRING_SAMPLE = 64  # inputs per length used to find which atoms fire at a site 
 FIRING_MIN_SHARE = 0.01
 
 
-def task_name(p: str, q: str) -> str:
-    """``feat_{main}__{bystander}``."""
-    return f"feat_{p}__{q}"
+def task_name(p: str, q: str, compressed: bool = False) -> str:
+    """``feat_{main}__{bystander}``, ``_compressed`` appended for the compressed task."""
+    return f"feat_{p}__{q}" + ("_compressed" if compressed else "")
 
 
 def sites(n_layers: int) -> list[tuple[int, str]]:
@@ -93,34 +95,52 @@ def atom_activity(model, card: dict, p: str, seed: int = 0) -> dict[tuple[int, s
     return out
 
 
-def feature_task(p: str, q: str, device: str = "cpu") -> Task:
-    """The oracle feature task of main program ``p`` and bystander ``q``: the rotated merged model, and one
-    feature node per scored atom at every site, labelled from the weights (module docstring)."""
-    sd, card = merge(p, q)
-    labels, owner = card["residual_labels"], card["owner"]
-    R = orthogonal(len(labels), ROTATION_SEED)
-    activity = atom_activity(build_model(card, sd), card, p)
-    model = build_model(card, rotate(sd, R), device)
-    nodes, constant_atoms, dropped = [], {}, {}
+def scored_atoms(sd: dict[str, torch.Tensor], card: dict, activity: dict) -> dict[tuple[int, str], list[tuple[int, bool]]]:
+    """Per site, the atoms scored there as ``(atom index, in circuit)``: every atom that fires and is not
+    constant, in the circuit when it is P's (or a shared input atom) and a P component at or after the site
+    reads it (``sd``, ``card``: the unrotated merged model; ``activity``: ``atom_activity``)."""
+    owner, labels = card["owner"], card["residual_labels"]
+    out = {}
     for layer, site in sites(card["cfg"]["n_layers"]):
         fires, constant = activity[(layer, site)]
         reads = read_by_main(sd, card, layer, site)
+        out[(layer, site)] = [(i, owner[labels[i]] != "Q" and bool(reads[i])) for i in range(len(labels)) if fires[i] and not constant[i]]
+    return out
+
+
+def feature_task(p: str, q: str, device: str = "cpu") -> Task:
+    """The oracle feature task of main program ``p`` and bystander ``q``: the rotated merged model, and one
+    feature node per scored atom at every site (atom i's direction row i of the rotation), labelled from the
+    weights (module docstring)."""
+    sd, card = merge(p, q)
+    R = orthogonal(len(card["residual_labels"]), ROTATION_SEED)
+    return task_on_model(p, q, sd, card, build_model(card, rotate(sd, R), device), R.float(),
+                         {"directions": "oracle", "rotation_seed": ROTATION_SEED}, FAMILY, task_name(p, q), device)
+
+
+def task_on_model(p: str, q: str, sd: dict[str, torch.Tensor], card: dict, model, directions: torch.Tensor, info: dict,
+                  family: str, name: str, device: str = "cpu") -> Task:
+    """A feature task of the merged (p, q) model ``sd``/``card`` run as ``model`` (rotated, or compressed), with
+    atom i's unit direction in ``model``'s residual ``directions[i]`` (``[n_atoms, d_model]``): one feature
+    node per scored atom at every site, labelled from the merged weights; ``info`` joins the task's info."""
+    labels = card["residual_labels"]
+    activity = atom_activity(build_model(card, sd), card, p)
+    nodes, constant_atoms, dropped = [], {}, {}
+    scored = scored_atoms(sd, card, activity)
+    for layer, site in sites(card["cfg"]["n_layers"]):
+        fires, constant = activity[(layer, site)]
         key = f"blocks.{layer}.hook_{site}"
         constant_atoms[key] = [labels[i] for i in range(len(labels)) if fires[i] and constant[i]]
         dropped[key] = [labels[i] for i in range(len(labels)) if not fires[i]]
-        for i, label in enumerate(labels):
-            if not fires[i] or constant[i]:
-                continue
-            in_circuit = owner[label] != "Q" and bool(reads[i])
-            nodes.append(Node(layer, "feature", in_circuit=in_circuit, feature=label, site=site,
-                              direction=R[i].float()[:, None].to(device)))
+        for i, in_circuit in scored[(layer, site)]:
+            nodes.append(Node(layer, "feature", in_circuit=in_circuit, feature=labels[i], site=site,
+                              direction=directions[i][:, None].to(device)))
     spec = PROGRAMS[p]
     high_level, correspondence = main_program_atoms(p, card, [n for n in nodes if n.in_circuit], device)
-    return Task(name=task_name(p, q), family=FAMILY, model=model, output=spec.output, nodes=nodes, inputs=spec.inputs,
+    return Task(name=name, family=family, model=model, output=spec.output, nodes=nodes, inputs=spec.inputs,
                 encoding=decode_encoding(card), ground_truth=GROUND_TRUTH, high_level=high_level, correspondence=correspondence,
-                info={"programs": {"main": p, "bystander": q}, "directions": "oracle", "rotation_seed": ROTATION_SEED,
-                      "constant_atoms": constant_atoms, "dropped_atoms": dropped, "label": card["label"],
-                      "output_values": card["output_values"]})
+                info={"programs": {"main": p, "bystander": q}, **info, "constant_atoms": constant_atoms, "dropped_atoms": dropped,
+                      "label": card["label"], "output_values": card["output_values"]})
 
 
 def variable_of(label: str) -> str:
