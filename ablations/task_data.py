@@ -11,7 +11,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from interventions.hooks import clean_run
-from interventions.interchange import source_lengths, source_prefix
+from interventions.interchange import draw_sources, source_prefix
 from interventions.nodes import Node
 from tasks.seeds import derive
 
@@ -41,32 +41,6 @@ class NodeBatch:
     generator: torch.Generator
     group: int = 0
     source_same_length: torch.Tensor | None = None
-
-
-def draw_sources(lengths: Sequence[int], sizes: Sequence[int], generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """For every row of every group, a resample source: ``[(src_group [n_g], src_row [n_g])]``.
-
-    A base of length L gets a source length drawn uniformly from the groups' lengths >= L, then
-    a uniform row of a group of that length, never the base row itself.
-    """
-    by_length: dict[int, list[int]] = {}
-    for g, L in enumerate(lengths):
-        by_length.setdefault(L, []).append(g)
-    out = []
-    for g, (L, n) in enumerate(zip(lengths, sizes, strict=True)):
-        longer = source_lengths(L, by_length)
-        src_group, src_row = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long)
-        for i in range(n):
-            while True:
-                Ls = longer[int(torch.randint(len(longer), (1,), generator=generator))]
-                cands = by_length[Ls]
-                h = cands[int(torch.randint(len(cands), (1,), generator=generator))]
-                j = int(torch.randint(sizes[h], (1,), generator=generator))
-                if (h, j) != (g, i):
-                    break
-            src_group[i], src_row[i] = h, j
-        out.append((src_group, src_row))
-    return out
 
 
 def derangement(n: int, generator: torch.Generator) -> torch.Tensor:

@@ -57,7 +57,9 @@ def make_card(task: Task, ll: HookedTransformer, aux: dict[str, torch.Tensor] | 
         "numerical_tolerance": NUM_TOL if task.output == "numerical" else None,
         "pass_bar": PASS_BAR,
         "at_benchmark_effect_tolerance": loose,
-        "test_sources": "cross_length: per base length L, one group per source length >= L (tasks.siit.eval_pairs); "
+        "test_sources": "cross_length: per base length L, each source's length uniform over the lengths >= L "
+                        "(interventions.interchange.draw_source_lengths, as the benchmark's resample), grouped by length pair "
+                        "(tasks.siit.eval_pairs); "
                         "iia and siia count every group (the benchmark's resample interchanges), iia_same_length the same-length ones",
         "protocol": CARD_PROTOCOL,
         "bar": "accuracy, min-node IIA and min-node SIIA >= pass_bar (sources of every length >= the base's), every bystander live; "

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from interventions.hooks import node_activation, replacing_hooks
-from interventions.interchange import source_lengths
+from interventions.interchange import draw_source_lengths
 from siit_training.config import AUX_WEIGHT, BACKUP_LOSS_WEIGHT, LIVE_FLOOR, SiitConfig
 from siit_training.losses import liveness_hinge, output_loss
 from siit_training.warm_start import embed_tracr, frozen_masks, warm_start_config
@@ -109,11 +109,10 @@ class Objective:
         task, config, rng, gen, device, ll = self.task, self.config, self.rng, self.gen, self.device, self.ll
         circ_ll, bys = self.circ_ll, self.bys
         base = task.encode([task.inputs.draw(rng, L) for _ in range(n)])
-        # each row's source has a length drawn uniformly from [L, max_len] (the benchmark's resample
-        # draw); a longer source varies what the base's length fixes. Patches take its first L + 1
-        # positions. Sources are run grouped by length; their prefixes are stacked row by row.
-        allowed = source_lengths(L, self.lengths)  # contiguous: one randint draws uniformly among them
-        src_lengths = sorted(rng.randint(allowed[0], allowed[-1]) for _ in range(n))
+        # each row's source length from the suite's one interchange draw (uniform over the lengths >= L, the
+        # benchmark's resample distribution). Patches take the source's first L + 1 positions; sources are
+        # run grouped by length, their prefixes stacked row by row.
+        src_lengths = sorted(draw_source_lengths(L, self.lengths, n, gen))
         srcs = [task.encode([task.inputs.draw(rng, Ls) for _ in range(src_lengths.count(Ls))])
                 for Ls in sorted(set(src_lengths))]
         rows = torch.arange(n, device=device)

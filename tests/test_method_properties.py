@@ -136,7 +136,7 @@ def test_resample_same_length_takes_another_rows_activation(case):
 
 def test_resample_source_lengths_are_uniform_over_the_allowed_lengths():
     """For a base of the shortest length, every allowed source length is drawn about equally often."""
-    from ablations.task_data import draw_sources
+    from interventions.interchange import draw_sources
 
     lengths, sizes = [3, 4, 5, 6], [50, 10, 200, 40]  # group sizes differ: the draw is over lengths, not rows
     src_group, _ = draw_sources(lengths, sizes, torch.Generator().manual_seed(0))[0]

@@ -27,8 +27,9 @@ takes the source's first ``len(base) + 1`` positions. Same-length sources cannot
 that is constant within one length, so a model trained and checked only with them can compute
 length in a "bystander" unseen, and its length-computing circuit nodes pass IIA trivially.
 Cards (protocol ``CARD_PROTOCOL``) therefore measure IIA and SIIA per node with sources of
-every length >= the base's (``eval_pairs(cross_length=True)``, same length included): the
-interchanges the benchmark's reference ``resample`` makes. The bar (``passes_bar``) reads the
+every length >= the base's (``eval_pairs(cross_length=True)``, same length included), each source's
+length drawn by the suite's one interchange draw: the interchanges the benchmark's reference
+``resample`` makes, from the same distribution. The bar (``passes_bar``) reads the
 weakest node, and (protocol 3) the circuit jointly: with every bystander resampled together, and
 with each of 32 seeded bystander subsets (sizes from one to all), the output keeps its prediction
 in >= 99% of cells; with the circuit resampled together it changes as often as the HL model's

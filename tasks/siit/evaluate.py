@@ -10,7 +10,7 @@ import torch
 from transformer_lens import ActivationCache, HookedTransformer
 
 from interventions.hooks import node_activation, replacing_hooks
-from interventions.interchange import source_lengths
+from interventions.interchange import draw_source_lengths
 from interventions.measures import cell_changed
 from tasks.base import Node, Task
 from tasks.base import ll_members, unit_name
@@ -346,19 +346,22 @@ def passes_bar(m: dict) -> bool:
 
 
 def eval_pairs(task: Task, n_per_length: int, seed: int, cross_length: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Held-out (base, source) groups, sources drawn independently.
+    """Held-out (base, source) groups: ``n_per_length`` fresh bases per length, each with a fresh source.
 
-    One same-length group of ``n_per_length`` pairs per length; with ``cross_length`` also, for
-    each base length L, one group per longer source length Ls > L (``n_per_length`` split
-    between them, at least 16 each); patches take the source's first L + 1 positions
-    (``patch_hooks(n_pos=...)``).
+    Each source's length comes from the suite's one interchange draw
+    (``interventions.interchange.draw_source_lengths``: uniform over the lengths >= the base's, the
+    benchmark's resample distribution) with ``cross_length``, else it is the base's own length. Pairs are
+    grouped by (base length, source length), one group each; patches take the source's first L + 1
+    positions (``patch_hooks(n_pos=...)``). Inputs come from ``random.Random(seed)``, source lengths from
+    a torch generator seeded with ``seed``.
     """
-    rng = random.Random(seed)
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     out = []
     lo, hi = task.inputs.min_len, task.inputs.max_len
     for L in range(lo, hi + 1):
-        longer = [Ls for Ls in source_lengths(L, range(lo, hi + 1)) if Ls > L] if cross_length else []
-        for Ls, n in [(L, n_per_length)] + [(Ls, max(16, n_per_length // len(longer))) for Ls in longer]:
+        drawn = draw_source_lengths(L, range(lo, hi + 1) if cross_length else [L], n_per_length, gen)
+        for Ls in sorted(set(drawn)):
+            n = drawn.count(Ls)
             base = task.encode([task.inputs.draw(rng, L) for _ in range(n)])
             src = task.encode([task.inputs.draw(rng, Ls) for _ in range(n)])
             out.append((base, src))
