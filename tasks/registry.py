@@ -12,6 +12,7 @@ from tasks.base import Task, describe_ground_truth
 from tasks.features.compress import compressed_feature_task, shipped as shipped_compressed
 from tasks.features.family import COMPRESSED_FAMILY, FAMILY as FEATURES_FAMILY, feature_task, task_name as feature_task_name
 from tasks.features.merge import PAIRS as FEATURE_PAIRS
+from tasks.features.pca import PCA_FAMILY, pca_task
 from tasks.next_token import FAMILY as NEXT_TOKEN_FAMILY, planted_backup_task
 from tasks.scale import FAMILY as SCALE_FAMILY, SHAPES as SCALE_SHAPES, scale_task
 from tasks.siit import family_of as siit_family_of
@@ -102,6 +103,10 @@ for _shape in SCALE_SHAPES:
 # family (features); not a default family while it is being built (learned directions and the ground-truth check next).
 for _p, _q in FEATURE_PAIRS:
     register_task(feature_task_name(_p, _q), FEATURES_FAMILY, lambda device, p=_p, q=_q: feature_task(p, q, device))
+# Their PCA tasks (tasks/features/pca.py): the same rotated models, nodes the principal directions of each site
+# labelled by the span of the true atoms they lie in (mixed ones reported, not scored).
+for _p, _q in FEATURE_PAIRS:
+    register_task(feature_task_name(_p, _q) + "__pca", PCA_FAMILY, lambda device, p=_p, q=_q: pca_task(p, q, device))
 # Their compressed tasks (tasks/features/compress.py): the same model squeezed into fewer residual dimensions than it
 # has atoms by a shipped learned projection (features in superposition); only the pairs whose projection passed.
 for _p, _q in shipped_compressed():
