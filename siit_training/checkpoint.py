@@ -93,8 +93,15 @@ def restore(run: Objective, opt: torch.optim.Optimizer, meta: dict, tensors: dic
     opt.load_state_dict(opt_sd)
     run.gen.set_state(tensors["gen_state"])
     run.rng.setstate((meta["rng_state"][0], tuple(meta["rng_state"][1]), meta["rng_state"][2]))
+    # the model's buffers (attention masks) are not in the file: the best state takes them from the model, so it loads
+    # strictly even when no later step beats it
+    saved_best = {k[8:]: v.to(device) for k, v in tensors.items() if k.startswith("best.ll.")}
+    buffers = dict(run.ll.named_buffers())
+    missing = [k for k in run.ll.state_dict() if k not in saved_best and k not in buffers]
+    if missing:
+        raise ValueError(f"checkpoint: its best state lacks the weights {missing[:4]}{'...' if len(missing) > 4 else ''}")
     best = {"score": meta["best"]["score"], "step": meta["best"]["step"],
-            "state": {k[8:]: v.to(device) for k, v in tensors.items() if k.startswith("best.ll.")},
+            "state": {k: saved_best.get(k, v.detach().clone()) for k, v in run.ll.state_dict().items()},
             "aux": {k[9:]: v.to(device) for k, v in tensors.items() if k.startswith("best.aux.")}}
     return {"best": best, "history": meta["history"], "reinits": meta["reinits"], "ema": meta["ema"],
             "dead_evals": meta["dead_evals"], "step": meta["step"], "elapsed": meta["elapsed_s"],
