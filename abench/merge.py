@@ -9,7 +9,11 @@ speed entries of every shard, and every summary recomputed from the rows by
 ``leaderboard.build`` (the bootstrap is seeded, so it is the same). ``tests/test_merge.py`` holds
 it equal to the serial run.
 
-Refused, with one line naming the shards: a (task, method) row in two shards, shards run with
+``--replace``: a later shard's tasks replace an earlier shard's (every row, ground-truth check and
+failure of such a task is taken from the later shard): a full leaderboard with some tasks run again,
+e.g. after a model was retrained.
+
+Refused, with one line naming the shards: a (task, method) row in two shards (without ``--replace``), shards run with
 different data settings (seed, n_fit, n_eval), effect conventions, or ground-truth checks of one
 task that disagree. Other environment differences (machine, device name, threads) are reported;
 the first shard's environment is kept.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from abench import leaderboard
@@ -58,12 +63,36 @@ def _check_compatible(docs: list[Leaderboard], names: list[str]) -> list[str]:
     return notes
 
 
-def merge(docs: list[Leaderboard], names: list[str] | None = None) -> tuple[Leaderboard, list[str]]:
-    """``(merged leaderboard document, notes)`` from the shards' documents (in the given order)."""
+def _tasks_run(doc: Leaderboard) -> set[str]:
+    return {r.task for r in doc.rows} | set(doc.ground_truth_checks) | set(doc.extra.get("failed_tasks") or {})
+
+
+def _without_tasks(doc: Leaderboard, tasks: set[str]) -> Leaderboard:
+    """``doc`` with every row, ground-truth check and failure of ``tasks`` left out."""
+    extra = dict(doc.extra)
+    if extra.get("failed_tasks"):
+        extra["failed_tasks"] = {t: f for t, f in extra["failed_tasks"].items() if t not in tasks}
+    return replace(doc, rows=[r for r in doc.rows if r.task not in tasks], extra=extra,
+                   ground_truth_checks={t: c for t, c in doc.ground_truth_checks.items() if t not in tasks})
+
+
+def merge(docs: list[Leaderboard], names: list[str] | None = None, replace_tasks: bool = False) -> tuple[Leaderboard, list[str]]:
+    """``(merged leaderboard document, notes)`` from the shards' documents (in the given order); with
+    ``replace_tasks`` a later shard's tasks replace an earlier shard's."""
     if not docs:
         raise MergeError("no shard to merge")
     names = names or [f"shard {i}" for i in range(len(docs))]
     notes = _check_compatible(docs, names)
+    if replace_tasks:
+        later: set[str] = set()
+        kept = []
+        for name, doc in reversed(list(zip(names, docs))):
+            replaced = sorted(_tasks_run(doc) & later)
+            if replaced:
+                notes.append(f"{name}: {len(replaced)} task(s) replaced by a later shard: {', '.join(replaced)}")
+            kept.append(_without_tasks(doc, later))
+            later |= _tasks_run(doc)
+        docs = kept[::-1]
     env0 = docs[0].environment
 
     tasks = _ordered_union(d.extra.get("selection", {}).get("tasks", []) for d in docs)
@@ -100,13 +129,17 @@ def merge(docs: list[Leaderboard], names: list[str] | None = None) -> tuple[Lead
         extra["speed"] = speed
     # a shard run with --effect-convention iit carries iit's description
     doc = leaderboard.build(rows, dict(env0), extra, in_order(checks), effect_convention=docs[0].effect_convention)
-    return doc, notes
+    # each family's ground-truth meaning as the shard that ran it recorded it: this process need not have loaded the
+    # module that describes it (a feature family's ``reads`` is described where its tasks are built)
+    recorded = {fam: gt for d in docs for fam, gt in d.ground_truth.items()}
+    return replace(doc, ground_truth={fam: recorded.get(fam, gt) for fam, gt in doc.ground_truth.items()}), notes
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m abench merge", description=__doc__.split("\n\n")[0])
     p.add_argument("shards", nargs="+", metavar="LEADERBOARD.json", help="each shard's leaderboard.json, in selection order")
     p.add_argument("--report-dir", default="reports", help="where leaderboard.{json,md,tex,html} are written (default: reports)")
+    p.add_argument("--replace", action="store_true", help="a later shard's tasks replace an earlier shard's (rows, checks, failures)")
     args = p.parse_args(argv)
     docs = []
     for path in args.shards:
@@ -119,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"merge: {err}", file=sys.stderr)
             return 2
     try:
-        doc, notes = merge(docs, list(args.shards))
+        doc, notes = merge(docs, list(args.shards), replace_tasks=args.replace)
     except MergeError as err:
         print(f"merge: {err}", file=sys.stderr)
         return 1

@@ -77,3 +77,30 @@ def test_merge_refuses_overlapping_or_inconsistent_shards(serial, tmp_path):
     (tmp_path / "bad.json").write_text("[]")
     res = merge_cli(str(tmp_path / "bad.json"), "--report-dir", str(tmp_path / "m"))
     assert res.returncode == 2 and "bad.json: not a leaderboard" in res.stderr
+
+
+def test_replace_takes_a_rerun_tasks_rows_from_the_later_shard(serial, tmp_path):
+    """--replace: the serial run plus a rerun of one of its tasks is the serial run with that task's rows,
+    check and failures from the rerun (here the rerun's numbers are marked so the replacement is visible)."""
+    rerun = json.loads(json.dumps(serial))
+    rerun["rows"] = [r for r in rerun["rows"] if r["task"] == "reverse"]
+    rerun["ground_truth_checks"] = {t: c for t, c in rerun["ground_truth_checks"].items() if t == "reverse"}
+    rerun["selection"] = {"tasks": ["reverse"], "methods": serial["selection"]["methods"]}
+    for r in rerun["rows"]:
+        r["effect_seconds"] = -1.0  # a number only the rerun has
+    merged, notes = merge([Leaderboard.from_json(serial), Leaderboard.from_json(rerun)], ["full", "rerun"], replace_tasks=True)
+    assert notes == ["full: 1 task(s) replaced by a later shard: reverse"]
+    got = merged.to_json()
+    assert [(r["task"], r["method"]) for r in got["rows"]] == [(r["task"], r["method"]) for r in serial["rows"]]
+    assert all((r["effect_seconds"] == -1.0) == (r["task"] == "reverse") for r in got["rows"])
+    with pytest.raises(MergeError, match="is in both"):  # without --replace the overlap is refused as before
+        merge([Leaderboard.from_json(serial), Leaderboard.from_json(rerun)])
+
+
+def test_a_family_keeps_the_ground_truth_meaning_its_shard_recorded(serial):
+    """The merging process need not have loaded the module that describes a family's ground truth: the shard's record wins."""
+    shard = json.loads(json.dumps(serial))
+    fam = next(iter(shard["ground_truth"]))
+    shard["ground_truth"][fam]["meaning"] = "as recorded by the shard that ran it"
+    merged, _ = merge([Leaderboard.from_json(shard)])
+    assert merged.ground_truth[fam]["meaning"] == "as recorded by the shard that ran it"
