@@ -41,12 +41,6 @@ def families() -> dict[str, list[str]]:
     return out
 
 
-# `pytest benchmarks` with no --tasks runs every family: SIIT first (live bystanders, the
-# realistic ground truth), then the SIIT backup pair(s), the compiled-circuit models, the realism axes
-# (pre-norm, causal, deep: models shaped like real ones), then tracr (exact but bystander-free).
-# Each keeps its own ground truth and its own table.
-DEFAULT_FAMILIES = [f for f in ("siit", "siit_backup", "siit_compiled", "siit_norm", "siit_causal", "siit_deep", "tracr")
-                    if f in families()]
 
 
 def resolve_task_names(spec: str | None) -> list[str]:
@@ -99,12 +93,11 @@ for _shape in SCALE_SHAPES:
 
 
 # The features family (tasks/features): a main and a bystander tracr program merged into one model, its residual
-# basis rotated; nodes are the true atoms at every residual site (the oracle directions). Selectable by name or by
-# family (features); not a default family while it is being built (learned directions and the ground-truth check next).
+# basis rotated; nodes are the true atoms at every residual site (the oracle directions).
 for _p, _q in FEATURE_PAIRS:
     register_task(feature_task_name(_p, _q), FEATURES_FAMILY, lambda device, p=_p, q=_q: feature_task(p, q, device))
 # Their PCA tasks (tasks/features/pca.py): the same rotated models, nodes the principal directions of each site
-# labelled by the span of the true atoms they lie in (mixed ones reported, not scored).
+# that match a true atom, labelled by it (mixed ones reported, not scored).
 for _p, _q in FEATURE_PAIRS:
     register_task(feature_task_name(_p, _q) + "__pca", PCA_FAMILY, lambda device, p=_p, q=_q: pca_task(p, q, device))
 # Their compressed tasks (tasks/features/compress.py): the same model squeezed into fewer residual dimensions than it
@@ -112,6 +105,15 @@ for _p, _q in FEATURE_PAIRS:
 for _p, _q in shipped_compressed():
     register_task(feature_task_name(_p, _q, True), COMPRESSED_FAMILY,
                   lambda device, p=_p, q=_q: compressed_feature_task(p, q, device))
+
+
+# `pytest benchmarks` with no --tasks runs every family: SIIT first (live bystanders, the
+# realistic ground truth), then the SIIT backup pair(s), the compiled-circuit models, the realism axes
+# (pre-norm, causal, deep: models shaped like real ones), then tracr (exact but bystander-free), then the
+# feature families (residual directions: the true atoms, compressed, PCA). Each keeps its own ground truth
+# and its own table.
+DEFAULT_FAMILIES = [f for f in ("siit", "siit_backup", "siit_compiled", "siit_norm", "siit_causal", "siit_deep", "tracr",
+                                FEATURES_FAMILY, COMPRESSED_FAMILY, PCA_FAMILY) if f in families()]
 
 
 # --------------------------------------------------------------------------- user task files and entry points
