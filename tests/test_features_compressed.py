@@ -122,3 +122,21 @@ def test_the_engine_equals_the_loops_along_overlapping_directions(method):
             "out of circuit": [n.name for n in ev.nodes if not n.in_circuit]}
     for a, b in zip(joint_effects(m, ev, sets, fast), joint_effects(m, ev, sets, fast, batched=False), strict=True):
         assert abs(a["effect"] - b["effect"]) <= TOL and abs(a["continuous"] - b["continuous"]) <= TOL, (a, b)
+
+
+def test_a_projection_card_that_does_not_name_its_rows_is_refused(tmp_path, monkeypatch):
+    """W's rows are matched to the merged model's atoms by name (the merged order may differ on another machine); a
+    card without the names is refused, never loaded by position."""
+    import json
+    import shutil
+
+    p, q = SHIPPED[0]
+    name = f"feat_{p}__{q}_compressed"
+    for ext in (".json", ".safetensors"):
+        shutil.copy(compress.WEIGHTS_DIR / f"{name}{ext}", tmp_path / f"{name}{ext}")
+    card = json.loads((tmp_path / f"{name}.json").read_text())
+    del card["residual_labels"]
+    (tmp_path / f"{name}.json").write_text(json.dumps(card))
+    monkeypatch.setattr(compress, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="does not name the merged model's atoms"):
+        compress.compressed_feature_task(p, q)

@@ -101,3 +101,12 @@ def test_programs_that_do_not_share_their_inputs_are_refused_by_name():
         merge("back2", "back2")
     with pytest.raises(KeyError, match="unknown tracr program 'nope'"):
         merge("nope", "back2")
+
+
+def test_labels_do_not_depend_on_what_tracr_compiled_before():
+    """tracr numbers variables from a process-wide counter: the merged names use each variable's rank instead."""
+    from tasks.features.merge import canonical_labels
+
+    labels = ["tokens:a", "x_5:a", "x_5:b", "y_3", "one", "indices:0", "z_12:c"]
+    later = ["tokens:a", "x_25:a", "x_25:b", "y_23", "one", "indices:0", "z_32:c"]  # the same program compiled later
+    assert canonical_labels(labels) == canonical_labels(later) == ["tokens:a", "x_v1:a", "x_v1:b", "y_v0", "one", "indices:0", "z_v2:c"]

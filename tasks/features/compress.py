@@ -145,6 +145,7 @@ def train_projection(p: str, q: str, steps: int = TRAIN_STEPS, seed: int = PROJE
     accuracy = held_out_accuracy(p, big, build_model(small_card(card, d_small), compress(sd, W)), enc)
     out = {"card_version": CARD_VERSION, "task": task_name(p, q, True), "programs": {"main": p, "bystander": q},
            "d_big": d_big, "d_small": d_small, "compression": COMPRESSION, "n_atoms": len(card["residual_labels"]),
+           "residual_labels": list(card["residual_labels"]),  # W's rows, by atom: the merged order may differ elsewhere
            "seed": seed, "steps": steps, "batch": TRAIN_BATCH, "lr": TRAIN_LR, "train_seconds": round(time.time() - start, 1),
            "objective": "cross-entropy (numerical: 100 x squared error) of P's output, clean and with a random subset of every "
                         "site's out-of-circuit atoms set jointly to a source's coordinates (source length uniform over the lengths "
@@ -198,6 +199,11 @@ def compressed_feature_task(p: str, q: str, device: str = "cpu") -> Task:
     W = load_file(str(path))["W"].float()
     if W.shape != (card["cfg"]["d_model"], proj["d_small"]):
         raise ValueError(f"{name}: projection shape {tuple(W.shape)} does not fit the merged model ({card['cfg']['d_model']} x {proj['d_small']})")
+    rows, here = proj.get("residual_labels"), card["residual_labels"]
+    if rows is None or sorted(rows) != sorted(here):
+        raise ValueError(f"{name}: the projection's card does not name the merged model's atoms (its rows: "
+                         f"{None if rows is None else len(rows)} labels, the model: {len(here)}); retrain it")
+    W = W[[rows.index(label) for label in here]]  # W's rows in this merged model's order
     model = build_model(small_card(card, proj["d_small"]), compress(sd, W.double()), device)
     info = {"directions": "compressed", "d_small": proj["d_small"], "d_big": proj["d_big"], "projection_card": proj}
     return task_on_model(p, q, sd, card, model, W / W.norm(dim=1, keepdim=True), info, COMPRESSED_FAMILY, name, device)

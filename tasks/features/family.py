@@ -20,7 +20,7 @@ import torch
 
 from interventions.nodes import Node
 from tasks.base import Task, describe_ground_truth
-from tasks.features.merge import merge, orthogonal, rotate
+from tasks.features.merge import canonical_labels, merge, orthogonal, rotate
 from tasks.tracr.compiled import build_model, decode_encoding, load_or_compile, task_of_program
 from tasks.tracr.programs import PROGRAMS
 
@@ -158,7 +158,7 @@ def main_program_atoms(p: str, card: dict, in_circuit: list[Node], device: str =
     A site past P's depth (an empty layer of the merged model) has no HL site of its own and is left out;
     the final residual maps to P's final residual."""
     hl = task_of_program(PROGRAMS[p], device=device)
-    p_labels = load_or_compile(PROGRAMS[p])[1]["residual_labels"]
+    p_labels = canonical_labels(load_or_compile(PROGRAMS[p])[1]["residual_labels"])
     depth, last = hl.model.cfg.n_layers, card["cfg"]["n_layers"] - 1
     groups: dict[tuple[int, str, str], list[Node]] = {}
     for n in in_circuit:

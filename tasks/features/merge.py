@@ -3,7 +3,8 @@
 Both are compiled by tracr (``tasks.tracr.compiled``); their residual streams are direct sums of labelled
 one-hot directions. The merged residual holds every label once: the input atoms both programs read
 (``tokens:*``, ``indices:*``, ``one``) are shared, every other label belongs to one program and is
-named ``"{program}/{label}"`` (tracr's label ids depend on compile order, so two programs may reuse one).
+named ``"{program}/{label}"`` with tracr's variable ids replaced by their rank in the program
+(``canonical_labels``: tracr's ids depend on what was compiled before, the names must not).
 Each layer holds P's heads and MLP neurons beside Q's (the shallower program's missing layers are
 empty: with no LayerNorm an empty layer is the identity); heads are padded to the larger key size with
 ``W_Q`` scaled by ``sqrt(d_head / key_size)`` (TransformerLens divides scores by ``sqrt(d_head)``). The
@@ -17,6 +18,7 @@ write through R, every read through R^T; exact), so the labelled directions are 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 
@@ -51,6 +53,22 @@ def _check_same_inputs(p: str, q: str, card_p: dict, card_q: dict) -> None:
         raise ValueError(f"programs {p!r} and {q!r} encode their tokens differently: {card_p['encoding']} vs {card_q['encoding']}")
 
 
+_TRACR_ID = re.compile(r"^(.*)_(\d+)$")
+
+
+def canonical_labels(labels: list[str]) -> list[str]:
+    """One program's residual labels with tracr's variable ids replaced by their rank in the program
+    (``back2_17:a`` -> ``back2_v0:a``). tracr numbers variables from a counter global to the process, so the
+    same program compiled after others gets other ids; the rank (creation order within the program) does not
+    change. Shared input atoms (``tokens:*``, ``indices:*``, ``one``) and unnumbered labels are kept."""
+    def var(label: str) -> str:
+        return label.split(":", 1)[0]
+
+    ids = sorted({(int(m.group(2)), var(lab)) for lab in labels if not is_shared(lab) and (m := _TRACR_ID.match(var(lab)))})
+    rank = {v: f"{_TRACR_ID.match(v).group(1)}_v{k}" for k, (_, v) in enumerate(ids)}
+    return [lab if var(lab) not in rank else rank[var(lab)] + lab[len(var(lab)):] for lab in labels]
+
+
 def merged_labels(p: str, q: str, card_p: dict, card_q: dict) -> tuple[list[str], dict[str, str], list[int], list[int]]:
     """The merged residual's labels, each label's owner (``"P"``, ``"Q"`` or ``"shared"``), and the merged
     index of each of P's and of Q's residual dimensions."""
@@ -66,8 +84,8 @@ def merged_labels(p: str, q: str, card_p: dict, card_q: dict) -> tuple[list[str]
             owner[name] = "shared" if is_shared(label) else role
         return index[name]
 
-    idx_p = [place(p, "P", lab) for lab in card_p["residual_labels"]]
-    idx_q = [place(q, "Q", lab) for lab in card_q["residual_labels"]]
+    idx_p = [place(p, "P", lab) for lab in canonical_labels(card_p["residual_labels"])]
+    idx_q = [place(q, "Q", lab) for lab in canonical_labels(card_q["residual_labels"])]
     return labels, owner, idx_p, idx_q
 
 
