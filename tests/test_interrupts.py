@@ -64,7 +64,9 @@ def slow_module(tmp_path) -> Path:
 
 def _interrupt(report_dir: Path, module: Path, sig: int) -> subprocess.CompletedProcess:
     """Start a run, wait until its first row is in the journal, send ``sig``; the finished process."""
-    proc = subprocess.Popen(bench_cmd(report_dir, module), cwd=ROOT, env=_env(slow=True), stdout=subprocess.PIPE,
+    # output to a file, not a pipe nobody reads until the signal: a run that writes more than a pipe holds would block
+    log = open(report_dir.parent / f"interrupted-{sig}.log", "w+")
+    proc = subprocess.Popen(bench_cmd(report_dir, module), cwd=ROOT, env=_env(slow=True), stdout=log,
                             stderr=subprocess.STDOUT, text=True)
     journal = report_dir / JOURNAL
     deadline = time.time() + 300
@@ -72,10 +74,17 @@ def _interrupt(report_dir: Path, module: Path, sig: int) -> subprocess.Completed
         if journal.is_file() and '"row"' in journal.read_text():
             break
         time.sleep(0.2)
-    assert proc.poll() is None, f"the run ended before it could be interrupted:\n{proc.stdout.read()}"
+    def output() -> str:
+        log.flush()
+        log.seek(0)
+        return log.read()
+
+    assert proc.poll() is None, f"the run ended before it could be interrupted:\n{output()}"
     time.sleep(0.5)  # inside slow_zero's sleep now
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=120)
+    proc.wait(timeout=300)  # a guard against a hang, not a speed target: on a loaded 2-core CI machine 120 s ran out
+    out = output()
+    log.close()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
 
 
