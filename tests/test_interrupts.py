@@ -66,8 +66,10 @@ def _interrupt(report_dir: Path, module: Path, sig: int) -> subprocess.Completed
     """Start a run, wait until its first row is in the journal, send ``sig``; the finished process."""
     # output to a file, not a pipe nobody reads until the signal: a run that writes more than a pipe holds would block
     log = open(report_dir.parent / f"interrupted-{sig}.log", "w+")
+    # SIGINT back to its default in the run: a shell that starts a job in the background (``.ci/run &``) ignores
+    # SIGINT for the job's whole tree, and a Python started with it ignored never raises KeyboardInterrupt
     proc = subprocess.Popen(bench_cmd(report_dir, module), cwd=ROOT, env=_env(slow=True), stdout=log,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal = report_dir / JOURNAL
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
