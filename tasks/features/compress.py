@@ -32,7 +32,7 @@ from interventions.hooks import write_coordinates
 from interventions.interchange import draw_source_lengths
 from interventions.measures import cell_changed
 from tasks.base import Task
-from tasks.features.family import COMPRESSED_FAMILY, atom_activity, scored_atoms, sites, task_name, task_on_model
+from tasks.features.family import COMPRESSED_FAMILY, atom_activity, scored_atoms, task_name, task_on_model
 from tasks.features.merge import PER_LAYER_READS, PER_LAYER_WRITES, WRITES, merge, orthogonal
 from tasks.seeds import derive
 from tasks.tracr.compiled import build_model, decode_encoding
@@ -68,10 +68,6 @@ def compress(sd: dict[str, torch.Tensor], W: torch.Tensor) -> dict[str, torch.Te
 
 def small_card(card: dict, d_small: int) -> dict:
     return {**card, "cfg": {**card["cfg"], "d_model": d_small}}
-
-
-def _site_hooks(n_layers: int) -> list[str]:
-    return [f"blocks.{layer}.hook_{site}" for layer, site in sites(n_layers)]
 
 
 def _out_of_circuit(sd: dict, card: dict, p: str) -> dict[str, list[int]]:
